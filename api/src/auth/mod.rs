@@ -1,0 +1,316 @@
+//! Authentication: registration, password login, rotating refresh tokens,
+//! logout, and the extractor that turns a bearer token into an `AuthUser`.
+
+pub mod password;
+pub mod roles;
+pub mod tokens;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub use roles::{AuthUser, Role};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Json, unique_violation};
+use crate::users::{User, UserRow};
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("this endpoint needs an Authorization: Bearer token"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let (id, roles) = state.keys.verify_access(token)?;
+        Ok(AuthUser { id, roles })
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(token))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    /// 8 to 128 characters.
+    pub password: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
+}
+
+pub fn normalize_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::validation("email must be a valid address such as ada@example.com"))
+    }
+}
+
+pub fn check_password(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if (8..=128).contains(&n) {
+        Ok(())
+    } else {
+        Err(ApiError::validation("password must be 8 to 128 characters long"))
+    }
+}
+
+/// Create a customer account.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = User), (status = 409, description = "email_taken", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let email = normalize_email(&req.email)?;
+    check_password(&req.password)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation("name must be 1 to 100 characters long"));
+    }
+    let hash = password::hash(req.password).await?;
+    let user = create_user(&state.pool, &email, name, &hash, &[Role::Customer]).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub async fn create_user(
+    pool: &sqlx::PgPool,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    roles: &[Role],
+) -> ApiResult<User> {
+    let row: UserRow = sqlx::query_as(
+        "INSERT INTO users (id, email, name, password_hash, roles) VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, email, name, roles, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .bind(roles::roles_to_strings(roles))
+    .fetch_one(pool)
+    .await
+    .map_err(|e| {
+        if unique_violation(&e, "users_email_key") {
+            ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists")
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(row.into())
+}
+
+/// Exchange email and password for an access and a refresh token.
+#[utoipa::path(post, path = "/auth/token", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_credentials", body = crate::error::Problem)))]
+async fn token(State(state): State<AppState>, Json(req): Json<TokenRequest>) -> ApiResult<Json<TokenResponse>> {
+    let email = req.email.trim().to_lowercase();
+    let row: Option<(Uuid, String, Vec<String>)> =
+        sqlx::query_as("SELECT id, password_hash, roles FROM users WHERE lower(email) = $1")
+            .bind(&email)
+            .fetch_optional(&state.pool)
+            .await?;
+    let (stored, found) = match row {
+        Some((id, hash, roles)) => (Some(hash), Some((id, roles))),
+        None => (None, None),
+    };
+    let ok = password::verify(req.password, stored).await?;
+    match (ok, found) {
+        (true, Some((id, roles))) => {
+            let roles = roles::roles_from_strings(&roles);
+            Ok(Json(issue_pair(&state, id, &roles, Uuid::now_v7()).await?))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "the email or password is wrong",
+        )),
+    }
+}
+
+async fn issue_pair(state: &AppState, user: Uuid, roles: &[Role], family: Uuid) -> ApiResult<TokenResponse> {
+    let access_token = state.keys.issue_access(user, roles)?;
+    let (refresh_token, hash) = tokens::new_refresh_token()?;
+    let ttl = state.keys.refresh_ttl;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+    )
+    .bind(Uuid::now_v7())
+    .bind(family)
+    .bind(user)
+    .bind(hash)
+    .bind(ttl.as_secs_f64())
+    .execute(&state.pool)
+    .await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: state.keys.access_ttl.as_secs(),
+        refresh_token,
+        refresh_expires_in: ttl.as_secs(),
+    })
+}
+
+/// Trade a refresh token for a new pair. Each refresh token works once:
+/// presenting a used one again revokes every token of its family.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse),
+              (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = crate::error::Problem)))]
+async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
+    let hash = tokens::hash_refresh_token(&req.refresh_token);
+    // Marking the token used is the claim: of two concurrent refreshes with the
+    // same token exactly one gets the row back.
+    let claimed: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
+        "UPDATE refresh_tokens t SET used_at = now()
+         FROM users u
+         WHERE t.token_hash = $1 AND t.user_id = u.id
+           AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
+         RETURNING t.user_id, t.family_id, u.roles",
+    )
+    .bind(&hash)
+    .fetch_optional(&state.pool)
+    .await?;
+    if let Some((user, family, roles)) = claimed {
+        let roles = roles::roles_from_strings(&roles);
+        return Ok(Json(issue_pair(&state, user, &roles, family).await?));
+    }
+    let known: Option<(Uuid, bool)> =
+        sqlx::query_as("SELECT family_id, used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&state.pool)
+            .await?;
+    match known {
+        Some((family, true)) => {
+            revoke_family(&state.pool, family).await?;
+            tracing::warn!(%family, "refresh token reused; family revoked");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "this refresh token was already used; every session it belongs to is now signed out",
+            ))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            "the refresh token is unknown, expired or revoked",
+        )),
+    }
+}
+
+async fn revoke_family(pool: &sqlx::PgPool, family: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Sign out: revoke the refresh token and every token rotated from the same login.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "signed out (also when the token was already revoked)")))]
+async fn logout(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<StatusCode> {
+    let hash = tokens::hash_refresh_token(&req.refresh_token);
+    let family: Option<Uuid> = sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+        .bind(&hash)
+        .fetch_optional(&state.pool)
+        .await?;
+    if let Some(family) = family {
+        revoke_family(&state.pool, family).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Creates the first administrator from ADMIN_EMAIL/ADMIN_PASSWORD when no
+/// account has that email yet; an existing account is left as it is.
+pub async fn bootstrap_admin(pool: &sqlx::PgPool, email: &str, password: &str) -> anyhow::Result<bool> {
+    let email = normalize_email(email).map_err(|e| anyhow::anyhow!("ADMIN_EMAIL: {e}"))?;
+    check_password(password).map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD: {e}"))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
+        .bind(&email)
+        .fetch_one(pool)
+        .await?;
+    if exists {
+        return Ok(false);
+    }
+    let hash = password::hash(password.to_owned()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    match create_user(pool, &email, "Administrator", &hash, &[Role::Admin, Role::Manager]).await {
+        Ok(_) => Ok(true),
+        // Another replica created it at the same moment.
+        Err(ApiError::Client { code: "email_taken", .. }) => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "@example.com", "ada@", "ada@example", "a da@example.com", "ada@.com"] {
+            assert!(normalize_email(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn password_length_is_bounded() {
+        assert!(check_password("short").is_err());
+        assert!(check_password("long enough").is_ok());
+        assert!(check_password(&"x".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! Connection pool, embedded migrations and the schema-version check that
+//! `serve` and `/readyz` rely on.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseArgs;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+pub async fn connect(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(args.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&args.database_url)
+        .await
+}
+
+/// The newest migration this build embeds.
+pub fn expected_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The newest migration applied to the database; 0 when none is.
+pub async fn applied_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    sqlx::query_scalar("SELECT COALESCE(max(version), 0) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the database schema is at migration {applied} but this build needs {expected}: run `foodapp-api migrate` first"
+    )]
+    Behind { applied: i64, expected: i64 },
+    #[error(
+        "the database schema is at migration {applied}, newer than this build ({expected}): deploy the newer API image"
+    )]
+    Ahead { applied: i64, expected: i64 },
+    #[error("cannot read the schema version: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub async fn check_schema(pool: &PgPool) -> Result<(), SchemaError> {
+    let applied = applied_version(pool).await?;
+    let expected = expected_version();
+    match applied.cmp(&expected) {
+        std::cmp::Ordering::Less => Err(SchemaError::Behind { applied, expected }),
+        std::cmp::Ordering::Greater => Err(SchemaError::Ahead { applied, expected }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}

@@ -1,0 +1,138 @@
+//! FoodApp's ordering API: customers order, kitchen staff and couriers move
+//! orders along, managers run the menu. `router()` builds the whole app.
+
+pub mod auth;
+pub mod cart;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ops;
+pub mod orders;
+pub mod pagination;
+pub mod seed;
+pub mod telemetry;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::tokens::JwtKeys;
+use crate::error::ApiError;
+use crate::telemetry::Metrics;
+
+/// Settings the request handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub jwt_secret: Vec<u8>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub order_auto_reject_after: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: sqlx::PgPool,
+    pub keys: Arc<JwtKeys>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(pool: sqlx::PgPool, settings: Settings) -> Self {
+        let keys = JwtKeys::new(&settings.jwt_secret, settings.access_token_ttl, settings.refresh_token_ttl);
+        AppState {
+            pool,
+            keys: Arc::new(keys),
+            metrics: Metrics::new(),
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "FoodApp ordering API", description = "Menu, cart and orders for customers, kitchen staff, couriers and managers. Errors are RFC 9457 problem documents with a stable `code`."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "users", description = "Profiles and roles"),
+        (name = "catalog", description = "Categories and menu items"),
+        (name = "cart", description = "The customer's cart"),
+        (name = "orders", description = "Placing and following orders"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// Every route with its OpenAPI description; the document is built from the
+/// same list the router serves, so the two cannot drift apart.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(catalog::router())
+        .merge(cart::router())
+        .merge(orders::router());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::router())
+        .nest("/api/v1", v1)
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = api_routes().split_for_parts();
+    let max_body = state.settings.max_body_bytes;
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), telemetry::track))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed here")
+        })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_| -> Response {
+            axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

@@ -1,0 +1,147 @@
+//! `foodapp-api`: serve the API, apply migrations, or seed a demo menu.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use foodapp_api::config::{DatabaseArgs, ServeArgs};
+use foodapp_api::{AppState, Settings, auth, db, seed, telemetry};
+
+#[derive(Parser)]
+#[command(name = "foodapp-api", version, about = "FoodApp ordering API", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API. Refuses to start when the schema is not current.
+    Serve(ServeArgs),
+    /// Apply the embedded database migrations and exit (the migration Job runs this).
+    Migrate(DatabaseArgs),
+    /// Create the demo menu; running it again changes nothing.
+    SeedDemo {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Also create demo accounts (customer, kitchen, courier, manager
+        /// @demo.foodapp.io, password `demo-password`). Never in production.
+        #[arg(long)]
+        demo_users: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    telemetry::init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::SeedDemo { database, demo_users } => seed_demo(database, demo_users).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("foodapp-api: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&args).await.context("connecting to DATABASE_URL")?;
+    let before = db::applied_version(&pool).await?;
+    db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    let after = db::applied_version(&pool).await?;
+    tracing::info!(before, after, "migrations applied");
+    Ok(())
+}
+
+async fn seed_demo(args: DatabaseArgs, demo_users: bool) -> anyhow::Result<()> {
+    let pool = db::connect(&args).await.context("connecting to DATABASE_URL")?;
+    db::check_schema(&pool).await?;
+    let s = seed::seed_demo(&pool, demo_users).await?;
+    tracing::info!(categories = s.categories, items = s.items, users = s.users, "demo data seeded");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.jwt_secret.len() < 32 {
+        anyhow::bail!("JWT_SECRET must be at least 32 bytes long");
+    }
+    let pool = db::connect(&args.database).await.context("connecting to DATABASE_URL")?;
+    db::check_schema(&pool).await?;
+    match (&args.admin_email, &args.admin_password) {
+        (Some(email), Some(password)) => {
+            if auth::bootstrap_admin(&pool, email, password).await? {
+                tracing::info!(email, "administrator created");
+            }
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("set both ADMIN_EMAIL and ADMIN_PASSWORD, or neither"),
+    }
+    let state = AppState::new(
+        pool,
+        Settings {
+            jwt_secret: args.jwt_secret.into_bytes(),
+            access_token_ttl: args.access_token_ttl,
+            refresh_token_ttl: args.refresh_token_ttl,
+            order_auto_reject_after: args.order_auto_reject_after,
+            max_body_bytes: args.max_body_bytes,
+        },
+    );
+    let app = foodapp_api::router(state);
+    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.listen_addr))?;
+    tracing::info!(addr = %args.listen_addr, "serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!(grace = ?args.shutdown_grace, "shutting down; finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    finish(server, args.shutdown_grace).await
+}
+
+async fn finish(
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => Ok(joined.context("server task")??),
+        Err(_) => {
+            tracing::warn!("grace period over; closing remaining connections");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

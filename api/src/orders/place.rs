@@ -1,0 +1,406 @@
+//! `POST /orders`: one short transaction that claims the Idempotency-Key,
+//! locks the ordered items in id order (so concurrent orders cannot
+//! deadlock), checks and decrements stock, snapshots prices and records the
+//! captured payment. The exact response is stored with the key, so every
+//! retry — sequential or concurrent — returns the same bytes.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::model::{Order, OrderEvent, OrderLine, OrderStatus, Payment, PaymentMethod};
+use crate::AppState;
+use crate::cart::MAX_QUANTITY;
+use crate::error::{ApiError, ApiResult};
+
+pub const MAX_LINES: usize = 50;
+pub const MAX_KEY_LEN: usize = 200;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    /// What to order. Give either `items` or `from_cart: true`.
+    #[serde(default)]
+    pub items: Option<Vec<LineRequest>>,
+    /// Order the caller's cart (and empty it).
+    #[serde(default)]
+    pub from_cart: bool,
+    pub payment: PaymentRequest,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub menu_item_id: Uuid,
+    /// 1 to 100.
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub method: PaymentMethod,
+    /// Token from the payment provider; required for `card` and `wallet`.
+    /// The mock provider declines `tok_declined`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The request reduced to what identifies it, for comparing retries.
+#[derive(Serialize)]
+struct Fingerprint<'a> {
+    items: Option<&'a BTreeMap<Uuid, i32>>,
+    from_cart: bool,
+    payment: &'a PaymentRequest,
+}
+
+pub struct Placed {
+    pub body: String,
+    pub replayed: bool,
+}
+
+pub fn check_key(key: Option<&str>) -> Result<String, ApiError> {
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "POST /orders needs an Idempotency-Key header (for example a random UUID) so retries cannot order twice",
+        )
+    })?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!("the Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// Validates the request shape and merges repeated items.
+fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, ApiError> {
+    match (&req.items, req.from_cart) {
+        (Some(_), true) => Err(ApiError::validation("give either items or from_cart, not both")),
+        (None, false) => Err(ApiError::validation("give the items to order, or from_cart: true")),
+        (None, true) => Ok(None),
+        (Some(items), false) => {
+            if items.is_empty() || items.len() > MAX_LINES {
+                return Err(ApiError::validation(format!("an order has 1 to {MAX_LINES} lines")));
+            }
+            let mut merged = BTreeMap::new();
+            for line in items {
+                let q = merged.entry(line.menu_item_id).or_insert(0i32);
+                *q = q.saturating_add(line.quantity);
+                if line.quantity < 1 || *q > MAX_QUANTITY {
+                    return Err(ApiError::validation(format!(
+                        "quantity of each item must be between 1 and {MAX_QUANTITY}"
+                    ))
+                    .with_extra(serde_json::json!({ "menu_item_id": line.menu_item_id })));
+                }
+            }
+            Ok(Some(merged))
+        }
+    }
+}
+
+fn check_payment(p: &PaymentRequest) -> Result<(), ApiError> {
+    let token = p.token.as_deref().unwrap_or("");
+    match p.method {
+        PaymentMethod::Cash if !token.is_empty() => Err(ApiError::validation("cash payments take no token")),
+        PaymentMethod::Card | PaymentMethod::Wallet if token.is_empty() || token.len() > 200 => {
+            Err(ApiError::validation("card and wallet payments need a token of 1 to 200 characters"))
+        }
+        _ if token == "tok_declined" => Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment_declined",
+            "the payment provider declined the payment; nothing was ordered",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedItem {
+    id: Uuid,
+    name: String,
+    price_cents: i64,
+    stock: Option<i32>,
+    available: bool,
+    deleted: bool,
+}
+
+pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrder) -> ApiResult<Placed> {
+    let items = normalize(&req)?;
+    let fingerprint = serde_json::to_vec(&Fingerprint {
+        items: items.as_ref(),
+        from_cart: req.from_cart,
+        payment: &req.payment,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let request_hash = Sha256::digest(&fingerprint).to_vec();
+
+    // A retry of a finished order costs one indexed read.
+    if let Some(found) = replay(state, customer, &key, &request_hash).await? {
+        return Ok(found);
+    }
+    check_payment(&req.payment)?;
+
+    let result = try_place(state, customer, &key, &request_hash, items, &req.payment).await;
+    match result {
+        Ok(Some(body)) => {
+            state.metrics.orders_created.inc();
+            Ok(Placed { body, replayed: false })
+        }
+        // The key was claimed by a concurrent request that committed first.
+        Ok(None) => replay(state, customer, &key, &request_hash)
+            .await?
+            .ok_or_else(|| ApiError::Internal("idempotency key vanished".into())),
+        Err(err) => {
+            // A concurrent twin may have taken the last units with this very
+            // key: then the answer is its order, not a stock error.
+            if let Some(found) = replay(state, customer, &key, &request_hash).await? {
+                return Ok(found);
+            }
+            if matches!(&err, ApiError::Client { code: "insufficient_stock", .. }) {
+                state.metrics.stock_conflicts.inc();
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn replay(state: &AppState, customer: Uuid, key: &str, request_hash: &[u8]) -> ApiResult<Option<Placed>> {
+    let stored: Option<(Vec<u8>, String)> =
+        sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(customer)
+            .bind(key)
+            .fetch_optional(&state.pool)
+            .await?;
+    match stored {
+        None => Ok(None),
+        Some((hash, body)) if hash == request_hash => Ok(Some(Placed { body, replayed: true })),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different order; use a new key for a new order",
+        )),
+    }
+}
+
+fn now_micros() -> DateTime<Utc> {
+    // PostgreSQL keeps microseconds: truncate so the stored response and a
+    // later GET show the same instant.
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// Runs the transaction. `Ok(None)` means the key was already taken.
+async fn try_place(
+    state: &AppState,
+    customer: Uuid,
+    key: &str,
+    request_hash: &[u8],
+    items: Option<BTreeMap<Uuid, i32>>,
+    payment: &PaymentRequest,
+) -> ApiResult<Option<String>> {
+    let from_cart = items.is_none();
+    let mut tx = state.pool.begin().await?;
+    let wanted: BTreeMap<Uuid, i32> = match items {
+        Some(items) => items,
+        None => sqlx::query_as::<_, (Uuid, i32)>("SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1")
+            .bind(customer)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    if wanted.is_empty() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cart_empty", "the cart is empty"));
+    }
+    let ids: Vec<Uuid> = wanted.keys().copied().collect();
+    let locked: Vec<LockedItem> = sqlx::query_as(
+        "SELECT id, name, price_cents, stock, available, deleted_at IS NOT NULL AS deleted
+         FROM menu_items WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut lines = Vec::with_capacity(wanted.len());
+    for (id, quantity) in &wanted {
+        let item = locked.iter().find(|m| m.id == *id).filter(|m| !m.deleted).ok_or_else(|| {
+            ApiError::validation("an ordered menu item does not exist")
+                .with_extra(serde_json::json!({ "menu_item_id": id }))
+        })?;
+        if !item.available {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "item_unavailable",
+                format!("{} is not available now", item.name),
+            )
+            .with_extra(serde_json::json!({ "menu_item_id": id })));
+        }
+        if let Some(stock) = item.stock
+            && stock < *quantity
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "insufficient_stock",
+                format!("only {stock} of {} left, {quantity} requested", item.name),
+            )
+            .with_extra(serde_json::json!({ "menu_item_id": id, "requested": quantity, "available": stock })));
+        }
+        lines.push(OrderLine {
+            menu_item_id: *id,
+            name: item.name.clone(),
+            unit_price_cents: item.price_cents,
+            quantity: *quantity,
+            line_total_cents: item.price_cents * i64::from(*quantity),
+        });
+    }
+
+    let order_id = Uuid::now_v7();
+    let now = now_micros();
+    let total: i64 = lines.iter().map(|l| l.line_total_cents).sum();
+    let payment = Payment {
+        id: Uuid::now_v7(),
+        method: payment.method.as_str().to_owned(),
+        status: "captured".to_owned(),
+        amount_cents: total,
+        reference: format!("pay_{}", &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]),
+        created_at: now,
+    };
+    let order = Order {
+        id: order_id,
+        customer_id: customer,
+        status: OrderStatus::Placed,
+        items: lines,
+        total_cents: total,
+        payment: Some(payment.clone()),
+        courier_id: None,
+        history: vec![OrderEvent {
+            from_status: None,
+            to_status: OrderStatus::Placed.as_str().to_owned(),
+            actor_id: Some(customer),
+            reason: None,
+            at: now,
+        }],
+        created_at: now,
+        updated_at: now,
+    };
+    let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+
+    let line_ids: Vec<Uuid> = order.items.iter().map(|l| l.menu_item_id).collect();
+    let line_names: Vec<&str> = order.items.iter().map(|l| l.name.as_str()).collect();
+    let line_prices: Vec<i64> = order.items.iter().map(|l| l.unit_price_cents).collect();
+    let line_qty: Vec<i32> = order.items.iter().map(|l| l.quantity).collect();
+
+    // Every write hangs off `claim`: when the key is already taken, nothing
+    // else is written either.
+    let claimed: i64 = sqlx::query_scalar(
+        "WITH claim AS (
+            INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (user_id, key) DO NOTHING
+            RETURNING order_id
+         ), new_order AS (
+            INSERT INTO orders (id, customer_id, status, total_cents, created_at, updated_at)
+            SELECT $4, $1, 'placed', $6, $7, $7 FROM claim
+         ), new_lines AS (
+            INSERT INTO order_items (order_id, menu_item_id, name, unit_price_cents, quantity)
+            SELECT $4, l.id, l.name, l.price, l.qty
+            FROM claim, unnest($8::uuid[], $9::text[], $10::int8[], $11::int4[]) AS l(id, name, price, qty)
+         ), stock AS (
+            UPDATE menu_items m SET stock = m.stock - l.qty
+            FROM claim, unnest($8::uuid[], $11::int4[]) AS l(id, qty)
+            WHERE m.id = l.id AND m.stock IS NOT NULL
+         ), new_payment AS (
+            INSERT INTO payments (id, order_id, method, status, amount_cents, reference, created_at)
+            SELECT $12, $4, $13, 'captured', $6, $14, $7 FROM claim
+         ), new_event AS (
+            INSERT INTO order_events (order_id, from_status, to_status, actor_id, at)
+            SELECT $4, NULL, 'placed', $1, $7 FROM claim
+         ), emptied_cart AS (
+            DELETE FROM cart_items c USING claim WHERE $15 AND c.user_id = $1 AND c.menu_item_id = ANY($8)
+         )
+         SELECT count(*) FROM claim",
+    )
+    .bind(customer)
+    .bind(key)
+    .bind(request_hash)
+    .bind(order_id)
+    .bind(&body)
+    .bind(total)
+    .bind(now)
+    .bind(&line_ids)
+    .bind(&line_names)
+    .bind(&line_prices)
+    .bind(&line_qty)
+    .bind(payment.id)
+    .bind(&payment.method)
+    .bind(&payment.reference)
+    .bind(from_cart)
+    .fetch_one(&mut *tx)
+    .await?;
+    if claimed == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(items: Option<Vec<(Uuid, i32)>>, from_cart: bool) -> PlaceOrder {
+        PlaceOrder {
+            items: items.map(|v| {
+                v.into_iter()
+                    .map(|(menu_item_id, quantity)| LineRequest { menu_item_id, quantity })
+                    .collect()
+            }),
+            from_cart,
+            payment: PaymentRequest { method: PaymentMethod::Cash, token: None },
+        }
+    }
+
+    #[test]
+    fn repeated_items_merge_and_bounds_hold() {
+        let a = Uuid::from_u128(1);
+        let merged = normalize(&req(Some(vec![(a, 2), (a, 3)]), false)).unwrap().unwrap();
+        assert_eq!(merged[&a], 5);
+        assert!(normalize(&req(Some(vec![(a, 60), (a, 41)]), false)).is_err());
+        assert!(normalize(&req(Some(vec![(a, 0)]), false)).is_err());
+        assert!(normalize(&req(Some(vec![]), false)).is_err());
+        assert!(normalize(&req(Some(vec![(a, 1)]), true)).is_err());
+        assert!(normalize(&req(None, false)).is_err());
+        assert!(normalize(&req(None, true)).unwrap().is_none());
+    }
+
+    #[test]
+    fn payments_are_checked_and_the_mock_declines_deterministically() {
+        let p = |method, token: Option<&str>| PaymentRequest { method, token: token.map(str::to_owned) };
+        assert!(check_payment(&p(PaymentMethod::Cash, None)).is_ok());
+        assert!(check_payment(&p(PaymentMethod::Cash, Some("tok"))).is_err());
+        assert!(check_payment(&p(PaymentMethod::Card, None)).is_err());
+        assert!(check_payment(&p(PaymentMethod::Card, Some("tok_visa"))).is_ok());
+        let declined = check_payment(&p(PaymentMethod::Card, Some("tok_declined"))).unwrap_err();
+        assert_eq!(declined.status(), StatusCode::PAYMENT_REQUIRED);
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_visible_ascii() {
+        assert!(check_key(None).is_err());
+        assert!(check_key(Some("")).is_err());
+        assert!(check_key(Some("has space")).is_err());
+        assert!(check_key(Some(&"k".repeat(201))).is_err());
+        assert_eq!(check_key(Some("0b7c-4f")).unwrap(), "0b7c-4f");
+    }
+}

@@ -1,0 +1,112 @@
+//! JSON logs and Prometheus metrics: request count and latency by route and
+//! status, orders created, stock conflicts and the database pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram>,
+    pub orders_created: Counter,
+    pub stock_conflicts: Counter,
+    pub pool_size: Gauge,
+    pub pool_idle: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("foodapp");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        let orders_created = Counter::default();
+        let stock_conflicts = Counter::default();
+        let pool_size = Gauge::default();
+        let pool_idle = Gauge::default();
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        registry.register("orders_created", "Orders placed (retries not counted)", orders_created.clone());
+        registry.register(
+            "stock_conflicts",
+            "Orders refused with insufficient_stock",
+            stock_conflicts.clone(),
+        );
+        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
+        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
+        Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            orders_created,
+            stock_conflicts,
+            pool_size,
+            pool_idle,
+        })
+    }
+
+    pub fn encode(&self, pool: &sqlx::PgPool) -> String {
+        self.pool_size.set(i64::from(pool.size()));
+        self.pool_idle.set(pool.num_idle() as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Records every routed request; runs after routing so the route template
+/// (not the raw path with its ids) is the label.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(start.elapsed().as_secs_f64());
+    metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
+    response
+}

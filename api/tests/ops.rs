@@ -1,0 +1,145 @@
+//! Operations endpoints, the OpenAPI document and the generic error paths:
+//! nothing a client sends yields a 5xx.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::TestApp;
+use foodapp_api::auth::Role;
+use serde_json::json;
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let app = TestApp::new().await;
+    let r = app.get("/healthz", None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["schema_version"], foodapp_api::db::expected_version());
+
+    app.get("/api/v1/menu-items", None).await;
+    let m = app.get("/metrics", None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    for needle in [
+        "foodapp_http_requests_total{method=\"GET\",route=\"/api/v1/menu-items\",status=\"200\"} 1",
+        "foodapp_http_request_duration_seconds_bucket",
+        "foodapp_orders_created_total",
+        "foodapp_stock_conflicts_total",
+        "foodapp_db_pool_connections",
+    ] {
+        assert!(m.text.contains(needle), "metrics lack {needle}:\n{}", m.text);
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_schema_is_behind() {
+    let app = TestApp::new().await;
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let r = app.get("/readyz", None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::SERVICE_UNAVAILABLE, "not_ready"));
+    assert!(r.body["detail"].as_str().unwrap().contains("foodapp-api migrate"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = TestApp::new().await;
+    let r = app.get("/openapi.json", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = r.body["paths"].as_object().unwrap();
+    let expected: &[(&str, &[&str])] = &[
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+        ("/api/v1/auth/register", &["post"]),
+        ("/api/v1/auth/token", &["post"]),
+        ("/api/v1/auth/refresh", &["post"]),
+        ("/api/v1/auth/logout", &["post"]),
+        ("/api/v1/users/me", &["get"]),
+        ("/api/v1/users", &["get"]),
+        ("/api/v1/users/{id}/roles", &["put"]),
+        ("/api/v1/categories", &["get", "post"]),
+        ("/api/v1/categories/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/menu-items", &["get", "post"]),
+        ("/api/v1/menu-items/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/cart", &["get", "delete"]),
+        ("/api/v1/cart/items/{menu_item_id}", &["put", "delete"]),
+        ("/api/v1/orders", &["get", "post"]),
+        ("/api/v1/orders/{id}", &["get"]),
+    ];
+    for (path, methods) in expected {
+        let item = paths.get(*path).unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
+        for m in *methods {
+            assert!(item.get(*m).is_some(), "{m} {path} missing");
+        }
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    let listed: usize = expected.iter().map(|(_, m)| m.len()).sum();
+    assert_eq!(documented, listed, "a route is served but not in this test's list");
+    // Each documented route really answers (not the 404 fallback).
+    for (path, _) in expected {
+        let concrete = path.replace("{id}", &uuid::Uuid::nil().to_string()).replace("{menu_item_id}", &uuid::Uuid::nil().to_string());
+        let r = app.get(&concrete, None).await;
+        assert!(!(r.status == StatusCode::NOT_FOUND && r.body["detail"] == "route not found"), "{path} is not routed");
+    }
+}
+
+#[tokio::test]
+async fn the_docs_page_is_served_offline() {
+    let app = TestApp::new().await;
+    let r = app.get("/docs/", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("swagger-ui"), "{}", &r.text[..r.text.len().min(300)]);
+    let r = app.get("/docs/swagger-ui-bundle.js", None).await;
+    assert_eq!(r.status, StatusCode::OK, "assets are embedded, not fetched from a CDN");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_problem_documents_never_5xx() {
+    let app = TestApp::new().await;
+    let (_, manager) = app.user(&[Role::Manager]).await;
+    let send = |method: Method, uri: &str, content_type: Option<&str>, body: Vec<u8>| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {manager}"));
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.body(Body::from(body)).unwrap()
+    };
+    let cases = vec![
+        (send(Method::POST, "/api/v1/categories", Some("application/json"), b"{not json".to_vec()), StatusCode::BAD_REQUEST, "malformed_json"),
+        (send(Method::POST, "/api/v1/categories", Some("text/plain"), b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (send(Method::POST, "/api/v1/categories", None, vec![]), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (send(Method::POST, "/api/v1/categories", Some("application/json"), b"[1,2]".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        (send(Method::POST, "/api/v1/categories", Some("application/json"), format!("{{\"name\":\"{}\"}}", "x".repeat(100_000)).into_bytes()), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (send(Method::GET, "/api/v1/nothing-here", None, vec![]), StatusCode::NOT_FOUND, "not_found"),
+        (send(Method::DELETE, "/api/v1/users/me", None, vec![]), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (send(Method::GET, "/api/v1/menu-items/%FF", None, vec![]), StatusCode::BAD_REQUEST, "invalid_path"),
+        (send(Method::PATCH, "/api/v1/menu-items/00000000-0000-0000-0000-000000000000", Some("application/json"), b"{\"price_cents\": 1e99}".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+    ];
+    for (req, status, code) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let r = app.send(req).await;
+        assert_eq!((r.status, r.code()), (status, code), "{what}: {}", r.text);
+        assert!(r.is_problem(), "{what}");
+        assert_eq!(r.body["status"], status.as_u16());
+        assert!(r.body["type"].as_str().unwrap().ends_with(code));
+    }
+    let r = app.post("/api/v1/auth/token", None, json!({"email": 5, "password": null})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_passed_through() {
+    let app = TestApp::new().await;
+    let r = app.get("/healthz", None).await;
+    assert!(!r.headers["x-request-id"].is_empty());
+    let r = app.call_with(Method::GET, "/healthz", None, None, &[("x-request-id", "abc-123")]).await;
+    assert_eq!(r.headers["x-request-id"], "abc-123");
+}
