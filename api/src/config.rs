@@ -48,9 +48,8 @@ pub struct ServeArgs {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("{e}: expected a duration such as 30s, 5m, 1h or 7d")
-    })?;
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}: expected a duration such as 30s, 5m, 1h or 7d"))?;
     if d.is_zero() {
         return Err("the duration must be greater than zero".into());
     }

@@ -53,7 +53,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: sqlx::PgPool, settings: Settings) -> Self {
-        let keys = JwtKeys::new(&settings.jwt_secret, settings.access_token_ttl, settings.refresh_token_ttl);
+        let keys = JwtKeys::new(
+            &settings.jwt_secret,
+            settings.access_token_ttl,
+            settings.refresh_token_ttl,
+        );
         AppState {
             pool,
             keys: Arc::new(keys),
@@ -85,7 +89,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }

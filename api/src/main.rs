@@ -38,7 +38,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
-        Command::SeedDemo { database, demo_users } => seed_demo(database, demo_users).await,
+        Command::SeedDemo {
+            database,
+            demo_users,
+        } => seed_demo(database, demo_users).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -51,19 +54,31 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    let pool = db::connect(&args).await.context("connecting to DATABASE_URL")?;
+    let pool = db::connect(&args)
+        .await
+        .context("connecting to DATABASE_URL")?;
     let before = db::applied_version(&pool).await?;
-    db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
     let after = db::applied_version(&pool).await?;
     tracing::info!(before, after, "migrations applied");
     Ok(())
 }
 
 async fn seed_demo(args: DatabaseArgs, demo_users: bool) -> anyhow::Result<()> {
-    let pool = db::connect(&args).await.context("connecting to DATABASE_URL")?;
+    let pool = db::connect(&args)
+        .await
+        .context("connecting to DATABASE_URL")?;
     db::check_schema(&pool).await?;
     let s = seed::seed_demo(&pool, demo_users).await?;
-    tracing::info!(categories = s.categories, items = s.items, users = s.users, "demo data seeded");
+    tracing::info!(
+        categories = s.categories,
+        items = s.items,
+        users = s.users,
+        "demo data seeded"
+    );
     Ok(())
 }
 
@@ -71,7 +86,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.jwt_secret.len() < 32 {
         anyhow::bail!("JWT_SECRET must be at least 32 bytes long");
     }
-    let pool = db::connect(&args.database).await.context("connecting to DATABASE_URL")?;
+    let pool = db::connect(&args.database)
+        .await
+        .context("connecting to DATABASE_URL")?;
     db::check_schema(&pool).await?;
     match (&args.admin_email, &args.admin_password) {
         (Some(email), Some(password)) => {

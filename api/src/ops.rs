@@ -31,7 +31,10 @@ pub struct Health {
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", schema_version: None })
+    Json(Health {
+        status: "ok",
+        schema_version: None,
+    })
 }
 
 /// Ready to serve: the database answers and its schema is the one this build expects.
@@ -39,8 +42,15 @@ async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = crate::error::Problem)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match crate::db::check_schema(&state.pool).await {
-        Ok(()) => Ok(Json(Health { status: "ready", schema_version: Some(crate::db::expected_version()) })),
-        Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())),
+        Ok(()) => Ok(Json(Health {
+            status: "ready",
+            schema_version: Some(crate::db::expected_version()),
+        })),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            e.to_string(),
+        )),
     }
 }
 

@@ -6,33 +6,55 @@ use uuid::Uuid;
 
 use crate::auth::{self, Role};
 
-const MENU: &[(&str, &[(&str, &str, i64, Option<i32>)])] = &[
-    ("Pizza", &[
-        ("Margherita", "Tomato, mozzarella, basil", 950, None),
-        ("Diavola", "Spicy salami, chili, mozzarella", 1150, None),
-        ("Quattro formaggi", "Four cheeses", 1250, Some(40)),
-    ]),
-    ("Burgers", &[
-        ("Classic burger", "Beef, cheddar, pickles", 1090, None),
-        ("Veggie burger", "Black bean patty, avocado", 1050, Some(30)),
-    ]),
-    ("Salads", &[
-        ("Caesar salad", "Romaine, parmesan, croutons", 890, None),
-        ("Greek salad", "Feta, olives, cucumber", 850, None),
-    ]),
-    ("Drinks", &[
-        ("Lemonade", "Fresh, 0.4 l", 350, None),
-        ("Sparkling water", "0.5 l", 250, None),
-    ]),
-    ("Desserts", &[
-        ("Tiramisu", "House made", 650, Some(12)),
-        ("Chocolate cake", "Dark chocolate", 600, Some(10)),
-    ]),
+/// name, description, price in cents, stock (None = unlimited)
+type DemoItem = (&'static str, &'static str, i64, Option<i32>);
+
+const MENU: &[(&str, &[DemoItem])] = &[
+    (
+        "Pizza",
+        &[
+            ("Margherita", "Tomato, mozzarella, basil", 950, None),
+            ("Diavola", "Spicy salami, chili, mozzarella", 1150, None),
+            ("Quattro formaggi", "Four cheeses", 1250, Some(40)),
+        ],
+    ),
+    (
+        "Burgers",
+        &[
+            ("Classic burger", "Beef, cheddar, pickles", 1090, None),
+            ("Veggie burger", "Black bean patty, avocado", 1050, Some(30)),
+        ],
+    ),
+    (
+        "Salads",
+        &[
+            ("Caesar salad", "Romaine, parmesan, croutons", 890, None),
+            ("Greek salad", "Feta, olives, cucumber", 850, None),
+        ],
+    ),
+    (
+        "Drinks",
+        &[
+            ("Lemonade", "Fresh, 0.4 l", 350, None),
+            ("Sparkling water", "0.5 l", 250, None),
+        ],
+    ),
+    (
+        "Desserts",
+        &[
+            ("Tiramisu", "House made", 650, Some(12)),
+            ("Chocolate cake", "Dark chocolate", 600, Some(10)),
+        ],
+    ),
 ];
 
 pub const DEMO_PASSWORD: &str = "demo-password";
 pub const DEMO_USERS: &[(&str, &str, &[Role])] = &[
-    ("customer@demo.foodapp.io", "Demo Customer", &[Role::Customer]),
+    (
+        "customer@demo.foodapp.io",
+        "Demo Customer",
+        &[Role::Customer],
+    ),
     ("kitchen@demo.foodapp.io", "Demo Kitchen", &[Role::Kitchen]),
     ("courier@demo.foodapp.io", "Demo Courier", &[Role::Courier]),
     ("manager@demo.foodapp.io", "Demo Manager", &[Role::Manager]),
@@ -45,7 +67,11 @@ pub struct Seeded {
 }
 
 pub async fn seed_demo(pool: &PgPool, with_users: bool) -> anyhow::Result<Seeded> {
-    let mut seeded = Seeded { categories: 0, items: 0, users: 0 };
+    let mut seeded = Seeded {
+        categories: 0,
+        items: 0,
+        users: 0,
+    };
     let mut tx = pool.begin().await?;
     for (position, (category, items)) in MENU.iter().enumerate() {
         let inserted = sqlx::query(
@@ -58,10 +84,11 @@ pub async fn seed_demo(pool: &PgPool, with_users: bool) -> anyhow::Result<Seeded
         .execute(&mut *tx)
         .await?;
         seeded.categories += inserted.rows_affected();
-        let category_id: Uuid = sqlx::query_scalar("SELECT id FROM categories WHERE lower(name) = lower($1)")
-            .bind(category)
-            .fetch_one(&mut *tx)
-            .await?;
+        let category_id: Uuid =
+            sqlx::query_scalar("SELECT id FROM categories WHERE lower(name) = lower($1)")
+                .bind(category)
+                .fetch_one(&mut *tx)
+                .await?;
         for (name, description, price, stock) in *items {
             let inserted = sqlx::query(
                 "INSERT INTO menu_items (id, category_id, name, description, price_cents, stock)
@@ -87,7 +114,10 @@ pub async fn seed_demo(pool: &PgPool, with_users: bool) -> anyhow::Result<Seeded
         for (email, name, roles) in DEMO_USERS {
             match auth::create_user(pool, email, name, &hash, roles).await {
                 Ok(_) => seeded.users += 1,
-                Err(crate::error::ApiError::Client { code: "email_taken", .. }) => {}
+                Err(crate::error::ApiError::Client {
+                    code: "email_taken",
+                    ..
+                }) => {}
                 Err(e) => return Err(anyhow::anyhow!("{e}")),
             }
         }

@@ -54,22 +54,44 @@ impl Metrics {
         let mut registry = Registry::with_prefix("foodapp");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
         });
         let orders_created = Counter::default();
         let stock_conflicts = Counter::default();
         let pool_size = Gauge::default();
         let pool_idle = Gauge::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
-        registry.register("orders_created", "Orders placed (retries not counted)", orders_created.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "orders_created",
+            "Orders placed (retries not counted)",
+            orders_created.clone(),
+        );
         registry.register(
             "stock_conflicts",
             "Orders refused with insufficient_stock",
             stock_conflicts.clone(),
         );
-        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
-        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            pool_size.clone(),
+        );
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            pool_idle.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -105,8 +127,18 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     let status = response.status().as_u16();
     metrics
         .latency
-        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
         .observe(start.elapsed().as_secs_f64());
-    metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status,
+        })
+        .inc();
     response
 }

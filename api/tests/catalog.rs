@@ -8,7 +8,12 @@ use foodapp_api::auth::Role;
 use serde_json::{Value, json};
 
 fn names(v: &Value) -> Vec<String> {
-    v["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_owned()).collect()
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -17,39 +22,99 @@ async fn managers_write_categories_and_everyone_reads_them() {
     let (_, manager) = app.user(&[Role::Manager]).await;
     let (_, customer) = app.user(&[Role::Customer]).await;
 
-    let r = app.post("/api/v1/categories", Some(&customer), json!({"name": "Soups"})).await;
+    let r = app
+        .post(
+            "/api/v1/categories",
+            Some(&customer),
+            json!({"name": "Soups"}),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
-    let r = app.post("/api/v1/categories", None, json!({"name": "Soups"})).await;
+    let r = app
+        .post("/api/v1/categories", None, json!({"name": "Soups"}))
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
-    let soups = app.post("/api/v1/categories", Some(&manager), json!({"name": "Soups", "position": 2})).await;
+    let soups = app
+        .post(
+            "/api/v1/categories",
+            Some(&manager),
+            json!({"name": "Soups", "position": 2}),
+        )
+        .await;
     assert_eq!(soups.status, StatusCode::CREATED, "{}", soups.text);
-    let mains = app.post("/api/v1/categories", Some(&manager), json!({"name": "Mains", "position": 1})).await;
-    let dup = app.post("/api/v1/categories", Some(&manager), json!({"name": "soups"})).await;
+    let mains = app
+        .post(
+            "/api/v1/categories",
+            Some(&manager),
+            json!({"name": "Mains", "position": 1}),
+        )
+        .await;
+    let dup = app
+        .post(
+            "/api/v1/categories",
+            Some(&manager),
+            json!({"name": "soups"}),
+        )
+        .await;
     assert_eq!((dup.status, dup.code()), (StatusCode::CONFLICT, "conflict"));
-    let bad = app.post("/api/v1/categories", Some(&manager), json!({"name": ""})).await;
+    let bad = app
+        .post("/api/v1/categories", Some(&manager), json!({"name": ""}))
+        .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let list = app.get("/api/v1/categories", None).await;
     assert_eq!(names(&list.body), vec!["Mains", "Soups"]);
     let page = app.get("/api/v1/categories?limit=1", None).await;
     assert_eq!(names(&page.body), vec!["Mains"]);
-    let page2 = app.get(&format!("/api/v1/categories?limit=1&cursor={}", page.body["next_cursor"].as_str().unwrap()), None).await;
+    let page2 = app
+        .get(
+            &format!(
+                "/api/v1/categories?limit=1&cursor={}",
+                page.body["next_cursor"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
     assert_eq!(names(&page2.body), vec!["Soups"]);
 
     let id = soups.body["id"].as_str().unwrap();
-    let r = app.call(Method::PATCH, &format!("/api/v1/categories/{id}"), Some(&manager), Some(json!({"description": "Hot"}))).await;
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/categories/{id}"),
+            Some(&manager),
+            Some(json!({"description": "Hot"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!((r.body["name"].as_str(), r.body["description"].as_str()), (Some("Soups"), Some("Hot")));
+    assert_eq!(
+        (r.body["name"].as_str(), r.body["description"].as_str()),
+        (Some("Soups"), Some("Hot"))
+    );
     let one = app.get(&format!("/api/v1/categories/{id}"), None).await;
     assert_eq!(one.body["description"], "Hot");
 
     // A category with items cannot be deleted; an empty one can.
     let mains_id: uuid::Uuid = mains.body["id"].as_str().unwrap().parse().unwrap();
     app.item(mains_id, "Steak", 2500, None).await;
-    let r = app.call(Method::DELETE, &format!("/api/v1/categories/{mains_id}"), Some(&manager), None).await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/categories/{mains_id}"),
+            Some(&manager),
+            None,
+        )
+        .await;
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "conflict"));
-    let r = app.call(Method::DELETE, &format!("/api/v1/categories/{id}"), Some(&manager), None).await;
+    let r = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/categories/{id}"),
+            Some(&manager),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = app.get(&format!("/api/v1/categories/{id}"), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -65,22 +130,46 @@ async fn menu_items_filter_search_sort_and_paginate() {
     app.item(pizza, "Funghi", 1050, None).await;
     app.item(drinks, "Lemonade", 350, None).await;
     let water = app.item(drinks, "Water 100%", 250, None).await;
-    sqlx::query("UPDATE menu_items SET available = false WHERE id = $1").bind(water).execute(&app.db.pool).await.unwrap();
+    sqlx::query("UPDATE menu_items SET available = false WHERE id = $1")
+        .bind(water)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
 
     let all = app.get("/api/v1/menu-items", None).await;
-    assert_eq!(names(&all.body), vec!["Diavola", "Funghi", "Lemonade", "Margherita", "Water 100%"]);
-    let by_cat = app.get(&format!("/api/v1/menu-items?category={drinks}"), None).await;
+    assert_eq!(
+        names(&all.body),
+        vec!["Diavola", "Funghi", "Lemonade", "Margherita", "Water 100%"]
+    );
+    let by_cat = app
+        .get(&format!("/api/v1/menu-items?category={drinks}"), None)
+        .await;
     assert_eq!(names(&by_cat.body), vec!["Lemonade", "Water 100%"]);
-    let avail = app.get(&format!("/api/v1/menu-items?category={drinks}&available=true"), None).await;
+    let avail = app
+        .get(
+            &format!("/api/v1/menu-items?category={drinks}&available=true"),
+            None,
+        )
+        .await;
     assert_eq!(names(&avail.body), vec!["Lemonade"]);
     let search = app.get("/api/v1/menu-items?q=MARG", None).await;
     assert_eq!(names(&search.body), vec!["Margherita"]);
     let literal = app.get("/api/v1/menu-items?q=100%25", None).await;
-    assert_eq!(names(&literal.body), vec!["Water 100%"], "% is matched literally");
+    assert_eq!(
+        names(&literal.body),
+        vec!["Water 100%"],
+        "% is matched literally"
+    );
     let cheap = app.get("/api/v1/menu-items?sort=price", None).await;
-    assert_eq!(names(&cheap.body), vec!["Water 100%", "Lemonade", "Margherita", "Funghi", "Diavola"]);
+    assert_eq!(
+        names(&cheap.body),
+        vec!["Water 100%", "Lemonade", "Margherita", "Funghi", "Diavola"]
+    );
     let dear = app.get("/api/v1/menu-items?sort=-price", None).await;
-    assert_eq!(names(&dear.body), vec!["Diavola", "Funghi", "Margherita", "Lemonade", "Water 100%"]);
+    assert_eq!(
+        names(&dear.body),
+        vec!["Diavola", "Funghi", "Margherita", "Lemonade", "Water 100%"]
+    );
 
     // Walk every page of the price-descending list two at a time.
     let mut seen = Vec::new();
@@ -98,9 +187,24 @@ async fn menu_items_filter_search_sort_and_paginate() {
 
     let first = app.get("/api/v1/menu-items?sort=price&limit=1", None).await;
     let cursor = first.body["next_cursor"].as_str().unwrap();
-    let mixed = app.get(&format!("/api/v1/menu-items?sort=name&cursor={cursor}"), None).await;
-    assert_eq!((mixed.status, mixed.code()), (StatusCode::BAD_REQUEST, "invalid_cursor"));
-    for bad in ["sort=cheapest", "available=maybe", "category=12", "limit=0", "limit=1000", "colour=red"] {
+    let mixed = app
+        .get(
+            &format!("/api/v1/menu-items?sort=name&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (mixed.status, mixed.code()),
+        (StatusCode::BAD_REQUEST, "invalid_cursor")
+    );
+    for bad in [
+        "sort=cheapest",
+        "available=maybe",
+        "category=12",
+        "limit=0",
+        "limit=1000",
+        "colour=red",
+    ] {
         let r = app.get(&format!("/api/v1/menu-items?{bad}"), None).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(r.is_problem());
@@ -115,11 +219,16 @@ async fn managers_create_update_and_delete_menu_items() {
     let cat = app.category("Burgers").await;
 
     let body = json!({"category_id": cat, "name": "Cheeseburger", "price_cents": 1090, "stock": 5});
-    let r = app.post("/api/v1/menu-items", Some(&kitchen), body.clone()).await;
+    let r = app
+        .post("/api/v1/menu-items", Some(&kitchen), body.clone())
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = app.post("/api/v1/menu-items", Some(&manager), body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!((r.body["stock"].as_i64(), r.body["available"].as_bool()), (Some(5), Some(true)));
+    assert_eq!(
+        (r.body["stock"].as_i64(), r.body["available"].as_bool()),
+        (Some(5), Some(true))
+    );
     let id = r.body["id"].as_str().unwrap().to_owned();
 
     for bad in [
@@ -129,24 +238,70 @@ async fn managers_create_update_and_delete_menu_items() {
         json!({"category_id": cat, "name": "X", "price_cents": "ten"}),
         json!({"category_id": cat, "price_cents": 100}),
     ] {
-        let r = app.post("/api/v1/menu-items", Some(&manager), bad.clone()).await;
-        assert_eq!((r.status, r.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"), "{bad}");
+        let r = app
+            .post("/api/v1/menu-items", Some(&manager), bad.clone())
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            "{bad}"
+        );
     }
 
     let path = format!("/api/v1/menu-items/{id}");
-    let r = app.call(Method::PATCH, &path, Some(&manager), Some(json!({"price_cents": 1190}))).await;
-    assert_eq!((r.body["price_cents"].as_i64(), r.body["stock"].as_i64()), (Some(1190), Some(5)), "absent stock unchanged");
-    let r = app.call(Method::PATCH, &path, Some(&manager), Some(json!({"stock": null}))).await;
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&manager),
+            Some(json!({"price_cents": 1190})),
+        )
+        .await;
+    assert_eq!(
+        (r.body["price_cents"].as_i64(), r.body["stock"].as_i64()),
+        (Some(1190), Some(5)),
+        "absent stock unchanged"
+    );
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&manager),
+            Some(json!({"stock": null})),
+        )
+        .await;
     assert!(r.body["stock"].is_null(), "null makes stock unlimited");
-    let r = app.call(Method::PATCH, &path, Some(&manager), Some(json!({"stock": 7, "available": false}))).await;
-    assert_eq!((r.body["stock"].as_i64(), r.body["available"].as_bool()), (Some(7), Some(false)));
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&manager),
+            Some(json!({"stock": 7, "available": false})),
+        )
+        .await;
+    assert_eq!(
+        (r.body["stock"].as_i64(), r.body["available"].as_bool()),
+        (Some(7), Some(false))
+    );
     let one = app.get(&path, None).await;
     assert_eq!(one.body["price_cents"], 1190);
 
     let r = app.call(Method::DELETE, &path, Some(&manager), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(app.get(&path, None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.call(Method::DELETE, &path, Some(&manager), None).await.status, StatusCode::NOT_FOUND);
-    let r = app.call(Method::PATCH, &path, Some(&manager), Some(json!({"price_cents": 1}))).await;
+    assert_eq!(
+        app.call(Method::DELETE, &path, Some(&manager), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&manager),
+            Some(json!({"price_cents": 1})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }

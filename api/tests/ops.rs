@@ -13,10 +13,16 @@ use serde_json::json;
 async fn health_readiness_and_metrics_answer() {
     let app = TestApp::new().await;
     let r = app.get("/healthz", None).await;
-    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     let r = app.get("/readyz", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.body["schema_version"], foodapp_api::db::expected_version());
+    assert_eq!(
+        r.body["schema_version"],
+        foodapp_api::db::expected_version()
+    );
 
     app.get("/api/v1/menu-items", None).await;
     let m = app.get("/metrics", None).await;
@@ -28,20 +34,34 @@ async fn health_readiness_and_metrics_answer() {
         "foodapp_stock_conflicts_total",
         "foodapp_db_pool_connections",
     ] {
-        assert!(m.text.contains(needle), "metrics lack {needle}:\n{}", m.text);
+        assert!(
+            m.text.contains(needle),
+            "metrics lack {needle}:\n{}",
+            m.text
+        );
     }
 }
 
 #[tokio::test]
 async fn readiness_fails_while_the_schema_is_behind() {
     let app = TestApp::new().await;
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
     let r = app.get("/readyz", None).await;
-    assert_eq!((r.status, r.code()), (StatusCode::SERVICE_UNAVAILABLE, "not_ready"));
-    assert!(r.body["detail"].as_str().unwrap().contains("foodapp-api migrate"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    );
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("foodapp-api migrate")
+    );
 }
 
 #[tokio::test]
@@ -72,19 +92,29 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/orders/{id}", &["get"]),
     ];
     for (path, methods) in expected {
-        let item = paths.get(*path).unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} missing from the OpenAPI document"));
         for m in *methods {
             assert!(item.get(*m).is_some(), "{m} {path} missing");
         }
     }
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     let listed: usize = expected.iter().map(|(_, m)| m.len()).sum();
-    assert_eq!(documented, listed, "a route is served but not in this test's list");
+    assert_eq!(
+        documented, listed,
+        "a route is served but not in this test's list"
+    );
     // Each documented route really answers (not the 404 fallback).
     for (path, _) in expected {
-        let concrete = path.replace("{id}", &uuid::Uuid::nil().to_string()).replace("{menu_item_id}", &uuid::Uuid::nil().to_string());
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::nil().to_string())
+            .replace("{menu_item_id}", &uuid::Uuid::nil().to_string());
         let r = app.get(&concrete, None).await;
-        assert!(!(r.status == StatusCode::NOT_FOUND && r.body["detail"] == "route not found"), "{path} is not routed");
+        assert!(
+            !(r.status == StatusCode::NOT_FOUND && r.body["detail"] == "route not found"),
+            "{path} is not routed"
+        );
     }
 }
 
@@ -93,9 +123,17 @@ async fn the_docs_page_is_served_offline() {
     let app = TestApp::new().await;
     let r = app.get("/docs/", None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.text.contains("swagger-ui"), "{}", &r.text[..r.text.len().min(300)]);
+    assert!(
+        r.text.contains("swagger-ui"),
+        "{}",
+        &r.text[..r.text.len().min(300)]
+    );
     let r = app.get("/docs/swagger-ui-bundle.js", None).await;
-    assert_eq!(r.status, StatusCode::OK, "assets are embedded, not fetched from a CDN");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "assets are embedded, not fetched from a CDN"
+    );
 }
 
 #[tokio::test]
@@ -113,15 +151,76 @@ async fn malformed_requests_get_problem_documents_never_5xx() {
         req.body(Body::from(body)).unwrap()
     };
     let cases = vec![
-        (send(Method::POST, "/api/v1/categories", Some("application/json"), b"{not json".to_vec()), StatusCode::BAD_REQUEST, "malformed_json"),
-        (send(Method::POST, "/api/v1/categories", Some("text/plain"), b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (send(Method::POST, "/api/v1/categories", None, vec![]), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (send(Method::POST, "/api/v1/categories", Some("application/json"), b"[1,2]".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (send(Method::POST, "/api/v1/categories", Some("application/json"), format!("{{\"name\":\"{}\"}}", "x".repeat(100_000)).into_bytes()), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        (send(Method::GET, "/api/v1/nothing-here", None, vec![]), StatusCode::NOT_FOUND, "not_found"),
-        (send(Method::DELETE, "/api/v1/users/me", None, vec![]), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        (send(Method::GET, "/api/v1/menu-items/%FF", None, vec![]), StatusCode::BAD_REQUEST, "invalid_path"),
-        (send(Method::PATCH, "/api/v1/menu-items/00000000-0000-0000-0000-000000000000", Some("application/json"), b"{\"price_cents\": 1e99}".to_vec()), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        (
+            send(
+                Method::POST,
+                "/api/v1/categories",
+                Some("application/json"),
+                b"{not json".to_vec(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            send(
+                Method::POST,
+                "/api/v1/categories",
+                Some("text/plain"),
+                b"{}".to_vec(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            send(Method::POST, "/api/v1/categories", None, vec![]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            send(
+                Method::POST,
+                "/api/v1/categories",
+                Some("application/json"),
+                b"[1,2]".to_vec(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            send(
+                Method::POST,
+                "/api/v1/categories",
+                Some("application/json"),
+                format!("{{\"name\":\"{}\"}}", "x".repeat(100_000)).into_bytes(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            send(Method::GET, "/api/v1/nothing-here", None, vec![]),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            send(Method::DELETE, "/api/v1/users/me", None, vec![]),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            send(Method::GET, "/api/v1/menu-items/%FF", None, vec![]),
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            send(
+                Method::PATCH,
+                "/api/v1/menu-items/00000000-0000-0000-0000-000000000000",
+                Some("application/json"),
+                b"{\"price_cents\": 1e99}".to_vec(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
     ];
     for (req, status, code) in cases {
         let what = format!("{} {}", req.method(), req.uri());
@@ -131,7 +230,13 @@ async fn malformed_requests_get_problem_documents_never_5xx() {
         assert_eq!(r.body["status"], status.as_u16());
         assert!(r.body["type"].as_str().unwrap().ends_with(code));
     }
-    let r = app.post("/api/v1/auth/token", None, json!({"email": 5, "password": null})).await;
+    let r = app
+        .post(
+            "/api/v1/auth/token",
+            None,
+            json!({"email": 5, "password": null}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -140,6 +245,14 @@ async fn request_ids_are_generated_or_passed_through() {
     let app = TestApp::new().await;
     let r = app.get("/healthz", None).await;
     assert!(!r.headers["x-request-id"].is_empty());
-    let r = app.call_with(Method::GET, "/healthz", None, None, &[("x-request-id", "abc-123")]).await;
+    let r = app
+        .call_with(
+            Method::GET,
+            "/healthz",
+            None,
+            None,
+            &[("x-request-id", "abc-123")],
+        )
+        .await;
     assert_eq!(r.headers["x-request-id"], "abc-123");
 }

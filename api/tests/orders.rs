@@ -12,8 +12,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn order(app: &TestApp, token: &str, key: &str, body: Value) -> common::Reply {
-    app.call_with(Method::POST, "/api/v1/orders", Some(token), Some(body), &[("idempotency-key", key)])
-        .await
+    app.call_with(
+        Method::POST,
+        "/api/v1/orders",
+        Some(token),
+        Some(body),
+        &[("idempotency-key", key)],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -40,7 +46,10 @@ async fn placing_an_order_snapshots_prices_decrements_stock_and_records_payment(
     assert_eq!(r.body["payment"]["amount_cents"], 2150);
     assert_eq!(r.body["history"][0]["to_status"], "placed");
     let id = r.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(r.headers["location"], format!("/api/v1/orders/{id}").as_str());
+    assert_eq!(
+        r.headers["location"],
+        format!("/api/v1/orders/{id}").as_str()
+    );
     assert_eq!(app.stock(pizza).await, Some(3));
     assert_eq!(app.stock(water).await, None);
 
@@ -63,11 +72,22 @@ async fn ordering_from_the_cart_empties_it() {
     let cat = app.category("Burgers").await;
     let burger = app.item(cat, "Classic", 1090, Some(10)).await;
     let r = app
-        .call(Method::PUT, &format!("/api/v1/cart/items/{burger}"), Some(&token), Some(json!({"quantity": 3})))
+        .call(
+            Method::PUT,
+            &format!("/api/v1/cart/items/{burger}"),
+            Some(&token),
+            Some(json!({"quantity": 3})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
 
-    let r = order(&app, &token, "cart-1", json!({"from_cart": true, "payment": cash()})).await;
+    let r = order(
+        &app,
+        &token,
+        "cart-1",
+        json!({"from_cart": true, "payment": cash()}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["items"][0]["quantity"], 3);
     assert_eq!(r.body["total_cents"], 3270);
@@ -76,11 +96,23 @@ async fn ordering_from_the_cart_empties_it() {
     assert_eq!(cart.body["items"], json!([]));
 
     // Retrying after the cart was emptied still returns the same order.
-    let again = order(&app, &token, "cart-1", json!({"from_cart": true, "payment": cash()})).await;
+    let again = order(
+        &app,
+        &token,
+        "cart-1",
+        json!({"from_cart": true, "payment": cash()}),
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.text, r.text);
     // A new order from the now empty cart is refused.
-    let empty = order(&app, &token, "cart-2", json!({"from_cart": true, "payment": cash()})).await;
+    let empty = order(
+        &app,
+        &token,
+        "cart-2",
+        json!({"from_cart": true, "payment": cash()}),
+    )
+    .await;
     assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(empty.code(), "cart_empty");
 }
@@ -97,7 +129,11 @@ async fn oversell_is_impossible_under_concurrent_orders_across_two_replicas() {
     let mut buyers = Vec::new();
     for i in 0..50 {
         let (_, token) = user_in(&app.state, &[Role::Customer]).await;
-        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
         let client = client.clone();
         buyers.push(tokio::spawn(async move {
             let r = client
@@ -143,7 +179,9 @@ async fn the_same_idempotency_key_sent_50_times_concurrently_makes_one_order() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (app, token, body) = (app.clone(), token.clone(), body.clone());
-        tasks.push(tokio::spawn(async move { order(&app, &token, "same-key", body).await }));
+        tasks.push(tokio::spawn(async move {
+            order(&app, &token, "same-key", body).await
+        }));
     }
     let mut texts = Vec::new();
     for t in tasks {
@@ -151,7 +189,10 @@ async fn the_same_idempotency_key_sent_50_times_concurrently_makes_one_order() {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         texts.push(r.text);
     }
-    assert!(texts.iter().all(|t| *t == texts[0]), "every reply has the same bytes");
+    assert!(
+        texts.iter().all(|t| *t == texts[0]),
+        "every reply has the same bytes"
+    );
     assert_eq!(app.count("orders").await, 1);
     assert_eq!(app.count("payments").await, 1);
     assert_eq!(app.stock(lemonade).await, Some(98));
@@ -182,7 +223,10 @@ async fn idempotency_keys_belong_to_one_customer() {
     let body = json!({"items": [{"menu_item_id": salad, "quantity": 1}], "payment": cash()});
     let a = order(&app, &alice, "shared", body.clone()).await;
     let b = order(&app, &bob, "shared", body).await;
-    assert_eq!((a.status, b.status), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
     assert_ne!(a.body["id"], b.body["id"]);
 }
 
@@ -194,33 +238,110 @@ async fn bad_orders_get_precise_4xx_and_change_nothing() {
     let cat = app.category("Pizza").await;
     let pizza = app.item(cat, "Margherita", 950, Some(2)).await;
     let off = app.item(cat, "Seasonal", 1200, None).await;
-    sqlx::query("UPDATE menu_items SET available = false WHERE id = $1").bind(off).execute(&app.db.pool).await.unwrap();
+    sqlx::query("UPDATE menu_items SET available = false WHERE id = $1")
+        .bind(off)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     let line = |id: Uuid, q: i64| json!({"items": [{"menu_item_id": id, "quantity": q}], "payment": cash()});
 
     let cases: Vec<(Value, Option<&str>, StatusCode, &str)> = vec![
-        (line(pizza, 3), Some("a"), StatusCode::CONFLICT, "insufficient_stock"),
-        (line(off, 1), Some("b"), StatusCode::CONFLICT, "item_unavailable"),
-        (line(Uuid::new_v4(), 1), Some("c"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (line(pizza, 0), Some("d"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (line(pizza, 101), Some("e"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (line(pizza, 1), None, StatusCode::BAD_REQUEST, "missing_idempotency_key"),
-        (json!({"payment": cash()}), Some("f"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (json!({"items": [{"menu_item_id": pizza, "quantity": 1}]}), Some("g"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": {"method": "bitcoin"}}), Some("h"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (json!({"items": [{"menu_item_id": "nope", "quantity": 1}], "payment": cash()}), Some("i"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": {"method": "card", "token": "tok_declined"}}), Some("j"), StatusCode::PAYMENT_REQUIRED, "payment_declined"),
-        (json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash(), "coupon": "FREE"}), Some("k"), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        (
+            line(pizza, 3),
+            Some("a"),
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+        ),
+        (
+            line(off, 1),
+            Some("b"),
+            StatusCode::CONFLICT,
+            "item_unavailable",
+        ),
+        (
+            line(Uuid::new_v4(), 1),
+            Some("c"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            line(pizza, 0),
+            Some("d"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            line(pizza, 101),
+            Some("e"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            line(pizza, 1),
+            None,
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+        ),
+        (
+            json!({"payment": cash()}),
+            Some("f"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"menu_item_id": pizza, "quantity": 1}]}),
+            Some("g"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": {"method": "bitcoin"}}),
+            Some("h"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"menu_item_id": "nope", "quantity": 1}], "payment": cash()}),
+            Some("i"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": {"method": "card", "token": "tok_declined"}}),
+            Some("j"),
+            StatusCode::PAYMENT_REQUIRED,
+            "payment_declined",
+        ),
+        (
+            json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash(), "coupon": "FREE"}),
+            Some("k"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
     ];
     for (body, key, status, code) in cases {
-        let headers: Vec<(&str, &str)> = key.map(|k| vec![("idempotency-key", k)]).unwrap_or_default();
-        let r = app.call_with(Method::POST, "/api/v1/orders", Some(&token), Some(body.clone()), &headers).await;
+        let headers: Vec<(&str, &str)> = key
+            .map(|k| vec![("idempotency-key", k)])
+            .unwrap_or_default();
+        let r = app
+            .call_with(
+                Method::POST,
+                "/api/v1/orders",
+                Some(&token),
+                Some(body.clone()),
+                &headers,
+            )
+            .await;
         assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
         assert!(r.is_problem());
     }
     let r = order(&app, &kitchen, "staff", line(pizza, 1)).await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
     let r = app.post("/api/v1/orders", None, line(pizza, 1)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
     assert_eq!(app.count("orders").await, 0);
     assert_eq!(app.stock(pizza).await, Some(2));
 }
@@ -236,25 +357,53 @@ async fn orders_are_visible_by_role_and_listed_newest_first() {
     let pizza = app.item(cat, "Margherita", 950, None).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r = order(&app, &alice, &format!("a{i}"), json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()})).await;
+        let r = order(
+            &app,
+            &alice,
+            &format!("a{i}"),
+            json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()}),
+        )
+        .await;
         ids.push(r.body["id"].as_str().unwrap().to_owned());
     }
-    let bobs = order(&app, &bob, "b", json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()})).await;
+    let bobs = order(
+        &app,
+        &bob,
+        "b",
+        json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()}),
+    )
+    .await;
     let bob_order = bobs.body["id"].as_str().unwrap().to_owned();
 
-    let r = app.get(&format!("/api/v1/orders/{bob_order}"), Some(&alice)).await;
-    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"), "another customer's order is hidden");
-    let r = app.get(&format!("/api/v1/orders/{bob_order}"), Some(&kitchen)).await;
+    let r = app
+        .get(&format!("/api/v1/orders/{bob_order}"), Some(&alice))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "another customer's order is hidden"
+    );
+    let r = app
+        .get(&format!("/api/v1/orders/{bob_order}"), Some(&kitchen))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = app.get(&format!("/api/v1/orders/{bob_order}"), Some(&courier)).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "not assigned to this courier");
+    let r = app
+        .get(&format!("/api/v1/orders/{bob_order}"), Some(&courier))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "not assigned to this courier"
+    );
     sqlx::query("UPDATE orders SET courier_id = $1 WHERE id = $2")
         .bind(courier_id)
         .bind(Uuid::parse_str(&bob_order).unwrap())
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let r = app.get(&format!("/api/v1/orders/{bob_order}"), Some(&courier)).await;
+    let r = app
+        .get(&format!("/api/v1/orders/{bob_order}"), Some(&courier))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let r = app.get("/api/v1/orders", Some(&courier)).await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
@@ -262,22 +411,51 @@ async fn orders_are_visible_by_role_and_listed_newest_first() {
     // Alice pages through her own orders, newest first.
     let first = app.get("/api/v1/orders?limit=2", Some(&alice)).await;
     assert_eq!(first.status, StatusCode::OK);
-    let page1: Vec<&str> = first.body["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let page1: Vec<&str> = first.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(page1, vec![ids[2].as_str(), ids[1].as_str()]);
-    assert!(first.body["items"].as_array().unwrap().iter().all(|o| o["customer_id"] == alice_id.to_string()));
+    assert!(
+        first.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["customer_id"] == alice_id.to_string())
+    );
     let cursor = first.body["next_cursor"].as_str().unwrap();
-    let second = app.get(&format!("/api/v1/orders?limit=2&cursor={cursor}"), Some(&alice)).await;
+    let second = app
+        .get(
+            &format!("/api/v1/orders?limit=2&cursor={cursor}"),
+            Some(&alice),
+        )
+        .await;
     assert_eq!(second.body["items"][0]["id"], ids[0].as_str());
     assert!(second.body.get("next_cursor").is_none());
 
-    let staff = app.get("/api/v1/orders?status=placed&limit=100", Some(&kitchen)).await;
+    let staff = app
+        .get("/api/v1/orders?status=placed&limit=100", Some(&kitchen))
+        .await;
     assert_eq!(staff.body["items"].as_array().unwrap().len(), 4);
-    let none = app.get("/api/v1/orders?status=delivered", Some(&kitchen)).await;
+    let none = app
+        .get("/api/v1/orders?status=delivered", Some(&kitchen))
+        .await;
     assert_eq!(none.body["items"], json!([]));
     let bad = app.get("/api/v1/orders?status=lost", Some(&kitchen)).await;
-    assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "invalid_query"));
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
     let bad = app.get("/api/v1/orders?cursor=zzz", Some(&kitchen)).await;
-    assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "invalid_cursor"));
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "invalid_cursor")
+    );
     let bad = app.get("/api/v1/orders/not-a-uuid", Some(&kitchen)).await;
-    assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "invalid_path"));
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "invalid_path")
+    );
 }

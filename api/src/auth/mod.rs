@@ -24,17 +24,18 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("this endpoint needs an Authorization: Bearer token"))?;
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("this endpoint needs an Authorization: Bearer token")
+        })?;
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
         let (id, roles) = state.keys.verify_access(token)?;
         Ok(AuthUser { id, roles })
     }
@@ -86,14 +87,19 @@ pub struct TokenResponse {
 pub fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
         && !email.chars().any(char::is_whitespace);
     if valid {
         Ok(email)
     } else {
-        Err(ApiError::validation("email must be a valid address such as ada@example.com"))
+        Err(ApiError::validation(
+            "email must be a valid address such as ada@example.com",
+        ))
     }
 }
 
@@ -102,7 +108,9 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
     if (8..=128).contains(&n) {
         Ok(())
     } else {
-        Err(ApiError::validation("password must be 8 to 128 characters long"))
+        Err(ApiError::validation(
+            "password must be 8 to 128 characters long",
+        ))
     }
 }
 
@@ -118,7 +126,9 @@ async fn register(
     check_password(&req.password)?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("name must be 1 to 100 characters long"));
+        return Err(ApiError::validation(
+            "name must be 1 to 100 characters long",
+        ));
     }
     let hash = password::hash(req.password).await?;
     let user = create_user(&state.pool, &email, name, &hash, &[Role::Customer]).await?;
@@ -132,6 +142,9 @@ pub async fn create_user(
     password_hash: &str,
     roles: &[Role],
 ) -> ApiResult<User> {
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
     let row: UserRow = sqlx::query_as(
         "INSERT INTO users (id, email, name, password_hash, roles) VALUES ($1, $2, $3, $4, $5)
          RETURNING id, email, name, roles, created_at",
@@ -140,12 +153,16 @@ pub async fn create_user(
     .bind(email)
     .bind(name)
     .bind(password_hash)
-    .bind(roles::roles_to_strings(roles))
+    .bind(roles::roles_to_strings(&roles))
     .fetch_one(pool)
     .await
     .map_err(|e| {
         if unique_violation(&e, "users_email_key") {
-            ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email already exists")
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "an account with this email already exists",
+            )
         } else {
             e.into()
         }
@@ -156,7 +173,10 @@ pub async fn create_user(
 /// Exchange email and password for an access and a refresh token.
 #[utoipa::path(post, path = "/auth/token", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_credentials", body = crate::error::Problem)))]
-async fn token(State(state): State<AppState>, Json(req): Json<TokenRequest>) -> ApiResult<Json<TokenResponse>> {
+async fn token(
+    State(state): State<AppState>,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     let email = req.email.trim().to_lowercase();
     let row: Option<(Uuid, String, Vec<String>)> =
         sqlx::query_as("SELECT id, password_hash, roles FROM users WHERE lower(email) = $1")
@@ -181,7 +201,12 @@ async fn token(State(state): State<AppState>, Json(req): Json<TokenRequest>) -> 
     }
 }
 
-async fn issue_pair(state: &AppState, user: Uuid, roles: &[Role], family: Uuid) -> ApiResult<TokenResponse> {
+async fn issue_pair(
+    state: &AppState,
+    user: Uuid,
+    roles: &[Role],
+    family: Uuid,
+) -> ApiResult<TokenResponse> {
     let access_token = state.keys.issue_access(user, roles)?;
     let (refresh_token, hash) = tokens::new_refresh_token()?;
     let ttl = state.keys.refresh_ttl;
@@ -210,7 +235,10 @@ async fn issue_pair(state: &AppState, user: Uuid, roles: &[Role], family: Uuid) 
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse),
               (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = crate::error::Problem)))]
-async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
+async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
     let hash = tokens::hash_refresh_token(&req.refresh_token);
     // Marking the token used is the claim: of two concurrent refreshes with the
     // same token exactly one gets the row back.
@@ -228,11 +256,12 @@ async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>)
         let roles = roles::roles_from_strings(&roles);
         return Ok(Json(issue_pair(&state, user, &roles, family).await?));
     }
-    let known: Option<(Uuid, bool)> =
-        sqlx::query_as("SELECT family_id, used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&state.pool)
-            .await?;
+    let known: Option<(Uuid, bool)> = sqlx::query_as(
+        "SELECT family_id, used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(&state.pool)
+    .await?;
     match known {
         Some((family, true)) => {
             revoke_family(&state.pool, family).await?;
@@ -252,22 +281,28 @@ async fn refresh(State(state): State<AppState>, Json(req): Json<RefreshRequest>)
 }
 
 async fn revoke_family(pool: &sqlx::PgPool, family: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-        .bind(family)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Sign out: revoke the refresh token and every token rotated from the same login.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "signed out (also when the token was already revoked)")))]
-async fn logout(State(state): State<AppState>, Json(req): Json<RefreshRequest>) -> ApiResult<StatusCode> {
+async fn logout(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<StatusCode> {
     let hash = tokens::hash_refresh_token(&req.refresh_token);
-    let family: Option<Uuid> = sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
-        .bind(&hash)
-        .fetch_optional(&state.pool)
-        .await?;
+    let family: Option<Uuid> =
+        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&state.pool)
+            .await?;
     if let Some(family) = family {
         revoke_family(&state.pool, family).await?;
     }
@@ -276,21 +311,39 @@ async fn logout(State(state): State<AppState>, Json(req): Json<RefreshRequest>) 
 
 /// Creates the first administrator from ADMIN_EMAIL/ADMIN_PASSWORD when no
 /// account has that email yet; an existing account is left as it is.
-pub async fn bootstrap_admin(pool: &sqlx::PgPool, email: &str, password: &str) -> anyhow::Result<bool> {
+pub async fn bootstrap_admin(
+    pool: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<bool> {
     let email = normalize_email(email).map_err(|e| anyhow::anyhow!("ADMIN_EMAIL: {e}"))?;
     check_password(password).map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD: {e}"))?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
-        .bind(&email)
-        .fetch_one(pool)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
+            .bind(&email)
+            .fetch_one(pool)
+            .await?;
     if exists {
         return Ok(false);
     }
-    let hash = password::hash(password.to_owned()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    match create_user(pool, &email, "Administrator", &hash, &[Role::Admin, Role::Manager]).await {
+    let hash = password::hash(password.to_owned())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match create_user(
+        pool,
+        &email,
+        "Administrator",
+        &hash,
+        &[Role::Admin, Role::Manager],
+    )
+    .await
+    {
         Ok(_) => Ok(true),
         // Another replica created it at the same moment.
-        Err(ApiError::Client { code: "email_taken", .. }) => Ok(false),
+        Err(ApiError::Client {
+            code: "email_taken",
+            ..
+        }) => Ok(false),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }
 }
@@ -301,8 +354,19 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "@example.com", "ada@", "ada@example", "a da@example.com", "ada@.com"] {
+        assert_eq!(
+            normalize_email(" Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad} accepted");
         }
     }

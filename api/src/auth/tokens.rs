@@ -54,7 +54,12 @@ impl JwtKeys {
 
     /// Issues a token as if at `iat` (seconds since the epoch); tests use it
     /// to make expired tokens.
-    pub fn issue_access_at(&self, user: Uuid, roles: &[Role], iat: i64) -> Result<String, ApiError> {
+    pub fn issue_access_at(
+        &self,
+        user: Uuid,
+        roles: &[Role],
+        iat: i64,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user,
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
@@ -110,8 +115,13 @@ mod tests {
     fn access_tokens_round_trip_with_roles() {
         let k = keys();
         let id = Uuid::new_v4();
-        let t = k.issue_access(id, &[Role::Customer, Role::Kitchen]).unwrap();
-        assert_eq!(k.verify_access(&t).unwrap(), (id, vec![Role::Customer, Role::Kitchen]));
+        let t = k
+            .issue_access(id, &[Role::Customer, Role::Kitchen])
+            .unwrap();
+        assert_eq!(
+            k.verify_access(&t).unwrap(),
+            (id, vec![Role::Customer, Role::Kitchen])
+        );
     }
 
     #[test]
@@ -132,7 +142,11 @@ mod tests {
         parts[1] = forged;
         assert!(k.verify_access(&parts.join(".")).is_err());
 
-        let other = JwtKeys::new(b"another-secret-another-secret-xx", k.access_ttl, k.refresh_ttl);
+        let other = JwtKeys::new(
+            b"another-secret-another-secret-xx",
+            k.access_ttl,
+            k.refresh_ttl,
+        );
         assert!(other.verify_access(&good).is_err());
     }
 

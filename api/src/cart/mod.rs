@@ -94,8 +94,12 @@ async fn set_item(
     match available {
         None => return Err(ApiError::not_found("menu item")),
         Some(false) => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "item_unavailable", "this menu item is not available now")
-                .with_extra(serde_json::json!({ "menu_item_id": item })));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "item_unavailable",
+                "this menu item is not available now",
+            )
+            .with_extra(serde_json::json!({ "menu_item_id": item })));
         }
         Some(true) => {}
     }
@@ -115,7 +119,11 @@ async fn set_item(
 #[utoipa::path(delete, path = "/cart/items/{menu_item_id}", tag = "cart",
     params(("menu_item_id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Cart), (status = 404, body = crate::error::Problem)))]
-async fn remove_item(State(state): State<AppState>, user: AuthUser, Path(item): Path<Uuid>) -> ApiResult<Json<Cart>> {
+async fn remove_item(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(item): Path<Uuid>,
+) -> ApiResult<Json<Cart>> {
     user.require_any(&[Role::Customer])?;
     let done = sqlx::query("DELETE FROM cart_items WHERE user_id = $1 AND menu_item_id = $2")
         .bind(user.id)
@@ -132,6 +140,9 @@ async fn remove_item(State(state): State<AppState>, user: AuthUser, Path(item): 
 #[utoipa::path(delete, path = "/cart", tag = "cart", security(("bearer" = [])), responses((status = 204)))]
 async fn clear(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     user.require_any(&[Role::Customer])?;
-    sqlx::query("DELETE FROM cart_items WHERE user_id = $1").bind(user.id).execute(&state.pool).await?;
+    sqlx::query("DELETE FROM cart_items WHERE user_id = $1")
+        .bind(user.id)
+        .execute(&state.pool)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

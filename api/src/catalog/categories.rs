@@ -12,7 +12,9 @@ use uuid::Uuid;
 use super::check_text;
 use crate::AppState;
 use crate::auth::{AuthUser, Role};
-use crate::error::{ApiError, ApiResult, Json, Path, Query, foreign_key_violation, unique_violation};
+use crate::error::{
+    ApiError, ApiResult, Json, Path, Query, foreign_key_violation, unique_violation,
+};
 use crate::pagination::{self, Page};
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -52,7 +54,10 @@ struct Cursor {
 /// List categories in display order.
 #[utoipa::path(get, path = "/categories", tag = "catalog", params(ListQuery),
     responses((status = 200, body = Page<Category>)))]
-async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page<Category>>> {
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<Category>>> {
     let limit = pagination::limit(q.limit)?;
     let after: Option<Cursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
     let rows: Vec<Category> = sqlx::query_as(
@@ -69,7 +74,13 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
     Ok(Json(pagination::page(
         rows,
         limit,
-        |c| pagination::encode(&Cursor { position: c.position, name: c.name.clone(), id: c.id }),
+        |c| {
+            pagination::encode(&Cursor {
+                position: c.position,
+                name: c.name.clone(),
+                id: c.id,
+            })
+        },
         |c| c,
     )))
 }
@@ -78,12 +89,14 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
 #[utoipa::path(get, path = "/categories/{id}", tag = "catalog", params(("id" = Uuid, Path)),
     responses((status = 200, body = Category), (status = 404, body = crate::error::Problem)))]
 async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResult<Json<Category>> {
-    sqlx::query_as::<_, Category>("SELECT id, name, description, position, created_at FROM categories WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("category"))
+    sqlx::query_as::<_, Category>(
+        "SELECT id, name, description, position, created_at FROM categories WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found("category"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -106,7 +119,11 @@ pub struct CategoryPatch {
 
 fn name_taken(e: sqlx::Error) -> ApiError {
     if unique_violation(&e, "categories_name_key") {
-        ApiError::new(StatusCode::CONFLICT, "conflict", "a category with this name already exists")
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "a category with this name already exists",
+        )
     } else {
         e.into()
     }
@@ -174,7 +191,11 @@ async fn update(
 /// Delete an empty category. One that still holds menu items answers 409.
 #[utoipa::path(delete, path = "/categories/{id}", tag = "catalog", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
-async fn delete(State(state): State<AppState>, user: AuthUser, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     user.require_any(&[Role::Manager, Role::Admin])?;
     let in_use: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM menu_items WHERE category_id = $1 AND deleted_at IS NULL)",
@@ -183,11 +204,16 @@ async fn delete(State(state): State<AppState>, user: AuthUser, Path(id): Path<Uu
     .fetch_one(&state.pool)
     .await?;
     if in_use {
-        return Err(ApiError::conflict("the category still has menu items; move or delete them first"));
+        return Err(ApiError::conflict(
+            "the category still has menu items; move or delete them first",
+        ));
     }
     // Deleted items still point at their category (past orders show them),
     // so the foreign key refuses to drop a category that ever had items sold.
-    let result = sqlx::query("DELETE FROM categories WHERE id = $1").bind(id).execute(&state.pool).await;
+    let result = sqlx::query("DELETE FROM categories WHERE id = $1")
+        .bind(id)
+        .execute(&state.pool)
+        .await;
     match result {
         Ok(r) if r.rows_affected() == 1 => Ok(StatusCode::NO_CONTENT),
         Ok(_) => Err(ApiError::not_found("category")),

@@ -97,7 +97,10 @@ fn escape_like(q: &str) -> String {
 /// List menu items.
 #[utoipa::path(get, path = "/menu-items", tag = "catalog", params(ListQuery),
     responses((status = 200, body = Page<MenuItem>), (status = 400, body = crate::error::Problem)))]
-async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Page<MenuItem>>> {
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<MenuItem>>> {
     let limit = pagination::limit(q.limit)?;
     let sort = q.sort.unwrap_or_default();
     let after: Option<Cursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
@@ -112,7 +115,9 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
         check_text("q", text, 100, false)?;
     }
 
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS} FROM menu_items WHERE deleted_at IS NULL"));
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM menu_items WHERE deleted_at IS NULL"
+    ));
     if let Some(category) = q.category {
         sql.push(" AND category_id = ").push_bind(category);
     }
@@ -208,13 +213,17 @@ fn check_price(price: i64) -> Result<(), ApiError> {
     if (0..=100_000_000).contains(&price) {
         Ok(())
     } else {
-        Err(ApiError::validation("price_cents must be between 0 and 100000000"))
+        Err(ApiError::validation(
+            "price_cents must be between 0 and 100000000",
+        ))
     }
 }
 
 fn check_stock(stock: Option<i32>) -> Result<(), ApiError> {
     match stock {
-        Some(s) if s < 0 => Err(ApiError::validation("stock cannot be negative; use null for unlimited")),
+        Some(s) if s < 0 => Err(ApiError::validation(
+            "stock cannot be negative; use null for unlimited",
+        )),
         _ => Ok(()),
     }
 }
@@ -313,7 +322,11 @@ async fn update(
 /// Remove a menu item from the menu. Past orders keep showing it.
 #[utoipa::path(delete, path = "/menu-items/{id}", tag = "catalog", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = crate::error::Problem)))]
-async fn delete(State(state): State<AppState>, user: AuthUser, Path(id): Path<Uuid>) -> ApiResult<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
     user.require_any(&[Role::Manager, Role::Admin])?;
     let mut tx = state.pool.begin().await?;
     let done = sqlx::query(
@@ -326,7 +339,10 @@ async fn delete(State(state): State<AppState>, user: AuthUser, Path(id): Path<Uu
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("menu item"));
     }
-    sqlx::query("DELETE FROM cart_items WHERE menu_item_id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM cart_items WHERE menu_item_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,7 +23,12 @@ where
     serde::Deserialize::deserialize(de).map(Some)
 }
 
-pub(crate) fn check_text(field: &str, value: &str, max: usize, required: bool) -> Result<(), crate::error::ApiError> {
+pub(crate) fn check_text(
+    field: &str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<(), crate::error::ApiError> {
     let n = value.trim().chars().count();
     if (required && n == 0) || n > max {
         let need = if required { "1" } else { "0" };

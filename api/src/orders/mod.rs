@@ -49,10 +49,17 @@ async fn create(
     let placed = place::place(&state, user.id, key, req).await?;
     let location = serde_json::from_str::<serde_json::Value>(&placed.body)
         .ok()
-        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(|id| format!("/api/v1/orders/{id}")));
+        .and_then(|v| {
+            v.get("id")
+                .and_then(|id| id.as_str())
+                .map(|id| format!("/api/v1/orders/{id}"))
+        });
     let mut response = (StatusCode::CREATED, placed.body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         h.insert(header::LOCATION, location);
     }
@@ -103,7 +110,12 @@ async fn list(
     Ok(Json(pagination::page(
         rows,
         limit,
-        |o| pagination::encode(&TimeCursor { t: o.created_at, id: o.id }),
+        |o| {
+            pagination::encode(&TimeCursor {
+                t: o.created_at,
+                id: o.id,
+            })
+        },
         |o| o,
     )))
 }
@@ -117,7 +129,11 @@ pub fn can_see(user: &AuthUser, order: &Order) -> bool {
 /// One order with its lines, payment and history.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Order), (status = 404, body = crate::error::Problem)))]
-async fn get_one(State(state): State<AppState>, user: AuthUser, Path(id): Path<Uuid>) -> ApiResult<Json<Order>> {
+async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
     match model::load_order(&state.pool, id).await? {
         Some(order) if can_see(&user, &order) => Ok(Json(order)),
         _ => Err(ApiError::not_found("order")),

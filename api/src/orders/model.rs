@@ -134,7 +134,10 @@ pub struct OrderSummary {
 
 /// Reads a whole order in one round trip: lines, payment and history come
 /// back as JSON aggregates beside the row.
-pub async fn load_order<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+pub async fn load_order<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
     let row: Option<FullOrderRow> = sqlx::query_as(
         "SELECT o.id, o.customer_id, o.status, o.total_cents, o.courier_id, o.created_at, o.updated_at,
            COALESCE((SELECT json_agg(json_build_object('menu_item_id', i.menu_item_id, 'name', i.name,

@@ -85,12 +85,18 @@ pub fn check_key(key: Option<&str>) -> Result<String, ApiError> {
 /// Validates the request shape and merges repeated items.
 fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, ApiError> {
     match (&req.items, req.from_cart) {
-        (Some(_), true) => Err(ApiError::validation("give either items or from_cart, not both")),
-        (None, false) => Err(ApiError::validation("give the items to order, or from_cart: true")),
+        (Some(_), true) => Err(ApiError::validation(
+            "give either items or from_cart, not both",
+        )),
+        (None, false) => Err(ApiError::validation(
+            "give the items to order, or from_cart: true",
+        )),
         (None, true) => Ok(None),
         (Some(items), false) => {
             if items.is_empty() || items.len() > MAX_LINES {
-                return Err(ApiError::validation(format!("an order has 1 to {MAX_LINES} lines")));
+                return Err(ApiError::validation(format!(
+                    "an order has 1 to {MAX_LINES} lines"
+                )));
             }
             let mut merged = BTreeMap::new();
             for line in items {
@@ -111,9 +117,13 @@ fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, ApiError> 
 fn check_payment(p: &PaymentRequest) -> Result<(), ApiError> {
     let token = p.token.as_deref().unwrap_or("");
     match p.method {
-        PaymentMethod::Cash if !token.is_empty() => Err(ApiError::validation("cash payments take no token")),
+        PaymentMethod::Cash if !token.is_empty() => {
+            Err(ApiError::validation("cash payments take no token"))
+        }
         PaymentMethod::Card | PaymentMethod::Wallet if token.is_empty() || token.len() > 200 => {
-            Err(ApiError::validation("card and wallet payments need a token of 1 to 200 characters"))
+            Err(ApiError::validation(
+                "card and wallet payments need a token of 1 to 200 characters",
+            ))
         }
         _ if token == "tok_declined" => Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
@@ -134,7 +144,12 @@ struct LockedItem {
     deleted: bool,
 }
 
-pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrder) -> ApiResult<Placed> {
+pub async fn place(
+    state: &AppState,
+    customer: Uuid,
+    key: String,
+    req: PlaceOrder,
+) -> ApiResult<Placed> {
     let items = normalize(&req)?;
     let fingerprint = serde_json::to_vec(&Fingerprint {
         items: items.as_ref(),
@@ -154,7 +169,10 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
     match result {
         Ok(Some(body)) => {
             state.metrics.orders_created.inc();
-            Ok(Placed { body, replayed: false })
+            Ok(Placed {
+                body,
+                replayed: false,
+            })
         }
         // The key was claimed by a concurrent request that committed first.
         Ok(None) => replay(state, customer, &key, &request_hash)
@@ -166,7 +184,13 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
             if let Some(found) = replay(state, customer, &key, &request_hash).await? {
                 return Ok(found);
             }
-            if matches!(&err, ApiError::Client { code: "insufficient_stock", .. }) {
+            if matches!(
+                &err,
+                ApiError::Client {
+                    code: "insufficient_stock",
+                    ..
+                }
+            ) {
                 state.metrics.stock_conflicts.inc();
             }
             Err(err)
@@ -174,16 +198,25 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
     }
 }
 
-async fn replay(state: &AppState, customer: Uuid, key: &str, request_hash: &[u8]) -> ApiResult<Option<Placed>> {
-    let stored: Option<(Vec<u8>, String)> =
-        sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-            .bind(customer)
-            .bind(key)
-            .fetch_optional(&state.pool)
-            .await?;
+async fn replay(
+    state: &AppState,
+    customer: Uuid,
+    key: &str,
+    request_hash: &[u8],
+) -> ApiResult<Option<Placed>> {
+    let stored: Option<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(customer)
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await?;
     match stored {
         None => Ok(None),
-        Some((hash, body)) if hash == request_hash => Ok(Some(Placed { body, replayed: true })),
+        Some((hash, body)) if hash == request_hash => Ok(Some(Placed {
+            body,
+            replayed: true,
+        })),
         Some(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -212,15 +245,21 @@ async fn try_place(
     let mut tx = state.pool.begin().await?;
     let wanted: BTreeMap<Uuid, i32> = match items {
         Some(items) => items,
-        None => sqlx::query_as::<_, (Uuid, i32)>("SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1")
-            .bind(customer)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect(),
+        None => sqlx::query_as::<_, (Uuid, i32)>(
+            "SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1",
+        )
+        .bind(customer)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect(),
     };
     if wanted.is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cart_empty", "the cart is empty"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cart_empty",
+            "the cart is empty",
+        ));
     }
     let ids: Vec<Uuid> = wanted.keys().copied().collect();
     let locked: Vec<LockedItem> = sqlx::query_as(
@@ -233,10 +272,14 @@ async fn try_place(
 
     let mut lines = Vec::with_capacity(wanted.len());
     for (id, quantity) in &wanted {
-        let item = locked.iter().find(|m| m.id == *id).filter(|m| !m.deleted).ok_or_else(|| {
-            ApiError::validation("an ordered menu item does not exist")
-                .with_extra(serde_json::json!({ "menu_item_id": id }))
-        })?;
+        let item = locked
+            .iter()
+            .find(|m| m.id == *id)
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| {
+                ApiError::validation("an ordered menu item does not exist")
+                    .with_extra(serde_json::json!({ "menu_item_id": id }))
+            })?;
         if !item.available {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -272,7 +315,10 @@ async fn try_place(
         method: payment.method.as_str().to_owned(),
         status: "captured".to_owned(),
         amount_cents: total,
-        reference: format!("pay_{}", &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]),
+        reference: format!(
+            "pay_{}",
+            &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]
+        ),
         created_at: now,
     };
     let order = Order {
@@ -363,18 +409,26 @@ mod tests {
         PlaceOrder {
             items: items.map(|v| {
                 v.into_iter()
-                    .map(|(menu_item_id, quantity)| LineRequest { menu_item_id, quantity })
+                    .map(|(menu_item_id, quantity)| LineRequest {
+                        menu_item_id,
+                        quantity,
+                    })
                     .collect()
             }),
             from_cart,
-            payment: PaymentRequest { method: PaymentMethod::Cash, token: None },
+            payment: PaymentRequest {
+                method: PaymentMethod::Cash,
+                token: None,
+            },
         }
     }
 
     #[test]
     fn repeated_items_merge_and_bounds_hold() {
         let a = Uuid::from_u128(1);
-        let merged = normalize(&req(Some(vec![(a, 2), (a, 3)]), false)).unwrap().unwrap();
+        let merged = normalize(&req(Some(vec![(a, 2), (a, 3)]), false))
+            .unwrap()
+            .unwrap();
         assert_eq!(merged[&a], 5);
         assert!(normalize(&req(Some(vec![(a, 60), (a, 41)]), false)).is_err());
         assert!(normalize(&req(Some(vec![(a, 0)]), false)).is_err());
@@ -386,7 +440,10 @@ mod tests {
 
     #[test]
     fn payments_are_checked_and_the_mock_declines_deterministically() {
-        let p = |method, token: Option<&str>| PaymentRequest { method, token: token.map(str::to_owned) };
+        let p = |method, token: Option<&str>| PaymentRequest {
+            method,
+            token: token.map(str::to_owned),
+        };
         assert!(check_payment(&p(PaymentMethod::Cash, None)).is_ok());
         assert!(check_payment(&p(PaymentMethod::Cash, Some("tok"))).is_err());
         assert!(check_payment(&p(PaymentMethod::Card, None)).is_err());

@@ -102,7 +102,12 @@ async fn list_users(
     Ok(Json(pagination::page(
         rows,
         limit,
-        |r| pagination::encode(&TimeCursor { t: r.created_at, id: r.id }),
+        |r| {
+            pagination::encode(&TimeCursor {
+                t: r.created_at,
+                id: r.id,
+            })
+        },
         User::from,
     )))
 }
@@ -134,20 +139,25 @@ async fn set_roles(
         return Err(ApiError::validation("a user needs at least one role"));
     }
     let mut tx = state.pool.begin().await?;
-    let current: Option<Vec<String>> = sqlx::query_scalar("SELECT roles FROM users WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let current: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT roles FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let current = roles_from_strings(&current.ok_or_else(|| ApiError::not_found("user"))?);
     let privileged = [Role::Manager, Role::Admin];
     let touches_privileged = privileged
         .iter()
         .any(|r| current.contains(r) != roles.contains(r));
     if touches_privileged && !user.has(Role::Admin) {
-        return Err(ApiError::forbidden("only an admin may grant or remove the manager and admin roles"));
+        return Err(ApiError::forbidden(
+            "only an admin may grant or remove the manager and admin roles",
+        ));
     }
     if id == user.id && current.contains(&Role::Admin) && !roles.contains(&Role::Admin) {
-        return Err(ApiError::conflict("admins cannot remove their own admin role"));
+        return Err(ApiError::conflict(
+            "admins cannot remove their own admin role",
+        ));
     }
     let row: UserRow = sqlx::query_as(
         "UPDATE users SET roles = $2 WHERE id = $1 RETURNING id, email, name, roles, created_at",

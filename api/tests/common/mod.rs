@@ -40,7 +40,9 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let admin_url = server_url();
         let name = format!("foodapp_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.expect("connect to DATABASE_URL");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to DATABASE_URL");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
@@ -53,7 +55,10 @@ impl TestDb {
             .connect(&url)
             .await
             .expect("connect to test database");
-        foodapp_api::db::MIGRATOR.run(&pool).await.expect("migrations apply");
+        foodapp_api::db::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrations apply");
         TestDb { name, url, pool }
     }
 
@@ -74,13 +79,18 @@ impl Drop for TestDb {
         let admin_url = server_url();
         // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async move {
                 let mut admin = PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await
-                    .ok()
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .ok()
             })
         })
         .join();
@@ -117,7 +127,10 @@ impl Reply {
         self.body["code"].as_str().unwrap_or("")
     }
     pub fn is_problem(&self) -> bool {
-        self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some("application/problem+json")
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            == Some("application/problem+json")
     }
 }
 
@@ -130,16 +143,37 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let response = self.router.clone().oneshot(req).await.expect("router answers");
+        let response = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router answers");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         self.call_with(method, path, token, body, &[]).await
     }
 
@@ -189,7 +223,13 @@ impl TestApp {
             .expect("insert category")
     }
 
-    pub async fn item(&self, category: Uuid, name: &str, price_cents: i64, stock: Option<i32>) -> Uuid {
+    pub async fn item(
+        &self,
+        category: Uuid,
+        name: &str,
+        price_cents: i64,
+        stock: Option<i32>,
+    ) -> Uuid {
         sqlx::query_scalar(
             "INSERT INTO menu_items (id, category_id, name, price_cents, stock) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
@@ -245,7 +285,9 @@ impl Server {
     pub async fn start(pool: PgPool) -> Server {
         let state = AppState::new(pool, settings());
         let app = foodapp_api::router(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -256,7 +298,11 @@ impl Server {
                 .await
                 .ok();
         });
-        Server { base: format!("http://{addr}"), state, stop: Some(tx) }
+        Server {
+            base: format!("http://{addr}"),
+            state,
+            stop: Some(tx),
+        }
     }
 }
 
