@@ -84,9 +84,10 @@ CREATE TABLE order_items (
     PRIMARY KEY (order_id, menu_item_id)
 );
 
+-- One captured payment per order (refunds are their own rows).
 CREATE TABLE payments (
-    id           uuid PRIMARY KEY,
-    order_id     uuid NOT NULL UNIQUE REFERENCES orders (id) ON DELETE CASCADE,
+    order_id     uuid PRIMARY KEY REFERENCES orders (id) ON DELETE CASCADE,
+    id           uuid NOT NULL,
     method       text NOT NULL,
     status       text NOT NULL CHECK (status IN ('captured')),
     amount_cents bigint NOT NULL CHECK (amount_cents >= 0),
@@ -95,26 +96,101 @@ CREATE TABLE payments (
 );
 
 -- One row per status change: the order's history.
+-- actor_id has no foreign key: the history is an audit record and must
+-- outlive anything done to accounts.
 CREATE TABLE order_events (
-    id          bigserial PRIMARY KEY,
     order_id    uuid NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
+    id          bigserial,
     from_status text,
     to_status   text NOT NULL,
-    actor_id    uuid REFERENCES users (id),
+    actor_id    uuid,
     reason      text,
-    at          timestamptz NOT NULL
+    at          timestamptz NOT NULL,
+    PRIMARY KEY (order_id, id)
 );
-CREATE INDEX order_events_order_idx ON order_events (order_id, id);
 
--- The exact response of the first successful POST /orders for a key, so every
--- retry gets the same bytes back. request_hash detects a key reused for a
--- different order.
+-- Which order an Idempotency-Key produced; request_hash detects a key reused
+-- for a different order. A retry rebuilds the response from the order's
+-- immutable creation data, so it gets the same bytes. No foreign keys: the row
+-- is written with the order it names, and each check would cost the hot path.
 CREATE TABLE idempotency_keys (
-    user_id      uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id      uuid NOT NULL,
     key          text NOT NULL,
     request_hash bytea NOT NULL,
-    order_id     uuid NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
-    response     text NOT NULL,
+    order_id     uuid NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, key)
 );
+
+-- Places an order in one round trip and one transaction (the statement's).
+-- Locks the ordered items in id order, so concurrent orders queue per item
+-- and never deadlock; checks availability and stock under the lock; claims
+-- the Idempotency-Key; writes order, lines (names and prices snapshotted),
+-- stock, payment and the first history event. Returns one row with the
+-- outcome, and for `placed` one row per line with its snapshot:
+--   placed | duplicate (key already used) | unknown_item | item_unavailable
+--   | insufficient_stock (with the stock left).
+CREATE FUNCTION place_order(
+    p_order uuid, p_customer uuid, p_key text, p_request_hash bytea,
+    p_items uuid[], p_quantities integer[], p_at timestamptz,
+    p_payment uuid, p_method text, p_reference text, p_from_cart boolean)
+RETURNS TABLE (outcome text, item uuid, item_name text, price_cents bigint, stock_left integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+    total bigint := 0;
+    seen integer := 0;
+BEGIN
+    FOR r IN
+        SELECT m.id, m.name, m.price_cents, m.stock, m.available, m.deleted_at IS NOT NULL AS deleted, q.quantity
+        FROM menu_items m JOIN unnest(p_items, p_quantities) AS q (id, quantity) ON q.id = m.id
+        ORDER BY m.id
+        FOR UPDATE OF m
+    LOOP
+        seen := seen + 1;
+        IF r.deleted THEN
+            RETURN QUERY SELECT 'unknown_item', r.id, NULL::text, NULL::bigint, NULL::integer;
+            RETURN;
+        ELSIF NOT r.available THEN
+            RETURN QUERY SELECT 'item_unavailable', r.id, r.name, NULL::bigint, NULL::integer;
+            RETURN;
+        ELSIF r.stock IS NOT NULL AND r.stock < r.quantity THEN
+            RETURN QUERY SELECT 'insufficient_stock', r.id, r.name, NULL::bigint, r.stock;
+            RETURN;
+        END IF;
+        total := total + r.price_cents * r.quantity;
+    END LOOP;
+    IF seen < cardinality(p_items) THEN
+        RETURN QUERY SELECT 'unknown_item', x, NULL::text, NULL::bigint, NULL::integer
+            FROM unnest(p_items) AS x WHERE NOT EXISTS (SELECT 1 FROM menu_items m WHERE m.id = x) LIMIT 1;
+        RETURN;
+    END IF;
+
+    INSERT INTO idempotency_keys (user_id, key, request_hash, order_id)
+    VALUES (p_customer, p_key, p_request_hash, p_order)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'duplicate', NULL::uuid, NULL::text, NULL::bigint, NULL::integer;
+        RETURN;
+    END IF;
+
+    INSERT INTO orders (id, customer_id, status, total_cents, created_at, updated_at)
+    VALUES (p_order, p_customer, 'placed', total, p_at, p_at);
+    INSERT INTO order_items (order_id, menu_item_id, name, unit_price_cents, quantity)
+    SELECT p_order, m.id, m.name, m.price_cents, q.quantity
+    FROM menu_items m JOIN unnest(p_items, p_quantities) AS q (id, quantity) ON q.id = m.id;
+    UPDATE menu_items m SET stock = m.stock - q.quantity
+    FROM unnest(p_items, p_quantities) AS q (id, quantity)
+    WHERE m.id = q.id AND m.stock IS NOT NULL;
+    INSERT INTO payments (order_id, id, method, status, amount_cents, reference, created_at)
+    VALUES (p_order, p_payment, p_method, 'captured', total, p_reference, p_at);
+    INSERT INTO order_events (order_id, from_status, to_status, actor_id, at)
+    VALUES (p_order, NULL, 'placed', p_customer, p_at);
+    IF p_from_cart THEN
+        DELETE FROM cart_items c WHERE c.user_id = p_customer AND c.menu_item_id = ANY (p_items);
+    END IF;
+    RETURN QUERY SELECT 'placed', i.menu_item_id, i.name, i.unit_price_cents, NULL::integer
+        FROM order_items i WHERE i.order_id = p_order ORDER BY i.menu_item_id;
+END
+$$;

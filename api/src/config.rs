@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// How long menu listings are served from memory; 0 turns the cache off.
+    /// Catalog writes clear this replica's cache at once.
+    #[arg(long, env = "MENU_CACHE_TTL", default_value = "1s", value_parser = parse_duration_or_zero)]
+    pub menu_cache_ttl: Duration,
     /// Time allowed for in-flight requests to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -54,6 +58,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("the duration must be greater than zero".into());
     }
     Ok(d)
+}
+
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub struct Settings {
     pub refresh_token_ttl: Duration,
     pub order_auto_reject_after: Duration,
     pub max_body_bytes: usize,
+    /// How long a menu listing may be served from memory.
+    pub menu_cache_ttl: Duration,
 }
 
 #[derive(Clone)]
@@ -49,6 +51,7 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    pub menu_cache: Arc<catalog::cache::MenuCache>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             pool,
             keys: Arc::new(keys),
             metrics: Metrics::new(),
+            menu_cache: Arc::new(catalog::cache::MenuCache::new(settings.menu_cache_ttl)),
             settings: Arc::new(settings),
         }
     }

@@ -107,6 +107,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             refresh_token_ttl: args.refresh_token_ttl,
             order_auto_reject_after: args.order_auto_reject_after,
             max_body_bytes: args.max_body_bytes,
+            menu_cache_ttl: args.menu_cache_ttl,
         },
     );
     let app = foodapp_api::router(state);

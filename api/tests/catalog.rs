@@ -305,3 +305,35 @@ async fn managers_create_update_and_delete_menu_items() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn cached_menu_listings_reflect_writes_on_the_same_replica_at_once() {
+    let app = TestApp::with_settings(foodapp_api::Settings {
+        menu_cache_ttl: std::time::Duration::from_secs(3600),
+        ..common::settings()
+    })
+    .await;
+    let (_, manager) = app.user(&[Role::Manager]).await;
+    let cat = app.category("Pizza").await;
+    let pizza = app.item(cat, "Margherita", 950, None).await;
+    let first = app.get("/api/v1/menu-items", None).await;
+    assert_eq!(first.body["items"][0]["price_cents"], 950);
+    assert_eq!(first.headers["content-type"], "application/json");
+
+    // Written behind the API's back: the cached page is served.
+    sqlx::query("UPDATE menu_items SET price_cents = 1 WHERE id = $1")
+        .bind(pizza)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let cached = app.get("/api/v1/menu-items", None).await;
+    assert_eq!(cached.body["items"][0]["price_cents"], 950);
+
+    // A write through the API clears the cache.
+    let r = app
+        .call(Method::PATCH, &format!("/api/v1/menu-items/{pizza}"), Some(&manager), Some(json!({"price_cents": 990})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let fresh = app.get("/api/v1/menu-items", None).await;
+    assert_eq!(fresh.body["items"][0]["price_cents"], 990);
+}

@@ -1,8 +1,9 @@
 //! Menu items: price in cents, optional stock (null = unlimited), an
 //! availability flag; filtered, searched, sorted and paginated by keyset.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -99,8 +100,28 @@ fn escape_like(q: &str) -> String {
     responses((status = 200, body = Page<MenuItem>), (status = 400, body = crate::error::Problem)))]
 async fn list(
     State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Page<MenuItem>>> {
+) -> ApiResult<Response> {
+    let key = raw.unwrap_or_default();
+    let body = match state.menu_cache.get(&key) {
+        Some(body) => body,
+        None => {
+            let page = list_page(&state, q).await?;
+            let body = serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body = axum::body::Bytes::from(body);
+            state.menu_cache.put(key, body.clone());
+            body
+        }
+    };
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+async fn list_page(state: &AppState, q: ListQuery) -> ApiResult<Page<MenuItem>> {
     let limit = pagination::limit(q.limit)?;
     let sort = q.sort.unwrap_or_default();
     let after: Option<Cursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
@@ -148,7 +169,7 @@ async fn list(
     sql.push(" LIMIT ").push_bind(limit + 1);
 
     let rows: Vec<MenuItem> = sql.build_query_as().fetch_all(&state.pool).await?;
-    Ok(Json(pagination::page(
+    Ok(pagination::page(
         rows,
         limit,
         |m| {
@@ -160,7 +181,7 @@ async fn list(
             })
         },
         |m| m,
-    )))
+    ))
 }
 
 /// One menu item.
@@ -265,6 +286,7 @@ async fn create(
         .fetch_one(&state.pool)
         .await
         .map_err(unknown_category)?;
+    state.menu_cache.clear();
     Ok((StatusCode::CREATED, Json(item)))
 }
 
@@ -303,7 +325,7 @@ async fn update(
             updated_at = now()
          WHERE id = $1 AND deleted_at IS NULL RETURNING {COLUMNS}"
     );
-    sqlx::query_as::<_, MenuItem>(sqlx::AssertSqlSafe(sql))
+    let updated = sqlx::query_as::<_, MenuItem>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(req.category_id)
         .bind(req.name.as_deref().map(str::trim))
@@ -314,9 +336,9 @@ async fn update(
         .bind(req.available)
         .fetch_optional(&state.pool)
         .await
-        .map_err(unknown_category)?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("menu item"))
+        .map_err(unknown_category)?;
+    state.menu_cache.clear();
+    updated.map(Json).ok_or_else(|| ApiError::not_found("menu item"))
 }
 
 /// Remove a menu item from the menu. Past orders keep showing it.
@@ -344,6 +366,7 @@ async fn delete(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    state.menu_cache.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,5 +1,6 @@
 //! The menu: categories and menu items. Anyone may read; managers write.
 
+pub mod cache;
 mod categories;
 mod items;
 

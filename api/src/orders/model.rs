@@ -134,12 +134,23 @@ pub struct OrderSummary {
 
 /// Reads a whole order in one round trip: lines, payment and history come
 /// back as JSON aggregates beside the row.
-pub async fn load_order<'e>(
-    db: impl PgExecutor<'e>,
-    id: Uuid,
-) -> Result<Option<Order>, sqlx::Error> {
+pub async fn load_order<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+    load(db, id, false).await
+}
+
+/// The order as it was when placed — lines, payment, first event — whatever
+/// happened since: what `POST /orders` answered, rebuilt for a retry.
+pub async fn load_as_placed<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+    load(db, id, true).await
+}
+
+async fn load<'e>(db: impl PgExecutor<'e>, id: Uuid, as_placed: bool) -> Result<Option<Order>, sqlx::Error> {
+    // LIMIT NULL is no limit: the whole history, or only the first event.
     let row: Option<FullOrderRow> = sqlx::query_as(
-        "SELECT o.id, o.customer_id, o.status, o.total_cents, o.courier_id, o.created_at, o.updated_at,
+        "SELECT o.id, o.customer_id, o.total_cents, o.created_at,
+           CASE WHEN $2 THEN 'placed' ELSE o.status END AS status,
+           CASE WHEN $2 THEN NULL ELSE o.courier_id END AS courier_id,
+           CASE WHEN $2 THEN o.created_at ELSE o.updated_at END AS updated_at,
            COALESCE((SELECT json_agg(json_build_object('menu_item_id', i.menu_item_id, 'name', i.name,
                       'unit_price_cents', i.unit_price_cents, 'quantity', i.quantity,
                       'line_total_cents', i.unit_price_cents * i.quantity) ORDER BY i.menu_item_id)
@@ -149,24 +160,15 @@ pub async fn load_order<'e>(
               FROM payments p WHERE p.order_id = o.id) AS payment,
            COALESCE((SELECT json_agg(json_build_object('from_status', e.from_status, 'to_status', e.to_status,
                       'actor_id', e.actor_id, 'reason', e.reason, 'at', e.at) ORDER BY e.id)
-                     FROM order_events e WHERE e.order_id = o.id), '[]'::json) AS history
+                     FROM (SELECT * FROM order_events e WHERE e.order_id = o.id ORDER BY e.id
+                           LIMIT CASE WHEN $2 THEN 1 END) e), '[]'::json) AS history
          FROM orders o WHERE o.id = $1",
     )
     .bind(id)
+    .bind(as_placed)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|r| Order {
-        id: r.id,
-        customer_id: r.customer_id,
-        status: OrderStatus::parse(&r.status).unwrap_or(OrderStatus::Placed),
-        items: r.items.0,
-        total_cents: r.total_cents,
-        payment: r.payment.map(|p| p.0),
-        courier_id: r.courier_id,
-        history: r.history.0,
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-    }))
+    Ok(row.map(FullOrderRow::into_order))
 }
 
 #[derive(sqlx::FromRow)]
@@ -181,4 +183,21 @@ struct FullOrderRow {
     items: Json<Vec<OrderLine>>,
     payment: Option<Json<Payment>>,
     history: Json<Vec<OrderEvent>>,
+}
+
+impl FullOrderRow {
+    fn into_order(self) -> Order {
+        Order {
+            id: self.id,
+            customer_id: self.customer_id,
+            status: OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Placed),
+            items: self.items.0,
+            total_cents: self.total_cents,
+            payment: self.payment.map(|p| p.0),
+            courier_id: self.courier_id,
+            history: self.history.0,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }

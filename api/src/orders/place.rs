@@ -1,8 +1,9 @@
-//! `POST /orders`: one short transaction that claims the Idempotency-Key,
-//! locks the ordered items in id order (so concurrent orders cannot
-//! deadlock), checks and decrements stock, snapshots prices and records the
-//! captured payment. The exact response is stored with the key, so every
-//! retry — sequential or concurrent — returns the same bytes.
+//! `POST /orders`: the SQL function `place_order` does the whole
+//! transaction in one round trip — locks the ordered items in id order (so
+//! concurrent orders cannot deadlock), checks and decrements stock, claims the
+//! Idempotency-Key, snapshots prices and records the captured payment. A retry
+//! with the same key, sequential or concurrent, gets the order "as placed"
+//! rebuilt from its immutable rows: the same bytes every time.
 
 use std::collections::BTreeMap;
 
@@ -134,22 +135,7 @@ fn check_payment(p: &PaymentRequest) -> Result<(), ApiError> {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct LockedItem {
-    id: Uuid,
-    name: String,
-    price_cents: i64,
-    stock: Option<i32>,
-    available: bool,
-    deleted: bool,
-}
-
-pub async fn place(
-    state: &AppState,
-    customer: Uuid,
-    key: String,
-    req: PlaceOrder,
-) -> ApiResult<Placed> {
+pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrder) -> ApiResult<Placed> {
     let items = normalize(&req)?;
     let fingerprint = serde_json::to_vec(&Fingerprint {
         items: items.as_ref(),
@@ -158,23 +144,14 @@ pub async fn place(
     })
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let request_hash = Sha256::digest(&fingerprint).to_vec();
-
-    // A retry of a finished order costs one indexed read.
-    if let Some(found) = replay(state, customer, &key, &request_hash).await? {
-        return Ok(found);
-    }
     check_payment(&req.payment)?;
 
-    let result = try_place(state, customer, &key, &request_hash, items, &req.payment).await;
-    match result {
+    match try_place(state, customer, &key, &request_hash, items, &req.payment).await {
         Ok(Some(body)) => {
             state.metrics.orders_created.inc();
-            Ok(Placed {
-                body,
-                replayed: false,
-            })
+            Ok(Placed { body, replayed: false })
         }
-        // The key was claimed by a concurrent request that committed first.
+        // The key was claimed before, or by a concurrent twin that committed first.
         Ok(None) => replay(state, customer, &key, &request_hash)
             .await?
             .ok_or_else(|| ApiError::Internal("idempotency key vanished".into())),
@@ -184,13 +161,7 @@ pub async fn place(
             if let Some(found) = replay(state, customer, &key, &request_hash).await? {
                 return Ok(found);
             }
-            if matches!(
-                &err,
-                ApiError::Client {
-                    code: "insufficient_stock",
-                    ..
-                }
-            ) {
+            if matches!(&err, ApiError::Client { code: "insufficient_stock", .. }) {
                 state.metrics.stock_conflicts.inc();
             }
             Err(err)
@@ -198,25 +169,22 @@ pub async fn place(
     }
 }
 
-async fn replay(
-    state: &AppState,
-    customer: Uuid,
-    key: &str,
-    request_hash: &[u8],
-) -> ApiResult<Option<Placed>> {
-    let stored: Option<(Vec<u8>, String)> = sqlx::query_as(
-        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-    )
-    .bind(customer)
-    .bind(key)
-    .fetch_optional(&state.pool)
-    .await?;
+async fn replay(state: &AppState, customer: Uuid, key: &str, request_hash: &[u8]) -> ApiResult<Option<Placed>> {
+    let stored: Option<(Vec<u8>, Uuid)> =
+        sqlx::query_as("SELECT request_hash, order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(customer)
+            .bind(key)
+            .fetch_optional(&state.pool)
+            .await?;
     match stored {
         None => Ok(None),
-        Some((hash, body)) if hash == request_hash => Ok(Some(Placed {
-            body,
-            replayed: true,
-        })),
+        Some((hash, order_id)) if hash == request_hash => {
+            let order = super::model::load_as_placed(&state.pool, order_id)
+                .await?
+                .ok_or_else(|| ApiError::Internal(format!("order {order_id} of an idempotency key is missing")))?;
+            let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(Some(Placed { body, replayed: true }))
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -226,13 +194,23 @@ async fn replay(
 }
 
 fn now_micros() -> DateTime<Utc> {
-    // PostgreSQL keeps microseconds: truncate so the stored response and a
-    // later GET show the same instant.
+    // PostgreSQL keeps microseconds: truncate so this reply and every later
+    // read show the same instant.
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-/// Runs the transaction. `Ok(None)` means the key was already taken.
+/// One row of `place_order`'s answer.
+#[derive(sqlx::FromRow)]
+struct Outcome {
+    outcome: String,
+    item: Option<Uuid>,
+    item_name: Option<String>,
+    price_cents: Option<i64>,
+    stock_left: Option<i32>,
+}
+
+/// Places the order. `Ok(None)` means the key was already taken.
 async fn try_place(
     state: &AppState,
     customer: Uuid,
@@ -242,92 +220,102 @@ async fn try_place(
     payment: &PaymentRequest,
 ) -> ApiResult<Option<String>> {
     let from_cart = items.is_none();
-    let mut tx = state.pool.begin().await?;
     let wanted: BTreeMap<Uuid, i32> = match items {
         Some(items) => items,
-        None => sqlx::query_as::<_, (Uuid, i32)>(
-            "SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1",
-        )
-        .bind(customer)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect(),
+        None => sqlx::query_as::<_, (Uuid, i32)>("SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1")
+            .bind(customer)
+            .fetch_all(&state.pool)
+            .await?
+            .into_iter()
+            .collect(),
     };
     if wanted.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "cart_empty",
-            "the cart is empty",
-        ));
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cart_empty", "the cart is empty"));
     }
     let ids: Vec<Uuid> = wanted.keys().copied().collect();
-    let locked: Vec<LockedItem> = sqlx::query_as(
-        "SELECT id, name, price_cents, stock, available, deleted_at IS NOT NULL AS deleted
-         FROM menu_items WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    let quantities: Vec<i32> = wanted.values().copied().collect();
+    let order_id = Uuid::now_v7();
+    let payment_id = Uuid::now_v7();
+    let reference = format!("pay_{}", &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]);
+    let now = now_micros();
+
+    let rows: Vec<Outcome> = sqlx::query_as(
+        "SELECT outcome, item, item_name, price_cents, stock_left
+         FROM place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
+    .bind(order_id)
+    .bind(customer)
+    .bind(key)
+    .bind(request_hash)
     .bind(&ids)
-    .fetch_all(&mut *tx)
+    .bind(&quantities)
+    .bind(now)
+    .bind(payment_id)
+    .bind(payment.method.as_str())
+    .bind(&reference)
+    .bind(from_cart)
+    .fetch_all(&state.pool)
     .await?;
 
-    let mut lines = Vec::with_capacity(wanted.len());
-    for (id, quantity) in &wanted {
-        let item = locked
-            .iter()
-            .find(|m| m.id == *id)
-            .filter(|m| !m.deleted)
-            .ok_or_else(|| {
-                ApiError::validation("an ordered menu item does not exist")
-                    .with_extra(serde_json::json!({ "menu_item_id": id }))
-            })?;
-        if !item.available {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "item_unavailable",
-                format!("{} is not available now", item.name),
-            )
-            .with_extra(serde_json::json!({ "menu_item_id": id })));
+    let first = rows.first().ok_or_else(|| ApiError::Internal("place_order returned nothing".into()))?;
+    let item = first.item.unwrap_or_default();
+    let name = first.item_name.clone().unwrap_or_default();
+    match first.outcome.as_str() {
+        "placed" => {}
+        "duplicate" => return Ok(None),
+        "unknown_item" => {
+            return Err(ApiError::validation("an ordered menu item does not exist")
+                .with_extra(serde_json::json!({ "menu_item_id": item })));
         }
-        if let Some(stock) = item.stock
-            && stock < *quantity
-        {
+        "item_unavailable" => {
+            return Err(
+                ApiError::new(StatusCode::CONFLICT, "item_unavailable", format!("{name} is not available now"))
+                    .with_extra(serde_json::json!({ "menu_item_id": item })),
+            );
+        }
+        "insufficient_stock" => {
+            let left = first.stock_left.unwrap_or(0);
+            let requested = wanted.get(&item).copied().unwrap_or(0);
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "insufficient_stock",
-                format!("only {stock} of {} left, {quantity} requested", item.name),
+                format!("only {left} of {name} left, {requested} requested"),
             )
-            .with_extra(serde_json::json!({ "menu_item_id": id, "requested": quantity, "available": stock })));
+            .with_extra(serde_json::json!({ "menu_item_id": item, "requested": requested, "available": left })));
         }
-        lines.push(OrderLine {
-            menu_item_id: *id,
-            name: item.name.clone(),
-            unit_price_cents: item.price_cents,
-            quantity: *quantity,
-            line_total_cents: item.price_cents * i64::from(*quantity),
-        });
+        other => return Err(ApiError::Internal(format!("place_order: unknown outcome {other}"))),
     }
 
-    let order_id = Uuid::now_v7();
-    let now = now_micros();
+    let lines: Vec<OrderLine> = rows
+        .into_iter()
+        .map(|r| {
+            let menu_item_id = r.item.unwrap_or_default();
+            let quantity = wanted.get(&menu_item_id).copied().unwrap_or(0);
+            let unit_price_cents = r.price_cents.unwrap_or(0);
+            OrderLine {
+                menu_item_id,
+                name: r.item_name.unwrap_or_default(),
+                unit_price_cents,
+                quantity,
+                line_total_cents: unit_price_cents * i64::from(quantity),
+            }
+        })
+        .collect();
     let total: i64 = lines.iter().map(|l| l.line_total_cents).sum();
-    let payment = Payment {
-        id: Uuid::now_v7(),
-        method: payment.method.as_str().to_owned(),
-        status: "captured".to_owned(),
-        amount_cents: total,
-        reference: format!(
-            "pay_{}",
-            &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]
-        ),
-        created_at: now,
-    };
     let order = Order {
         id: order_id,
         customer_id: customer,
         status: OrderStatus::Placed,
         items: lines,
         total_cents: total,
-        payment: Some(payment.clone()),
+        payment: Some(Payment {
+            id: payment_id,
+            method: payment.method.as_str().to_owned(),
+            status: "captured".to_owned(),
+            amount_cents: total,
+            reference,
+            created_at: now,
+        }),
         courier_id: None,
         history: vec![OrderEvent {
             from_status: None,
@@ -339,66 +327,7 @@ async fn try_place(
         created_at: now,
         updated_at: now,
     };
-    let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
-
-    let line_ids: Vec<Uuid> = order.items.iter().map(|l| l.menu_item_id).collect();
-    let line_names: Vec<&str> = order.items.iter().map(|l| l.name.as_str()).collect();
-    let line_prices: Vec<i64> = order.items.iter().map(|l| l.unit_price_cents).collect();
-    let line_qty: Vec<i32> = order.items.iter().map(|l| l.quantity).collect();
-
-    // Every write hangs off `claim`: when the key is already taken, nothing
-    // else is written either.
-    let claimed: i64 = sqlx::query_scalar(
-        "WITH claim AS (
-            INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, response)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (user_id, key) DO NOTHING
-            RETURNING order_id
-         ), new_order AS (
-            INSERT INTO orders (id, customer_id, status, total_cents, created_at, updated_at)
-            SELECT $4, $1, 'placed', $6, $7, $7 FROM claim
-         ), new_lines AS (
-            INSERT INTO order_items (order_id, menu_item_id, name, unit_price_cents, quantity)
-            SELECT $4, l.id, l.name, l.price, l.qty
-            FROM claim, unnest($8::uuid[], $9::text[], $10::int8[], $11::int4[]) AS l(id, name, price, qty)
-         ), stock AS (
-            UPDATE menu_items m SET stock = m.stock - l.qty
-            FROM claim, unnest($8::uuid[], $11::int4[]) AS l(id, qty)
-            WHERE m.id = l.id AND m.stock IS NOT NULL
-         ), new_payment AS (
-            INSERT INTO payments (id, order_id, method, status, amount_cents, reference, created_at)
-            SELECT $12, $4, $13, 'captured', $6, $14, $7 FROM claim
-         ), new_event AS (
-            INSERT INTO order_events (order_id, from_status, to_status, actor_id, at)
-            SELECT $4, NULL, 'placed', $1, $7 FROM claim
-         ), emptied_cart AS (
-            DELETE FROM cart_items c USING claim WHERE $15 AND c.user_id = $1 AND c.menu_item_id = ANY($8)
-         )
-         SELECT count(*) FROM claim",
-    )
-    .bind(customer)
-    .bind(key)
-    .bind(request_hash)
-    .bind(order_id)
-    .bind(&body)
-    .bind(total)
-    .bind(now)
-    .bind(&line_ids)
-    .bind(&line_names)
-    .bind(&line_prices)
-    .bind(&line_qty)
-    .bind(payment.id)
-    .bind(&payment.method)
-    .bind(&payment.reference)
-    .bind(from_cart)
-    .fetch_one(&mut *tx)
-    .await?;
-    if claimed == 0 {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    tx.commit().await?;
-    Ok(Some(body))
+    serde_json::to_string(&order).map(Some).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

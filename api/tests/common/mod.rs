@@ -104,6 +104,7 @@ pub fn settings() -> Settings {
         refresh_token_ttl: Duration::from_secs(3600),
         order_auto_reject_after: Duration::from_secs(300),
         max_body_bytes: 64 * 1024,
+        menu_cache_ttl: Duration::ZERO,
     }
 }
 
@@ -136,8 +137,12 @@ impl Reply {
 
 impl TestApp {
     pub async fn new() -> TestApp {
+        Self::with_settings(settings()).await
+    }
+
+    pub async fn with_settings(settings: Settings) -> TestApp {
         let db = TestDb::new().await;
-        let state = AppState::new(db.pool.clone(), settings());
+        let state = AppState::new(db.pool.clone(), settings);
         let router = foodapp_api::router(state.clone());
         TestApp { db, state, router }
     }

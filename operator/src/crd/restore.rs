@@ -1,0 +1,64 @@
+//! `FoodAppRestore`: restore a FoodApp's database from a backup, in place.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::JobPhase;
+
+/// Restore a FoodApp's database from one backup. The operator stops the API,
+/// restores in one transaction (all or nothing), runs the migrations and
+/// brings the API back.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "foodapp.io",
+    version = "v1alpha1",
+    kind = "FoodAppRestore",
+    namespaced,
+    shortname = "far",
+    status = "FoodAppRestoreStatus",
+    cel,
+    printcolumn(name = "FoodApp", type_ = "string", json_path = ".spec.foodAppRef"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Object", type_ = "string", json_path = ".status.objectKey"),
+    printcolumn(name = "Completed", type_ = "date", json_path = ".status.completedAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("a FoodAppRestore's spec cannot be changed; create a new one"))]
+#[x_kube(validation = Rule::new("(has(self.backupRef) ? 1 : 0) + (has(self.objectKey) ? 1 : 0) + (has(self.latest) && self.latest ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey or latest: true"))]
+#[serde(rename_all = "camelCase")]
+pub struct FoodAppRestoreSpec {
+    /// Name of the FoodApp (same namespace) whose database is restored.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("spec.foodAppRef must name a FoodApp"))]
+    pub food_app_ref: String,
+    /// A FoodAppBackup (same namespace) to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_ref: Option<String>,
+    /// An object key in the FoodApp's backup bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    /// Restore the newest backup in the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<bool>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FoodAppRestoreStatus {
+    /// Pending, Running, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// The object restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
