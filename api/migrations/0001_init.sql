@@ -48,7 +48,7 @@ CREATE TABLE menu_items (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     deleted_at  timestamptz
-);
+) WITH (fillfactor = 50);  -- room for HOT updates: every order rewrites stock
 CREATE INDEX menu_items_category_idx ON menu_items (category_id) WHERE deleted_at IS NULL;
 CREATE INDEX menu_items_name_idx ON menu_items (name, id) WHERE deleted_at IS NULL;
 CREATE INDEX menu_items_price_idx ON menu_items (price_cents, id) WHERE deleted_at IS NULL;
@@ -61,17 +61,27 @@ CREATE TABLE cart_items (
     PRIMARY KEY (user_id, menu_item_id)
 );
 
+-- An order carries its captured payment (one per order) and the
+-- Idempotency-Key it was placed with: placing writes one order row, its
+-- lines and the stock, nothing else. request_hash tells a retry from a key
+-- reused for a different order.
 CREATE TABLE orders (
-    id          uuid PRIMARY KEY,
-    customer_id uuid NOT NULL REFERENCES users (id),
-    status      text NOT NULL DEFAULT 'placed'
-                CHECK (status IN ('placed','accepted','rejected','cancelled','ready','out_for_delivery','delivered')),
-    total_cents bigint NOT NULL CHECK (total_cents >= 0),
-    courier_id  uuid REFERENCES users (id),
-    created_at  timestamptz NOT NULL,
-    updated_at  timestamptz NOT NULL
+    id                uuid PRIMARY KEY,
+    customer_id       uuid NOT NULL REFERENCES users (id),
+    status            text NOT NULL DEFAULT 'placed'
+                      CHECK (status IN ('placed','accepted','rejected','cancelled','ready','out_for_delivery','delivered')),
+    total_cents       bigint NOT NULL CHECK (total_cents >= 0),
+    courier_id        uuid REFERENCES users (id),
+    idempotency_key   text NOT NULL,
+    request_hash      bytea NOT NULL,
+    payment_id        uuid NOT NULL,
+    payment_method    text NOT NULL,
+    payment_status    text NOT NULL CHECK (payment_status IN ('captured')),
+    payment_reference text NOT NULL,
+    created_at        timestamptz NOT NULL,
+    updated_at        timestamptz NOT NULL,
+    CONSTRAINT orders_idempotency_key UNIQUE (customer_id, idempotency_key)
 );
-CREATE INDEX orders_customer_idx ON orders (customer_id, created_at DESC, id DESC);
 CREATE INDEX orders_created_idx ON orders (created_at DESC, id DESC);
 CREATE INDEX orders_placed_idx ON orders (created_at) WHERE status = 'placed';
 
@@ -84,24 +94,13 @@ CREATE TABLE order_items (
     PRIMARY KEY (order_id, menu_item_id)
 );
 
--- One captured payment per order (refunds are their own rows).
-CREATE TABLE payments (
-    order_id     uuid PRIMARY KEY REFERENCES orders (id) ON DELETE CASCADE,
-    id           uuid NOT NULL,
-    method       text NOT NULL,
-    status       text NOT NULL CHECK (status IN ('captured')),
-    amount_cents bigint NOT NULL CHECK (amount_cents >= 0),
-    reference    text NOT NULL,
-    created_at   timestamptz NOT NULL
-);
-
--- One row per status change: the order's history.
--- actor_id has no foreign key: the history is an audit record and must
--- outlive anything done to accounts.
+-- One row per status change after placement (placement itself is the
+-- order's created_at and customer). actor_id has no foreign key: the history
+-- is an audit record and must outlive anything done to accounts.
 CREATE TABLE order_events (
     order_id    uuid NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
     id          bigserial,
-    from_status text,
+    from_status text NOT NULL,
     to_status   text NOT NULL,
     actor_id    uuid,
     reason      text,
@@ -109,25 +108,12 @@ CREATE TABLE order_events (
     PRIMARY KEY (order_id, id)
 );
 
--- Which order an Idempotency-Key produced; request_hash detects a key reused
--- for a different order. A retry rebuilds the response from the order's
--- immutable creation data, so it gets the same bytes. No foreign keys: the row
--- is written with the order it names, and each check would cost the hot path.
-CREATE TABLE idempotency_keys (
-    user_id      uuid NOT NULL,
-    key          text NOT NULL,
-    request_hash bytea NOT NULL,
-    order_id     uuid NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, key)
-);
-
 -- Places an order in one round trip and one transaction (the statement's).
 -- Locks the ordered items in id order, so concurrent orders queue per item
 -- and never deadlock; checks availability and stock under the lock; claims
--- the Idempotency-Key; writes order, lines (names and prices snapshotted),
--- stock, payment and the first history event. Returns one row with the
--- outcome, and for `placed` one row per line with its snapshot:
+-- the Idempotency-Key with the order row itself; writes lines (names and
+-- prices snapshotted) and stock. Returns one row with the outcome, and for
+-- `placed` one row per line with its snapshot:
 --   placed | duplicate (key already used) | unknown_item | item_unavailable
 --   | insufficient_stock (with the stock left).
 CREATE FUNCTION place_order(
@@ -140,7 +126,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r record;
     total bigint := 0;
-    seen integer := 0;
+    ids uuid[] := '{}';
+    names text[] := '{}';
+    prices bigint[] := '{}';
+    quantities integer[] := '{}';
 BEGIN
     FOR r IN
         SELECT m.id, m.name, m.price_cents, m.stock, m.available, m.deleted_at IS NOT NULL AS deleted, q.quantity
@@ -148,7 +137,6 @@ BEGIN
         ORDER BY m.id
         FOR UPDATE OF m
     LOOP
-        seen := seen + 1;
         IF r.deleted THEN
             RETURN QUERY SELECT 'unknown_item', r.id, NULL::text, NULL::bigint, NULL::integer;
             RETURN;
@@ -160,37 +148,36 @@ BEGIN
             RETURN;
         END IF;
         total := total + r.price_cents * r.quantity;
+        ids := ids || r.id;
+        names := names || r.name;
+        prices := prices || r.price_cents;
+        quantities := quantities || r.quantity;
     END LOOP;
-    IF seen < cardinality(p_items) THEN
+    IF cardinality(ids) < cardinality(p_items) THEN
         RETURN QUERY SELECT 'unknown_item', x, NULL::text, NULL::bigint, NULL::integer
-            FROM unnest(p_items) AS x WHERE NOT EXISTS (SELECT 1 FROM menu_items m WHERE m.id = x) LIMIT 1;
+            FROM unnest(p_items) AS x WHERE x <> ALL (ids) LIMIT 1;
         RETURN;
     END IF;
 
-    INSERT INTO idempotency_keys (user_id, key, request_hash, order_id)
-    VALUES (p_customer, p_key, p_request_hash, p_order)
-    ON CONFLICT DO NOTHING;
+    INSERT INTO orders (id, customer_id, status, total_cents, idempotency_key, request_hash,
+                        payment_id, payment_method, payment_status, payment_reference, created_at, updated_at)
+    VALUES (p_order, p_customer, 'placed', total, p_key, p_request_hash,
+            p_payment, p_method, 'captured', p_reference, p_at, p_at)
+    ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'duplicate', NULL::uuid, NULL::text, NULL::bigint, NULL::integer;
         RETURN;
     END IF;
-
-    INSERT INTO orders (id, customer_id, status, total_cents, created_at, updated_at)
-    VALUES (p_order, p_customer, 'placed', total, p_at, p_at);
     INSERT INTO order_items (order_id, menu_item_id, name, unit_price_cents, quantity)
-    SELECT p_order, m.id, m.name, m.price_cents, q.quantity
-    FROM menu_items m JOIN unnest(p_items, p_quantities) AS q (id, quantity) ON q.id = m.id;
+    SELECT p_order, l.id, l.name, l.price, l.quantity
+    FROM unnest(ids, names, prices, quantities) AS l (id, name, price, quantity);
     UPDATE menu_items m SET stock = m.stock - q.quantity
-    FROM unnest(p_items, p_quantities) AS q (id, quantity)
+    FROM unnest(ids, quantities) AS q (id, quantity)
     WHERE m.id = q.id AND m.stock IS NOT NULL;
-    INSERT INTO payments (order_id, id, method, status, amount_cents, reference, created_at)
-    VALUES (p_order, p_payment, p_method, 'captured', total, p_reference, p_at);
-    INSERT INTO order_events (order_id, from_status, to_status, actor_id, at)
-    VALUES (p_order, NULL, 'placed', p_customer, p_at);
     IF p_from_cart THEN
-        DELETE FROM cart_items c WHERE c.user_id = p_customer AND c.menu_item_id = ANY (p_items);
+        DELETE FROM cart_items c WHERE c.user_id = p_customer AND c.menu_item_id = ANY (ids);
     END IF;
-    RETURN QUERY SELECT 'placed', i.menu_item_id, i.name, i.unit_price_cents, NULL::integer
-        FROM order_items i WHERE i.order_id = p_order ORDER BY i.menu_item_id;
+    RETURN QUERY SELECT 'placed', l.id, l.name, l.price, NULL::integer
+        FROM unnest(ids, names, prices) AS l (id, name, price);
 END
 $$;

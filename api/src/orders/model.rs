@@ -145,7 +145,8 @@ pub async fn load_as_placed<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Opt
 }
 
 async fn load<'e>(db: impl PgExecutor<'e>, id: Uuid, as_placed: bool) -> Result<Option<Order>, sqlx::Error> {
-    // LIMIT NULL is no limit: the whole history, or only the first event.
+    // Placement opens the history (from the order row itself); the changes
+    // since follow, unless the order is wanted as it was when placed.
     let row: Option<FullOrderRow> = sqlx::query_as(
         "SELECT o.id, o.customer_id, o.total_cents, o.created_at,
            CASE WHEN $2 THEN 'placed' ELSE o.status END AS status,
@@ -155,13 +156,15 @@ async fn load<'e>(db: impl PgExecutor<'e>, id: Uuid, as_placed: bool) -> Result<
                       'unit_price_cents', i.unit_price_cents, 'quantity', i.quantity,
                       'line_total_cents', i.unit_price_cents * i.quantity) ORDER BY i.menu_item_id)
                      FROM order_items i WHERE i.order_id = o.id), '[]'::json) AS items,
-           (SELECT json_build_object('id', p.id, 'method', p.method, 'status', p.status,
-                      'amount_cents', p.amount_cents, 'reference', p.reference, 'created_at', p.created_at)
-              FROM payments p WHERE p.order_id = o.id) AS payment,
-           COALESCE((SELECT json_agg(json_build_object('from_status', e.from_status, 'to_status', e.to_status,
-                      'actor_id', e.actor_id, 'reason', e.reason, 'at', e.at) ORDER BY e.id)
-                     FROM (SELECT * FROM order_events e WHERE e.order_id = o.id ORDER BY e.id
-                           LIMIT CASE WHEN $2 THEN 1 END) e), '[]'::json) AS history
+           json_build_object('id', o.payment_id, 'method', o.payment_method, 'status', o.payment_status,
+                      'amount_cents', o.total_cents, 'reference', o.payment_reference,
+                      'created_at', o.created_at) AS payment,
+           (jsonb_build_array(jsonb_build_object('from_status', NULL, 'to_status', 'placed',
+                      'actor_id', o.customer_id, 'reason', NULL, 'at', o.created_at))
+            || CASE WHEN $2 THEN '[]'::jsonb ELSE
+                 COALESCE((SELECT jsonb_agg(jsonb_build_object('from_status', e.from_status, 'to_status', e.to_status,
+                            'actor_id', e.actor_id, 'reason', e.reason, 'at', e.at) ORDER BY e.id)
+                           FROM order_events e WHERE e.order_id = o.id), '[]'::jsonb) END)::json AS history
          FROM orders o WHERE o.id = $1",
     )
     .bind(id)

@@ -171,7 +171,7 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
 
 async fn replay(state: &AppState, customer: Uuid, key: &str, request_hash: &[u8]) -> ApiResult<Option<Placed>> {
     let stored: Option<(Vec<u8>, Uuid)> =
-        sqlx::query_as("SELECT request_hash, order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+        sqlx::query_as("SELECT request_hash, id FROM orders WHERE customer_id = $1 AND idempotency_key = $2")
             .bind(customer)
             .bind(key)
             .fetch_optional(&state.pool)

@@ -176,6 +176,8 @@ pub const DB_USER: &str = "foodapp";
 pub const DB_NAME: &str = "foodapp";
 pub const API_PORT: i32 = 8080;
 pub const GATEWAY_PORT: i32 = 8080;
+/// The unprivileged user the API and agent images run as (distroless "nonroot").
+pub const API_UID: i64 = 65532;
 
 /// First 10 hex digits of SHA-256: short, stable, collision-safe enough for names.
 pub fn short_hash(s: &str) -> String {

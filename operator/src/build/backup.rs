@@ -1,0 +1,254 @@
+//! Scheduled backups: a CronJob running `foodapp-operator backup` (the
+//! agent) with the ServiceAccount and Role it needs to record each run as a
+//! FoodAppBackup.
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretKeySelector,
+    ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::postgres::{database_url_env, env};
+use super::{API_UID, Model, container_security, labels, meta, names, pod_security};
+use crate::crd::BackupSpec;
+
+const COMPONENT: &str = "backup";
+
+fn secret_key(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The environment of every agent container: database, bucket, identity.
+pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
+    let s3 = &backup.s3;
+    let mut vars = vec![
+        database_url_env(model),
+        env("S3_REGION", &s3.region),
+        env("S3_BUCKET", &s3.bucket),
+        env("S3_PREFIX", &s3.prefix),
+        env("S3_FORCE_PATH_STYLE", if s3.force_path_style { "true" } else { "false" }),
+        secret_key("AWS_ACCESS_KEY_ID", &s3.credentials_secret, "AWS_ACCESS_KEY_ID"),
+        secret_key("AWS_SECRET_ACCESS_KEY", &s3.credentials_secret, "AWS_SECRET_ACCESS_KEY"),
+        env("KEEP_LAST", &backup.retention.keep_last.to_string()),
+        env("VERIFY", if backup.verify { "true" } else { "false" }),
+        env("FOODAPP_NAME", &model.name),
+        EnvVar {
+            name: "POD_NAMESPACE".to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        env("RUST_LOG", "info"),
+    ];
+    if let Some(endpoint) = &s3.endpoint {
+        vars.insert(1, env("S3_ENDPOINT", endpoint));
+    }
+    vars
+}
+
+/// A pod running one agent command; shared by the CronJob and the Jobs of
+/// on-demand backups and restores.
+pub fn agent_pod(model: &Model, backup: &BackupSpec, args: Vec<String>, component: &str) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(model, component)),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(names::backup(&model.name)),
+            restart_policy: Some("Never".to_owned()),
+            containers: vec![Container {
+                name: "agent".to_owned(),
+                image: Some(model.agent_image.clone()),
+                args: Some(args),
+                env: Some(agent_env(model, backup)),
+                security_context: Some(container_security(API_UID)),
+                ..Default::default()
+            }],
+            security_context: Some(pod_security(API_UID)),
+            enable_service_links: Some(false),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn cron_job(model: &Model) -> CronJob {
+    let backup = model.spec.backup.clone().unwrap_or_else(|| unreachable_backup(model));
+    CronJob {
+        metadata: meta(model, names::backup(&model.name), COMPONENT),
+        spec: Some(CronJobSpec {
+            schedule: backup.schedule.clone(),
+            time_zone: Some("Etc/UTC".to_owned()),
+            suspend: Some(backup.suspend || model.restoring),
+            concurrency_policy: Some("Forbid".to_owned()),
+            starting_deadline_seconds: Some(3600),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(model, COMPONENT)),
+                    ..Default::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(1),
+                    active_deadline_seconds: Some(6 * 3600),
+                    template: agent_pod(model, &backup, vec!["backup".to_owned(), "--scheduled".to_owned()], COMPONENT),
+                    ..Default::default()
+                }),
+            },
+        }),
+        ..Default::default()
+    }
+}
+
+/// `cron_job` is only built when the spec has a backup section; a default
+/// keeps the builder total instead of panicking.
+fn unreachable_backup(model: &Model) -> BackupSpec {
+    BackupSpec {
+        schedule: "0 3 * * *".to_owned(),
+        suspend: true,
+        retention: Default::default(),
+        verify: true,
+        s3: crate::crd::S3Spec {
+            bucket: format!("{}-backups", model.name),
+            credentials_secret: String::new(),
+            ..Default::default()
+        },
+    }
+}
+
+/// A Job running the agent once (on-demand backup, restore).
+pub fn agent_job(model: &Model, name: String, args: Vec<String>, component: &str) -> Job {
+    let backup = model.spec.backup.clone().unwrap_or_else(|| unreachable_backup(model));
+    Job {
+        metadata: meta(model, name, component),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(6 * 3600),
+            ttl_seconds_after_finished: Some(7 * 24 * 3600),
+            template: agent_pod(model, &backup, args, component),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn service_account(model: &Model) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(model, names::backup(&model.name), COMPONENT),
+        automount_service_account_token: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Just enough to record backups: create and update FoodAppBackups.
+pub fn role(model: &Model) -> Role {
+    let rule = |resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec!["foodapp.io".to_owned()]),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    Role {
+        metadata: meta(model, names::backup(&model.name), COMPONENT),
+        rules: Some(vec![
+            rule(&["foodappbackups"], &["get", "list", "create"]),
+            rule(&["foodappbackups/status"], &["get", "patch"]),
+        ]),
+    }
+}
+
+pub fn role_binding(model: &Model) -> RoleBinding {
+    let name = names::backup(&model.name);
+    RoleBinding {
+        metadata: meta(model, name.clone(), COMPONENT),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name,
+            namespace: Some(model.namespace.clone()),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::testing::model;
+    use crate::crd::S3Spec;
+
+    fn with_backup() -> Model {
+        let mut m = model();
+        m.spec.backup = Some(BackupSpec {
+            schedule: "30 2 * * *".into(),
+            suspend: false,
+            retention: crate::crd::Retention { keep_last: 7 },
+            verify: true,
+            s3: S3Spec {
+                endpoint: Some("https://fra1.digitaloceanspaces.com".into()),
+                region: "fra1".into(),
+                bucket: "shop-backups".into(),
+                prefix: "prod".into(),
+                force_path_style: false,
+                credentials_secret: "spaces-credentials".into(),
+            },
+        });
+        m
+    }
+
+    #[test]
+    fn the_cron_job_forbids_overlap_and_keeps_a_short_history() {
+        let c = cron_job(&with_backup()).spec.unwrap();
+        assert_eq!(c.schedule, "30 2 * * *");
+        assert_eq!(c.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!((c.successful_jobs_history_limit, c.failed_jobs_history_limit), (Some(3), Some(3)));
+        let pod = c.job_template.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("shop-backup"));
+        let env = pod.containers[0].env.clone().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).cloned().unwrap();
+        assert_eq!(get("S3_ENDPOINT").value.as_deref(), Some("https://fra1.digitaloceanspaces.com"));
+        assert_eq!(get("KEEP_LAST").value.as_deref(), Some("7"));
+        assert_eq!(
+            get("AWS_SECRET_ACCESS_KEY").value_from.unwrap().secret_key_ref.unwrap().name,
+            "spaces-credentials"
+        );
+    }
+
+    #[test]
+    fn backups_pause_while_suspended_or_restoring() {
+        let mut m = with_backup();
+        m.restoring = true;
+        assert_eq!(cron_job(&m).spec.unwrap().suspend, Some(true));
+    }
+
+    #[test]
+    fn the_role_only_allows_recording_backups() {
+        let r = role(&with_backup());
+        let rules = r.rules.unwrap();
+        assert!(rules.iter().all(|r| r.api_groups.as_deref() == Some(&["foodapp.io".to_owned()][..])));
+        assert!(rules.iter().all(|r| !r.verbs.contains(&"delete".to_owned())));
+    }
+}

@@ -1,0 +1,183 @@
+//! The nginx gateway: ConfigMap with the generated nginx.conf, a Deployment
+//! that rolls when the config changes, and a Service of the chosen type.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::nginx::{self, GatewayConfig};
+use super::{API_PORT, GATEWAY_PORT, Model, container_security, labels, meta, names, pod_security, selector_labels, short_hash};
+
+const COMPONENT: &str = "gateway";
+/// The nginx user of the official image.
+const NGINX_UID: i64 = 101;
+const CONFIG_DIR: &str = "/etc/nginx/foodapp";
+pub const CONFIG_HASH_ANNOTATION: &str = "foodapp.io/config-hash";
+
+pub fn config(model: &Model) -> GatewayConfig {
+    let g = &model.spec.gateway;
+    GatewayConfig {
+        listen: GATEWAY_PORT.to_string(),
+        upstream: format!("{}.{}.svc.cluster.local:{API_PORT}", names::api(&model.name), model.namespace),
+        requests_per_second: g.rate_limit.requests_per_second,
+        burst: g.rate_limit.burst,
+        max_body_kb: 64,
+        temp_dir: "/tmp".to_owned(),
+        access_log: "/dev/stdout".to_owned(),
+        error_log: "/dev/stderr".to_owned(),
+    }
+}
+
+pub fn config_map(model: &Model) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(model, names::gateway(&model.name), COMPONENT),
+        data: Some(BTreeMap::from([("nginx.conf".to_owned(), nginx::render(&config(model)))])),
+        ..Default::default()
+    }
+}
+
+pub fn deployment(model: &Model) -> Deployment {
+    let g = &model.spec.gateway;
+    let conf = nginx::render(&config(model));
+    let probe = |period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(model, names::gateway(&model.name), COMPONENT),
+        spec: Some(DeploymentSpec {
+            replicas: Some(g.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(model, COMPONENT)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(model, COMPONENT)),
+                    // A config change changes the pod template: pods roll.
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), short_hash(&conf))])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "nginx".to_owned(),
+                        image: Some(g.image.clone()),
+                        // Bypass the image's entrypoint scripts: they rewrite
+                        // files under /etc/nginx, and the root is read-only.
+                        command: Some(vec!["nginx".to_owned(), "-c".to_owned(), format!("{CONFIG_DIR}/nginx.conf")]),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".to_owned()),
+                            container_port: GATEWAY_PORT,
+                            ..Default::default()
+                        }]),
+                        readiness_probe: Some(probe(5)),
+                        liveness_probe: Some(probe(10)),
+                        security_context: Some(container_security(NGINX_UID)),
+                        volume_mounts: Some(vec![
+                            VolumeMount {
+                                name: "config".to_owned(),
+                                mount_path: CONFIG_DIR.to_owned(),
+                                read_only: Some(true),
+                                ..Default::default()
+                            },
+                            VolumeMount {
+                                name: "tmp".to_owned(),
+                                mount_path: "/tmp".to_owned(),
+                                ..Default::default()
+                            },
+                        ]),
+                        ..Default::default()
+                    }],
+                    security_context: Some(pod_security(NGINX_UID)),
+                    enable_service_links: Some(false),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".to_owned(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names::gateway(&model.name),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "tmp".to_owned(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn service(model: &Model) -> Service {
+    Service {
+        metadata: meta(model, names::gateway(&model.name), COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some(model.spec.gateway.service_type.as_str().to_owned()),
+            selector: Some(selector_labels(model, COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".to_owned())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::testing::model;
+    use crate::crd::ServiceType;
+
+    fn config_hash(m: &Model) -> String {
+        deployment(m).spec.unwrap().template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+    }
+
+    #[test]
+    fn a_config_change_rolls_the_gateway() {
+        let mut m = model();
+        let before = config_hash(&m);
+        m.spec.gateway.rate_limit.requests_per_second = 35;
+        assert_ne!(config_hash(&m), before);
+        assert!(config_map(&m).data.unwrap()["nginx.conf"].contains("rate=35r/s"));
+    }
+
+    #[test]
+    fn the_gateway_proxies_to_the_api_service_and_uses_the_chosen_service_type() {
+        let mut m = model();
+        m.spec.gateway.service_type = ServiceType::LoadBalancer;
+        assert_eq!(service(&m).spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+        assert!(config_map(&m).data.unwrap()["nginx.conf"].contains("server shop-api.food.svc.cluster.local:8080"));
+        let d = deployment(&m).spec.unwrap().template.spec.unwrap();
+        assert_eq!(d.containers[0].security_context.as_ref().unwrap().run_as_user, Some(101));
+    }
+}

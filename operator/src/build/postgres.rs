@@ -1,0 +1,245 @@
+//! PostgreSQL: a one-replica StatefulSet with its data volume, a headless
+//! Service for the StatefulSet and a client Service for the API and jobs.
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{
+    DB_NAME, DB_USER, Model, container_security, meta, names, pod_security, selector_labels,
+};
+use crate::crd::DeletionPolicy;
+
+const COMPONENT: &str = "database";
+/// The postgres user of the official image.
+const POSTGRES_UID: i64 = 999;
+const DATA: &str = "/var/lib/postgresql/data";
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// `DATABASE_URL` from the generated Secret, for every container that needs it.
+pub fn database_url_env(model: &Model) -> EnvVar {
+    secret_env("DATABASE_URL", &names::db(&model.name), "DATABASE_URL")
+}
+
+fn pg_isready(period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(
+                ["pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", DB_NAME]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+pub fn statefulset(model: &Model) -> StatefulSet {
+    let db = &model.spec.database;
+    let secret = names::db(&model.name);
+    let selector = selector_labels(model, COMPONENT);
+    let when_deleted = match model.spec.deletion_policy {
+        DeletionPolicy::Retain => "Retain",
+        DeletionPolicy::Delete => "Delete",
+    };
+    let scratch = |name: &str| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "postgres".to_owned(),
+        image: Some(db.image.clone()),
+        env: Some(vec![
+            secret_env("POSTGRES_USER", &secret, "username"),
+            secret_env("POSTGRES_PASSWORD", &secret, "password"),
+            secret_env("POSTGRES_DB", &secret, "database"),
+            // A subdirectory: the volume's root may hold lost+found.
+            env("PGDATA", &format!("{DATA}/pgdata")),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".to_owned()),
+            container_port: 5432,
+            ..Default::default()
+        }]),
+        startup_probe: Some(pg_isready(2, 150)),
+        readiness_probe: Some(pg_isready(5, 3)),
+        liveness_probe: Some(pg_isready(10, 6)),
+        resources: db.resources.clone(),
+        security_context: Some(container_security(POSTGRES_UID)),
+        volume_mounts: Some(vec![
+            mount("data", DATA),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: meta(model, names::db(&model.name), COMPONENT),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names::db_headless(&model.name)),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(when_deleted.to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(super::labels(model, COMPONENT)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(pod_security(POSTGRES_UID)),
+                    termination_grace_period_seconds: Some(60),
+                    volumes: Some(vec![scratch("run"), scratch("tmp")]),
+                    enable_service_links: Some(false),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".to_owned()),
+                    labels: Some(selector),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                    storage_class_name: db.storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some([("storage".to_owned(), Quantity(db.storage.size.clone()))].into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn postgres_port() -> ServicePort {
+    ServicePort {
+        name: Some("postgres".to_owned()),
+        port: 5432,
+        target_port: Some(IntOrString::String("postgres".to_owned())),
+        ..Default::default()
+    }
+}
+
+pub fn service(model: &Model) -> Service {
+    Service {
+        metadata: meta(model, names::db(&model.name), COMPONENT),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(model, COMPONENT)),
+            ports: Some(vec![postgres_port()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn headless_service(model: &Model) -> Service {
+    Service {
+        metadata: meta(model, names::db_headless(&model.name), COMPONENT),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(selector_labels(model, COMPONENT)),
+            ports: Some(vec![postgres_port()]),
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::testing::model;
+
+    #[test]
+    fn the_statefulset_keeps_data_on_a_claim_sized_by_the_spec() {
+        let mut m = model();
+        m.spec.database.storage.size = "25Gi".into();
+        m.spec.database.storage.storage_class_name = Some("do-block-storage".into());
+        let s = statefulset(&m);
+        let spec = s.spec.unwrap();
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "25Gi");
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("do-block-storage"));
+        assert!(claim.metadata.labels.as_ref().unwrap().keys().all(|k| !k.contains("version")));
+        assert_eq!(spec.service_name.as_deref(), Some("shop-db-hl"));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().fs_group, Some(999));
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("postgres:16"));
+        assert!(c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.as_ref().unwrap().contains(&"pg_isready".to_owned()));
+        assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn deletion_policy_decides_what_happens_to_the_claim() {
+        let mut m = model();
+        let policy = |m: &Model| statefulset(m).spec.unwrap().persistent_volume_claim_retention_policy.unwrap().when_deleted;
+        assert_eq!(policy(&m).as_deref(), Some("Retain"));
+        m.spec.deletion_policy = DeletionPolicy::Delete;
+        assert_eq!(policy(&m).as_deref(), Some("Delete"));
+    }
+
+    #[test]
+    fn services_select_the_database_pods() {
+        let m = model();
+        assert_eq!(headless_service(&m).spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        let s = service(&m).spec.unwrap();
+        assert_eq!(s.selector.unwrap()["app.kubernetes.io/component"], "database");
+        assert_eq!(s.ports.unwrap()[0].port, 5432);
+    }
+}
