@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR
 SERVICES := scripts/test-services
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt unit demo bench
+.PHONY: help test lint fmt demo bench crds
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,9 @@ fmt: ## Format the code
 demo: ## Run the whole stack locally (http://127.0.0.1:8080, or DEMO_PORT)
 	cargo build --locked --workspace --bins
 	$(SERVICES) run -- scripts/demo
+
+crds: ## Regenerate crds/ from the Rust types
+	UPDATE_CRDS=1 cargo test --locked -p foodapp-operator --test crd crds_on_disk
 
 bench: ## Benchmarks against release builds (figures go in the README)
 	cargo build --locked --release -p foodapp-api

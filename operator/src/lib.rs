@@ -1,4 +1,10 @@
 //! FoodApp operator: custom resource types, pure builders for every child
 //! object, the controller, and the backup/restore agent.
 
+pub mod build;
+pub mod controller;
 pub mod crd;
+pub mod metrics;
+pub mod quantity;
+pub mod render;
+pub mod runner;

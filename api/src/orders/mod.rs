@@ -47,20 +47,14 @@ async fn create(
     user.require_any(&[Role::Customer])?;
     let key = place::check_key(headers.get("idempotency-key").and_then(|v| v.to_str().ok()))?;
     let placed = place::place(&state, user.id, key, req).await?;
-    let location = serde_json::from_str::<serde_json::Value>(&placed.body)
-        .ok()
-        .and_then(|v| {
-            v.get("id")
-                .and_then(|id| id.as_str())
-                .map(|id| format!("/api/v1/orders/{id}"))
-        });
+    let location = format!("/api/v1/orders/{}", placed.order_id);
     let mut response = (StatusCode::CREATED, placed.body).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+    if let Ok(location) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, location);
     }
     if placed.replayed {

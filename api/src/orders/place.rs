@@ -61,6 +61,7 @@ struct Fingerprint<'a> {
 }
 
 pub struct Placed {
+    pub order_id: Uuid,
     pub body: String,
     pub replayed: bool,
 }
@@ -147,9 +148,9 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
     check_payment(&req.payment)?;
 
     match try_place(state, customer, &key, &request_hash, items, &req.payment).await {
-        Ok(Some(body)) => {
+        Ok(Some((order_id, body))) => {
             state.metrics.orders_created.inc();
-            Ok(Placed { body, replayed: false })
+            Ok(Placed { order_id, body, replayed: false })
         }
         // The key was claimed before, or by a concurrent twin that committed first.
         Ok(None) => replay(state, customer, &key, &request_hash)
@@ -183,7 +184,7 @@ async fn replay(state: &AppState, customer: Uuid, key: &str, request_hash: &[u8]
                 .await?
                 .ok_or_else(|| ApiError::Internal(format!("order {order_id} of an idempotency key is missing")))?;
             let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok(Some(Placed { body, replayed: true }))
+            Ok(Some(Placed { order_id, body, replayed: true }))
         }
         Some(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -210,7 +211,7 @@ struct Outcome {
     stock_left: Option<i32>,
 }
 
-/// Places the order. `Ok(None)` means the key was already taken.
+/// Places the order: its id and the reply. `Ok(None)` means the key was already taken.
 async fn try_place(
     state: &AppState,
     customer: Uuid,
@@ -218,7 +219,7 @@ async fn try_place(
     request_hash: &[u8],
     items: Option<BTreeMap<Uuid, i32>>,
     payment: &PaymentRequest,
-) -> ApiResult<Option<String>> {
+) -> ApiResult<Option<(Uuid, String)>> {
     let from_cart = items.is_none();
     let wanted: BTreeMap<Uuid, i32> = match items {
         Some(items) => items,
@@ -327,7 +328,8 @@ async fn try_place(
         created_at: now,
         updated_at: now,
     };
-    serde_json::to_string(&order).map(Some).map_err(|e| ApiError::Internal(e.to_string()))
+    let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Some((order_id, body)))
 }
 
 #[cfg(test)]

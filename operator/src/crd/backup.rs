@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
     namespaced,
     shortname = "fab",
     status = "FoodAppBackupStatus",
-    cel,
     printcolumn(name = "FoodApp", type_ = "string", json_path = ".spec.foodAppRef"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Size", type_ = "integer", json_path = ".status.sizeBytes"),
@@ -35,7 +34,7 @@ pub struct FoodAppBackupSpec {
     pub source: BackupSource,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackupSource {
     #[default]
     OnDemand,
@@ -72,7 +71,7 @@ pub struct FoodAppBackupStatus {
 }
 
 /// Lifecycle of a backup or restore.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobPhase {
     Pending,
     Running,

@@ -18,7 +18,7 @@ pub const DEFAULT_OPERATOR_IMAGE: &str = "ghcr.io/foodapp/foodapp-operator:0.1.0
     namespaced,
     shortname = "fa",
     status = "FoodAppStatus",
-    cel,
+    validation = Rule::new("self.metadata.name.size() <= 40").message("a FoodApp name has at most 40 characters: the names of its objects are derived from it"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "API image", type_ = "string", json_path = ".spec.api.image"),
@@ -162,7 +162,7 @@ impl Default for GatewaySpec {
     }
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ServiceType {
     #[default]
     ClusterIP,
@@ -270,7 +270,7 @@ pub struct S3Spec {
     pub credentials_secret: String,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {
     /// Keep the database volume when the FoodApp is deleted.
     #[default]
@@ -302,7 +302,7 @@ pub struct FoodAppStatus {
     pub last_backup: Option<LastBackup>,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Pending,
     Provisioning,

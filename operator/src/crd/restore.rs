@@ -17,7 +17,6 @@ use super::JobPhase;
     namespaced,
     shortname = "far",
     status = "FoodAppRestoreStatus",
-    cel,
     printcolumn(name = "FoodApp", type_ = "string", json_path = ".spec.foodAppRef"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Object", type_ = "string", json_path = ".status.objectKey"),

@@ -1,0 +1,245 @@
+//! Server-side apply with one field manager, skipping objects that already
+//! match (so an unchanged FoodApp costs no writes), never overwriting
+//! generated Secrets, and pruning what the spec no longer wants.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::build::{BackupObjects, Desired, MANAGER, instance_selector, names};
+
+#[derive(Debug, thiserror::Error)]
+#[error("applying {kind} {name}: {source}")]
+pub struct Error {
+    pub kind: String,
+    pub name: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// What applying changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    pub writes: u32,
+    /// Whether the migration Job was created by this pass.
+    pub migration_job_created: bool,
+}
+
+/// True when every field set in `desired` has the same value in `actual`:
+/// the API server adds defaults and status, which must not count as drift.
+pub fn is_subset(desired: &Value, actual: &Value) -> bool {
+    match (desired, actual) {
+        (Value::Object(d), Value::Object(a)) => d
+            .iter()
+            .all(|(k, v)| v.is_null() || a.get(k).is_some_and(|av| is_subset(v, av))),
+        (Value::Array(d), Value::Array(a)) => d.len() == a.len() && d.iter().zip(a).all(|(x, y)| is_subset(x, y)),
+        _ => desired == actual,
+    }
+}
+
+async fn ensure<K>(client: &Client, ns: &str, obj: &K, applied: &mut Applied) -> Result<bool, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let err = |source| Error { kind: K::kind(&()).into_owned(), name: name.clone(), source };
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    if let Some(current) = api.get_opt(&name).await.map_err(err)? {
+        let desired = serde_json::to_value(obj).unwrap_or_default();
+        let actual = serde_json::to_value(&current).unwrap_or_default();
+        if is_subset(&desired, &actual) {
+            return Ok(false);
+        }
+    }
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .map_err(err)?;
+    applied.writes += 1;
+    Ok(true)
+}
+
+/// Secrets hold generated credentials: created once, never rewritten.
+async fn create_once(client: &Client, ns: &str, secret: &Secret, applied: &mut Applied) -> Result<(), Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let err = |source| Error { kind: "Secret".to_owned(), name: name.clone(), source };
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    if api.get_opt(&name).await.map_err(err)?.is_none() {
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(secret))
+            .await
+            .map_err(err)?;
+        applied.writes += 1;
+    }
+    Ok(())
+}
+
+/// volumeClaimTemplates cannot change after creation: keep the existing
+/// ones, and grow the claim itself when the spec asks for more space.
+async fn statefulset(client: &Client, ns: &str, desired: &StatefulSet, applied: &mut Applied) -> Result<(), Error> {
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let err = |kind: &str, name: &str| {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        move |source| Error { kind, name, source }
+    };
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let mut desired = desired.clone();
+    if let Some(current) = api.get_opt(&name).await.map_err(err("StatefulSet", &name))? {
+        let wanted = desired
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .and_then(|t| t.first())
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .cloned();
+        if let (Some(spec), Some(current_spec)) = (desired.spec.as_mut(), current.spec.as_ref()) {
+            spec.volume_claim_templates = current_spec.volume_claim_templates.clone();
+        }
+        if let Some(size) = wanted {
+            grow_claim(client, ns, &name, size, applied).await?;
+        }
+    }
+    ensure(client, ns, &desired, applied).await.map(|_| ())
+}
+
+async fn grow_claim(
+    client: &Client,
+    ns: &str,
+    statefulset: &str,
+    size: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    applied: &mut Applied,
+) -> Result<(), Error> {
+    let app = statefulset.trim_end_matches("-db");
+    let pvc_name = names::db_pvc(app);
+    let err = |source| Error { kind: "PersistentVolumeClaim".to_owned(), name: pvc_name.clone(), source };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let Some(pvc) = api.get_opt(&pvc_name).await.map_err(err)? else {
+        return Ok(());
+    };
+    let current = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .cloned();
+    if current.as_ref() == Some(&size) {
+        return Ok(());
+    }
+    let bigger = match (current.as_ref().and_then(|q| crate::quantity::bytes(&q.0)), crate::quantity::bytes(&size.0)) {
+        (Some(cur), Some(new)) => new > cur,
+        _ => false,
+    };
+    if bigger {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size.0}}}});
+        api.patch(&pvc_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(err)?;
+        applied.writes += 1;
+    }
+    Ok(())
+}
+
+pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> Result<Applied, Error> {
+    let mut applied = Applied::default();
+    let Desired {
+        db_secret,
+        api_secret,
+        db_statefulset,
+        db_service,
+        db_headless_service,
+        migration_job,
+        api_deployment,
+        api_service,
+        gateway_config,
+        gateway_deployment,
+        gateway_service,
+        backup,
+    } = desired;
+    create_once(client, ns, db_secret, &mut applied).await?;
+    create_once(client, ns, api_secret, &mut applied).await?;
+    ensure(client, ns, db_headless_service, &mut applied).await?;
+    ensure(client, ns, db_service, &mut applied).await?;
+    statefulset(client, ns, db_statefulset, &mut applied).await?;
+    if let Some(job) = migration_job {
+        applied.migration_job_created = ensure(client, ns, job, &mut applied).await?;
+    }
+    ensure(client, ns, api_service, &mut applied).await?;
+    if let Some(deployment) = api_deployment {
+        ensure(client, ns, deployment, &mut applied).await?;
+    }
+    ensure(client, ns, gateway_config, &mut applied).await?;
+    ensure(client, ns, gateway_service, &mut applied).await?;
+    ensure(client, ns, gateway_deployment, &mut applied).await?;
+    match backup {
+        Some(BackupObjects {
+            service_account,
+            role,
+            role_binding,
+            cron_job,
+        }) => {
+            ensure(client, ns, service_account, &mut applied).await?;
+            ensure(client, ns, role, &mut applied).await?;
+            ensure(client, ns, role_binding, &mut applied).await?;
+            ensure(client, ns, cron_job, &mut applied).await?;
+        }
+        None => prune_backup(client, ns, app, &mut applied).await?,
+    }
+    Ok(applied)
+}
+
+async fn prune<K>(client: &Client, ns: &str, app: &str, applied: &mut Applied) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{},app.kubernetes.io/component=backup", instance_selector(app));
+    let err = |source| Error { kind: K::kind(&()).into_owned(), name: selector.clone(), source };
+    for obj in api.list(&ListParams::default().labels(&selector)).await.map_err(err)?.items {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        api.delete(&name, &DeleteParams::background()).await.map_err(err)?;
+        applied.writes += 1;
+    }
+    Ok(())
+}
+
+/// Backups were turned off: remove the CronJob and its RBAC.
+async fn prune_backup(client: &Client, ns: &str, app: &str, applied: &mut Applied) -> Result<(), Error> {
+    prune::<CronJob>(client, ns, app, applied).await?;
+    prune::<RoleBinding>(client, ns, app, applied).await?;
+    prune::<Role>(client, ns, app, applied).await?;
+    prune::<ServiceAccount>(client, ns, app, applied).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_added_by_the_server_are_not_drift() {
+        let desired = json!({"spec": {"replicas": 2, "template": {"containers": [{"name": "a", "image": "x"}]}}});
+        let actual = json!({"spec": {"replicas": 2, "revisionHistoryLimit": 10,
+            "template": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "IfNotPresent"}]}},
+            "status": {"readyReplicas": 2}});
+        assert!(is_subset(&desired, &actual));
+    }
+
+    #[test]
+    fn changed_or_missing_fields_are_drift() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [1, 2]}});
+        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 3, "ports": [1, 2]}})));
+        assert!(!is_subset(&desired, &json!({"spec": {"ports": [1, 2]}})));
+        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 2, "ports": [1]}})));
+    }
+}

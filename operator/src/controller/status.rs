@@ -1,0 +1,197 @@
+//! From what was observed to the FoodApp's status: conditions (Kubernetes
+//! API conventions: keyed by type, CamelCase reasons, human messages,
+//! observedGeneration), phase, rollout image, endpoint, last backup. Pure.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::dereference::Observed;
+use super::validate::{JobState, database_ready, job_state, restoring};
+use crate::build::Model;
+use crate::crd::{FoodApp, FoodAppStatus, JobPhase, LastBackup, Phase, ServiceType};
+
+pub const DATABASE_READY: &str = "DatabaseReady";
+pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
+pub const API_READY: &str = "ApiReady";
+pub const GATEWAY_READY: &str = "GatewayReady";
+pub const BACKUP_SCHEDULED: &str = "BackupScheduled";
+pub const READY: &str = "Ready";
+
+struct Check {
+    type_: &'static str,
+    ok: bool,
+    reason: String,
+    message: String,
+}
+
+fn check(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>) -> Check {
+    Check {
+        type_,
+        ok,
+        reason: reason.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn available(d: Option<&Deployment>) -> i32 {
+    d.and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or(0)
+}
+
+fn endpoint(app: &FoodApp, observed: &Observed) -> Option<String> {
+    let svc = observed.gateway_service.as_ref()?;
+    let name = svc.metadata.name.as_deref()?;
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    match app.spec.gateway.service_type {
+        ServiceType::LoadBalancer => {
+            let ingress = svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?;
+            let host = ingress.ip.clone().or_else(|| ingress.hostname.clone())?;
+            Some(format!("http://{host}"))
+        }
+        ServiceType::NodePort => {
+            let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.node_port?;
+            Some(format!("<node-ip>:{port}"))
+        }
+        ServiceType::ClusterIP => Some(format!("http://{name}.{ns}.svc:80")),
+    }
+}
+
+fn last_backup(observed: &Observed) -> Option<LastBackup> {
+    observed
+        .backups
+        .iter()
+        .filter_map(|b| {
+            let s = b.status.as_ref()?;
+            if s.phase != Some(JobPhase::Succeeded) {
+                return None;
+            }
+            Some(LastBackup {
+                name: b.metadata.name.clone()?,
+                completed_at: s.completed_at.clone()?,
+                size_bytes: s.size_bytes.unwrap_or(0),
+            })
+        })
+        .max_by(|a, b| a.completed_at.cmp(&b.completed_at))
+}
+
+pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> FoodAppStatus {
+    let generation = app.metadata.generation;
+    let spec_image = &app.spec.api.image;
+    let db = database_ready(observed);
+    let migration = observed.migration_job.as_ref().map(job_state);
+    let migrated = model.api_rollout_image.as_deref() == Some(spec_image.as_str());
+
+    let db_check = if db {
+        check(DATABASE_READY, true, "Running", "PostgreSQL is ready")
+    } else if observed.statefulset.is_none() {
+        check(DATABASE_READY, false, "Creating", "creating the PostgreSQL StatefulSet")
+    } else {
+        check(DATABASE_READY, false, "Starting", "waiting for PostgreSQL to become ready")
+    };
+    let migration_check = match (&migration, migrated) {
+        (_, true) => check(MIGRATIONS_COMPLETE, true, "Succeeded", format!("migrations of {spec_image} applied")),
+        (Some(JobState::Failed { reason, message }), _) => check(
+            MIGRATIONS_COMPLETE,
+            false,
+            "MigrationFailed",
+            format!("the migration Job of {spec_image} failed ({reason}: {message}); the API keeps running its previous image"),
+        ),
+        (Some(_), _) => check(MIGRATIONS_COMPLETE, false, "Running", format!("running the migrations of {spec_image}")),
+        (None, _) => check(MIGRATIONS_COMPLETE, false, "WaitingForDatabase", "migrations start once PostgreSQL is ready"),
+    };
+    let api_available = available(observed.api_deployment.as_ref());
+    let api_check = if model.restoring {
+        check(API_READY, false, "Restoring", "the API is stopped while the database is restored")
+    } else if api_available >= 1 {
+        check(API_READY, true, "Available", format!("{api_available} API pod(s) available"))
+    } else if observed.api_deployment.is_none() {
+        check(API_READY, false, "WaitingForMigrations", "the API starts once its migrations succeeded")
+    } else {
+        check(API_READY, false, "Unavailable", "no API pod is available")
+    };
+    let gw_available = available(observed.gateway_deployment.as_ref());
+    let gateway_check = if gw_available >= 1 {
+        check(GATEWAY_READY, true, "Available", format!("{gw_available} gateway pod(s) available"))
+    } else {
+        check(GATEWAY_READY, false, "Unavailable", "no gateway pod is available")
+    };
+    let backup_check = match (&app.spec.backup, observed.credentials_secret_found) {
+        (None, _) => check(BACKUP_SCHEDULED, false, "NotConfigured", "spec.backup is not set: no backups are taken"),
+        (Some(b), Some(false)) => check(
+            BACKUP_SCHEDULED,
+            false,
+            "CredentialsSecretMissing",
+            format!(
+                "Secret {} (backup.s3.credentialsSecret) was not found in namespace {}; create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                b.s3.credentials_secret, model.namespace
+            ),
+        ),
+        (Some(b), _) if b.suspend => check(BACKUP_SCHEDULED, false, "Suspended", "backup.suspend is true"),
+        (Some(b), _) if observed.cron_job.is_some() => {
+            check(BACKUP_SCHEDULED, true, "Scheduled", format!("backups run on \"{}\" (UTC)", b.schedule))
+        }
+        (Some(_), _) => check(BACKUP_SCHEDULED, false, "Creating", "creating the backup CronJob"),
+    };
+    // Backups left unconfigured or paused on purpose do not make the app unready.
+    let backup_ok = backup_check.ok || matches!(backup_check.reason.as_str(), "NotConfigured" | "Suspended");
+    let all_ok = db_check.ok && migration_check.ok && api_check.ok && gateway_check.ok && backup_ok;
+    let not_ready: Vec<&str> = [&db_check, &migration_check, &api_check, &gateway_check]
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.type_)
+        .chain((!backup_ok).then_some(BACKUP_SCHEDULED))
+        .collect();
+    let ready_check = if all_ok {
+        check(READY, true, "Ready", "every component is ready")
+    } else {
+        check(READY, false, "NotReady", format!("not ready: {}", not_ready.join(", ")))
+    };
+
+    let phase = if model.restoring || restoring(observed) {
+        Phase::Restoring
+    } else if all_ok {
+        Phase::Ready
+    } else if observed.statefulset.is_none() {
+        Phase::Pending
+    } else if !db {
+        Phase::Provisioning
+    } else if matches!(migration, Some(JobState::Running)) && !migrated {
+        Phase::Migrating
+    } else {
+        Phase::Degraded
+    };
+
+    let previous = app.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let conditions = [db_check, migration_check, api_check, gateway_check, backup_check, ready_check]
+        .into_iter()
+        .map(|c| {
+            let status = if c.ok { "True" } else { "False" }.to_owned();
+            // The transition time moves only when the status does.
+            let since = previous
+                .iter()
+                .find(|p| p.type_ == c.type_ && p.status == status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: c.type_.to_owned(),
+                status,
+                reason: c.reason,
+                message: c.message,
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect();
+
+    FoodAppStatus {
+        phase: Some(phase),
+        observed_generation: generation,
+        conditions,
+        api_image: model.api_rollout_image.clone(),
+        gateway_endpoint: endpoint(app, observed),
+        last_backup: last_backup(observed).or_else(|| app.status.as_ref().and_then(|s| s.last_backup.clone())),
+    }
+}
+
+pub fn condition<'a>(status: &'a FoodAppStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}

@@ -1,0 +1,126 @@
+//! Turns a FoodApp and what was observed into the validated `Model` the
+//! builders take, deciding the rollout: which API image runs, whether the
+//! migration Job is wanted. Pure.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::build::{Model, secrets};
+use crate::crd::{FoodApp, JobPhase};
+
+use super::dereference::Observed;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("the FoodApp has no {0}; it was not read from the API server")]
+    MissingMetadata(&'static str),
+}
+
+/// The state of one Job, from its conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed { reason: String, message: String },
+}
+
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conditions.into_iter().flatten() {
+        if c.status == "True" {
+            match c.type_.as_str() {
+                "Complete" => return JobState::Succeeded,
+                "Failed" => {
+                    return JobState::Failed {
+                        reason: c.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
+                        message: c.message.clone().unwrap_or_default(),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+    if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        JobState::Succeeded
+    } else {
+        JobState::Running
+    }
+}
+
+fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
+    let bytes = secret?.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok().filter(|s| !s.is_empty())
+}
+
+pub fn database_ready(observed: &Observed) -> bool {
+    observed
+        .statefulset
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        >= 1
+}
+
+/// The image the API Deployment runs now.
+pub fn deployed_image(app: &FoodApp, observed: &Observed) -> Option<String> {
+    app.status.as_ref().and_then(|s| s.api_image.clone()).or_else(|| {
+        observed
+            .api_deployment
+            .as_ref()?
+            .spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .image
+            .clone()
+    })
+}
+
+pub fn restoring(observed: &Observed) -> bool {
+    observed.restores.iter().any(|r| {
+        matches!(
+            r.status.as_ref().and_then(|s| s.phase),
+            Some(JobPhase::Running)
+        )
+    })
+}
+
+pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Model, Error> {
+    let name = app.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let namespace = app.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
+    let uid = app.metadata.uid.clone().ok_or(Error::MissingMetadata("uid"))?;
+    let spec_image = app.spec.api.image.clone();
+    let deployed = deployed_image(app, observed);
+    let already_migrated = deployed.as_deref() == Some(spec_image.as_str());
+    let job_succeeded = observed
+        .migration_job
+        .as_ref()
+        .is_some_and(|j| job_state(j) == JobState::Succeeded);
+    let api_rollout_image = if already_migrated || job_succeeded {
+        Some(spec_image)
+    } else {
+        deployed
+    };
+    let mut spec = app.spec.clone();
+    // A backup without its credentials cannot run: schedule nothing until
+    // the Secret exists (the BackupScheduled condition says why).
+    if observed.credentials_secret_found == Some(false) {
+        spec.backup = None;
+    }
+    Ok(Model {
+        name,
+        namespace,
+        uid,
+        spec,
+        db_password: secret_value(observed.db_secret.as_ref(), "password").unwrap_or_else(secrets::generate),
+        jwt_secret: secret_value(observed.api_secret.as_ref(), "JWT_SECRET").unwrap_or_else(secrets::generate),
+        api_rollout_image,
+        run_migration: !already_migrated && (database_ready(observed) || observed.migration_job.is_some()),
+        restoring: restoring(observed),
+        agent_image: agent_image.to_owned(),
+    })
+}

@@ -1,0 +1,144 @@
+//! `foodapp-operator run`: leader election on a Lease, the controller while
+//! leading, and an HTTP port with /healthz, /readyz and /metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use tracing::{error, info, warn};
+
+use crate::controller::{self, Context};
+use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8081")]
+    pub metrics_addr: SocketAddr,
+    /// Image the backup and restore Jobs run (this operator's own image).
+    #[arg(long, env = "OPERATOR_IMAGE", default_value = crate::crd::DEFAULT_OPERATOR_IMAGE)]
+    pub operator_image: String,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "foodapp-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "foodapp-operator")]
+    pub pod_name: String,
+    /// Turn leader election off (a single replica, or local runs).
+    #[arg(long, env = "DISABLE_LEADER_ELECTION")]
+    pub disable_leader_election: bool,
+}
+
+const LEASE_NAME: &str = "foodapp-operator-leader";
+const LEASE_TTL: Duration = Duration::from_secs(15);
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::default());
+    let leading = Arc::new(AtomicBool::new(args.disable_leader_election));
+    tokio::spawn(serve_http(args.metrics_addr, metrics.clone(), leading.clone()));
+
+    let lease = (!args.disable_leader_election).then(|| {
+        LeaseLock::new(
+            client.clone(),
+            &args.lease_namespace,
+            LeaseLockParams {
+                holder_id: args.pod_name.clone(),
+                lease_name: LEASE_NAME.to_owned(),
+                lease_ttl: LEASE_TTL,
+            },
+        )
+    });
+    if let Some(lease) = &lease {
+        info!(lease = LEASE_NAME, "waiting to become the leader");
+        loop {
+            match lease.try_acquire_or_renew().await {
+                Ok(LeaseLockResult::Acquired(_)) => break,
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "leader election failed; retrying"),
+            }
+            tokio::time::sleep(LEASE_TTL / 3).await;
+        }
+        leading.store(true, Ordering::SeqCst);
+        info!("leading");
+    }
+    let renew = lease.map(|lease| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_TTL / 3).await;
+                match lease.try_acquire_or_renew().await {
+                    Ok(LeaseLockResult::Acquired(_)) => {}
+                    // Another replica may act now: stop at once rather than
+                    // reconcile side by side with it.
+                    other => {
+                        error!(result = ?other.map(|r| matches!(r, LeaseLockResult::Acquired(_))), "lost the leader lease; exiting");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        })
+    });
+
+    let ctx = Arc::new(Context::new(client.clone(), metrics, args.operator_image));
+    let apps: Api<FoodApp> = Api::all(client.clone());
+    let cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=foodapp-operator");
+    Controller::new(apps, watcher::Config::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), cfg.clone())
+        .owns(Api::<Deployment>::all(client.clone()), cfg.clone())
+        .owns(Api::<Job>::all(client.clone()), cfg.clone())
+        .owns(Api::<Service>::all(client.clone()), cfg.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), cfg.clone())
+        .owns(Api::<CronJob>::all(client.clone()), cfg)
+        .watches(Api::<FoodAppBackup>::all(client.clone()), watcher::Config::default(), |b| {
+            Some(ObjectRef::new(&b.spec.food_app_ref).within(b.metadata.namespace.as_deref().unwrap_or_default()))
+        })
+        .watches(Api::<FoodAppRestore>::all(client.clone()), watcher::Config::default(), |r| {
+            Some(ObjectRef::new(&r.spec.food_app_ref).within(r.metadata.namespace.as_deref().unwrap_or_default()))
+        })
+        .shutdown_on_signal()
+        .run(controller::reconcile, controller::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile");
+            }
+        })
+        .await;
+    if let Some(renew) = renew {
+        renew.abort();
+    }
+    info!("controller stopped");
+    Ok(())
+}
+
+async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<AtomicBool>) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let leading = leading.clone();
+                async move { if leading.load(Ordering::SeqCst) { "leader" } else { "standby" } }
+            }),
+        )
+        .route("/metrics", get(move || async move { metrics.encode() }));
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => {
+            if let Err(e) = axum::serve(listener, app).await {
+                error!(error = %e, "metrics server stopped");
+            }
+        }
+        Err(e) => error!(error = %e, %addr, "cannot listen for metrics"),
+    }
+}
