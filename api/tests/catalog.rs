@@ -331,7 +331,12 @@ async fn cached_menu_listings_reflect_writes_on_the_same_replica_at_once() {
 
     // A write through the API clears the cache.
     let r = app
-        .call(Method::PATCH, &format!("/api/v1/menu-items/{pizza}"), Some(&manager), Some(json!({"price_cents": 990})))
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/menu-items/{pizza}"),
+            Some(&manager),
+            Some(json!({"price_cents": 990})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let fresh = app.get("/api/v1/menu-items", None).await;

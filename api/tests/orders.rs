@@ -165,7 +165,10 @@ async fn oversell_is_impossible_under_concurrent_orders_across_two_replicas() {
     assert_eq!((created, sold_out), (10, 40));
     assert_eq!(app.stock(cake).await, Some(0));
     assert_eq!(app.count("orders").await, 10);
-    assert_eq!(app.count("orders WHERE payment_status = 'captured'").await, 10);
+    assert_eq!(
+        app.count("orders WHERE payment_status = 'captured'").await,
+        10
+    );
 }
 
 #[tokio::test]
@@ -194,7 +197,10 @@ async fn the_same_idempotency_key_sent_50_times_concurrently_makes_one_order() {
         "every reply has the same bytes"
     );
     assert_eq!(app.count("orders").await, 1);
-    assert_eq!(app.count("orders WHERE payment_status = 'captured'").await, 1);
+    assert_eq!(
+        app.count("orders WHERE payment_status = 'captured'").await,
+        1
+    );
     assert_eq!(app.stock(lemonade).await, Some(98));
 
     let replay = order(&app, &token, "same-key", body).await;

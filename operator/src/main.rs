@@ -47,8 +47,13 @@ async fn main() -> std::process::ExitCode {
     init_logging();
     let result = match Cli::parse().command {
         Command::Run(args) => runner::run(args).await,
-        Command::Crd => crd::to_yaml(&crd::all()).map(|y| print!("{y}")).map_err(Into::into),
-        Command::Render { file, operator_image } => std::fs::read_to_string(&file)
+        Command::Crd => crd::to_yaml(&crd::all())
+            .map(|y| print!("{y}"))
+            .map_err(Into::into),
+        Command::Render {
+            file,
+            operator_image,
+        } => std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))
             .and_then(|yaml| render::render(&yaml, &operator_image))
             .map(|y| print!("{y}")),

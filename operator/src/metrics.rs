@@ -32,12 +32,30 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("foodapp_operator");
         let reconciles = Family::<Outcome, Counter>::default();
         let reconcile_errors = Family::<Reason, Counter>::default();
-        let reconcile_duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        let reconcile_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
         let writes = Counter::default();
-        registry.register("reconciles", "Reconciles by kind and result", reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles by kind and reason", reconcile_errors.clone());
-        registry.register("reconcile_duration_seconds", "Duration of FoodApp reconciles", reconcile_duration.clone());
-        registry.register("writes", "Objects created, changed or deleted", writes.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of FoodApp reconciles",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "writes",
+            "Objects created, changed or deleted",
+            writes.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -62,13 +80,19 @@ impl Metrics {
 
     pub fn outcome(&self, kind: &str, result: &str) {
         self.reconciles
-            .get_or_create(&Outcome { kind: kind.to_owned(), result: result.to_owned() })
+            .get_or_create(&Outcome {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
             .inc();
     }
 
     pub fn error(&self, kind: &str, reason: &str) {
         self.reconcile_errors
-            .get_or_create(&Reason { kind: kind.to_owned(), reason: reason.to_owned() })
+            .get_or_create(&Reason {
+                kind: kind.to_owned(),
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 }

@@ -11,8 +11,16 @@ use crate::crd::FoodApp;
 pub fn render(yaml: &str, agent_image: &str) -> anyhow::Result<String> {
     let app: FoodApp = yaml_serde::from_str(yaml).context("the file is not a FoodApp")?;
     let model = Model {
-        name: app.metadata.name.clone().context("metadata.name is required")?,
-        namespace: app.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        name: app
+            .metadata
+            .name
+            .clone()
+            .context("metadata.name is required")?,
+        namespace: app
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
         uid: app
             .metadata
             .uid

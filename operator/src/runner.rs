@@ -44,10 +44,16 @@ const LEASE_NAME: &str = "foodapp-operator-leader";
 const LEASE_TTL: Duration = Duration::from_secs(15);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
     let leading = Arc::new(AtomicBool::new(args.disable_leader_election));
-    tokio::spawn(serve_http(args.metrics_addr, metrics.clone(), leading.clone()));
+    tokio::spawn(serve_http(
+        args.metrics_addr,
+        metrics.clone(),
+        leading.clone(),
+    ));
 
     let lease = (!args.disable_leader_election).then(|| {
         LeaseLock::new(
@@ -100,12 +106,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(Api::<Service>::all(client.clone()), cfg.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), cfg.clone())
         .owns(Api::<CronJob>::all(client.clone()), cfg)
-        .watches(Api::<FoodAppBackup>::all(client.clone()), watcher::Config::default(), |b| {
-            Some(ObjectRef::new(&b.spec.food_app_ref).within(b.metadata.namespace.as_deref().unwrap_or_default()))
-        })
-        .watches(Api::<FoodAppRestore>::all(client.clone()), watcher::Config::default(), |r| {
-            Some(ObjectRef::new(&r.spec.food_app_ref).within(r.metadata.namespace.as_deref().unwrap_or_default()))
-        })
+        .watches(
+            Api::<FoodAppBackup>::all(client.clone()),
+            watcher::Config::default(),
+            |b| {
+                Some(
+                    ObjectRef::new(&b.spec.food_app_ref)
+                        .within(b.metadata.namespace.as_deref().unwrap_or_default()),
+                )
+            },
+        )
+        .watches(
+            Api::<FoodAppRestore>::all(client.clone()),
+            watcher::Config::default(),
+            |r| {
+                Some(
+                    ObjectRef::new(&r.spec.food_app_ref)
+                        .within(r.metadata.namespace.as_deref().unwrap_or_default()),
+                )
+            },
+        )
         .shutdown_on_signal()
         .run(controller::reconcile, controller::error_policy, ctx)
         .for_each(|result| async move {
@@ -129,7 +149,13 @@ async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<Atomic
             "/readyz",
             get(move || {
                 let leading = leading.clone();
-                async move { if leading.load(Ordering::SeqCst) { "leader" } else { "standby" } }
+                async move {
+                    if leading.load(Ordering::SeqCst) {
+                        "leader"
+                    } else {
+                        "standby"
+                    }
+                }
             }),
         )
         .route("/metrics", get(move || async move { metrics.encode() }));

@@ -6,8 +6,14 @@ use foodapp_operator::crd;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
 
-fn crd_file(c: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
-    format!("{}/../crds/{}.yaml", env!("CARGO_MANIFEST_DIR"), c.metadata.name.as_deref().unwrap())
+fn crd_file(
+    c: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    format!(
+        "{}/../crds/{}.yaml",
+        env!("CARGO_MANIFEST_DIR"),
+        c.metadata.name.as_deref().unwrap()
+    )
 }
 
 #[test]
@@ -25,8 +31,20 @@ fn crds_on_disk_equal_the_generated_ones() {
 }
 
 fn schema(kind: &str) -> Value {
-    let c = crd::all().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
-    serde_json::to_value(c.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+    let c = crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap();
+    serde_json::to_value(
+        c.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn check(kind: &str, object: &Value, old: Option<&Value>) -> Result<(), Vec<String>> {
@@ -41,20 +59,29 @@ fn foodapp(spec: Value) -> Value {
 
 /// A FoodApp using every field, with the defaults filled in as the API server would.
 fn full_spec() -> Value {
-    let parsed: crd::FoodApp = yaml_serde::from_str(include_str!("../../examples/foodapp-full.yaml")).unwrap();
+    let parsed: crd::FoodApp =
+        yaml_serde::from_str(include_str!("../../examples/foodapp-full.yaml")).unwrap();
     serde_json::to_value(parsed.spec).unwrap()
 }
 
 fn with(mut spec: Value, pointer: &str, value: Value) -> Value {
-    *spec.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer} not in the spec")) = value;
+    *spec
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer} not in the spec")) = value;
     spec
 }
 
 #[test]
 fn good_specs_pass_every_rule() {
     check("FoodApp", &foodapp(full_spec()), None).unwrap();
-    let minimal: crd::FoodApp = yaml_serde::from_str(include_str!("../../examples/foodapp.yaml")).unwrap();
-    check("FoodApp", &foodapp(serde_json::to_value(minimal.spec).unwrap()), None).unwrap();
+    let minimal: crd::FoodApp =
+        yaml_serde::from_str(include_str!("../../examples/foodapp.yaml")).unwrap();
+    check(
+        "FoodApp",
+        &foodapp(serde_json::to_value(minimal.spec).unwrap()),
+        None,
+    )
+    .unwrap();
     let grown = with(full_spec(), "/database/storage/size", json!("50Gi"));
     check("FoodApp", &foodapp(grown), Some(&foodapp(full_spec()))).unwrap();
 }
@@ -63,32 +90,95 @@ fn good_specs_pass_every_rule() {
 fn each_bad_spec_is_rejected_with_its_message() {
     let cases: Vec<(&str, Value, &str)> = vec![
         ("/api/replicas", json!(0), "api.replicas must be at least 1"),
-        ("/gateway/replicas", json!(-1), "gateway.replicas must be at least 1"),
-        ("/api/image", json!(""), "api.image must name a container image"),
-        ("/api/autoRejectAfter", json!("5 minutes"), "api.autoRejectAfter must be"),
-        ("/database/storage/size", json!("ten gigs"), "must be a positive quantity"),
-        ("/database/storage/size", json!("0"), "must be a positive quantity"),
-        ("/backup/schedule", json!("every day"), "5-field cron expression"),
-        ("/backup/schedule", json!("0 3 * *"), "5-field cron expression"),
-        ("/backup/s3/bucket", json!("Bad_Bucket"), "valid bucket name"),
+        (
+            "/gateway/replicas",
+            json!(-1),
+            "gateway.replicas must be at least 1",
+        ),
+        (
+            "/api/image",
+            json!(""),
+            "api.image must name a container image",
+        ),
+        (
+            "/api/autoRejectAfter",
+            json!("5 minutes"),
+            "api.autoRejectAfter must be",
+        ),
+        (
+            "/database/storage/size",
+            json!("ten gigs"),
+            "must be a positive quantity",
+        ),
+        (
+            "/database/storage/size",
+            json!("0"),
+            "must be a positive quantity",
+        ),
+        (
+            "/backup/schedule",
+            json!("every day"),
+            "5-field cron expression",
+        ),
+        (
+            "/backup/schedule",
+            json!("0 3 * *"),
+            "5-field cron expression",
+        ),
+        (
+            "/backup/s3/bucket",
+            json!("Bad_Bucket"),
+            "valid bucket name",
+        ),
         ("/backup/s3/bucket", json!("ab"), "valid bucket name"),
         ("/backup/s3/bucket", json!("a..b"), "valid bucket name"),
-        ("/backup/s3/endpoint", json!("fra1.digitaloceanspaces.com"), "must be an http(s) URL"),
-        ("/backup/s3/prefix", json!("/prod/"), "must not start or end with '/'"),
-        ("/backup/s3/credentialsSecret", json!(""), "must name a Secret"),
-        ("/backup/retention/keepLast", json!(0), "keepLast must be between 1 and 1000"),
-        ("/gateway/rateLimit/burst", json!(5), "burst must be at least requestsPerSecond"),
-        ("/gateway/rateLimit/requestsPerSecond", json!(0), "requestsPerSecond must be between"),
+        (
+            "/backup/s3/endpoint",
+            json!("fra1.digitaloceanspaces.com"),
+            "must be an http(s) URL",
+        ),
+        (
+            "/backup/s3/prefix",
+            json!("/prod/"),
+            "must not start or end with '/'",
+        ),
+        (
+            "/backup/s3/credentialsSecret",
+            json!(""),
+            "must name a Secret",
+        ),
+        (
+            "/backup/retention/keepLast",
+            json!(0),
+            "keepLast must be between 1 and 1000",
+        ),
+        (
+            "/gateway/rateLimit/burst",
+            json!(5),
+            "burst must be at least requestsPerSecond",
+        ),
+        (
+            "/gateway/rateLimit/requestsPerSecond",
+            json!(0),
+            "requestsPerSecond must be between",
+        ),
     ];
     for (pointer, value, message) in cases {
         let spec = with(full_spec(), pointer, value.clone());
-        let errors = check("FoodApp", &foodapp(spec), None).expect_err(&format!("{pointer}={value} accepted"));
-        assert!(errors.iter().any(|e| e.contains(message)), "{pointer}={value}: {errors:?}");
+        let errors = check("FoodApp", &foodapp(spec), None)
+            .expect_err(&format!("{pointer}={value} accepted"));
+        assert!(
+            errors.iter().any(|e| e.contains(message)),
+            "{pointer}={value}: {errors:?}"
+        );
     }
     let mut long = foodapp(full_spec());
     long["metadata"]["name"] = json!("a".repeat(41));
     let errors = check("FoodApp", &long, None).unwrap_err();
-    assert!(errors.iter().any(|e| e.contains("at most 40 characters")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("at most 40 characters")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -96,12 +186,28 @@ fn storage_never_shrinks_and_its_class_never_changes() {
     let old = foodapp(full_spec());
     let shrunk = foodapp(with(full_spec(), "/database/storage/size", json!("10Gi")));
     let errors = check("FoodApp", &shrunk, Some(&old)).unwrap_err();
-    assert!(errors.iter().any(|e| e.contains("cannot shrink")), "{errors:?}");
-    let same_in_other_units = foodapp(with(full_spec(), "/database/storage/size", json!("20480Mi")));
+    assert!(
+        errors.iter().any(|e| e.contains("cannot shrink")),
+        "{errors:?}"
+    );
+    let same_in_other_units = foodapp(with(
+        full_spec(),
+        "/database/storage/size",
+        json!("20480Mi"),
+    ));
     check("FoodApp", &same_in_other_units, Some(&old)).unwrap();
-    let reclassed = foodapp(with(full_spec(), "/database/storage/storageClassName", json!("other")));
+    let reclassed = foodapp(with(
+        full_spec(),
+        "/database/storage/storageClassName",
+        json!("other"),
+    ));
     let errors = check("FoodApp", &reclassed, Some(&old)).unwrap_err();
-    assert!(errors.iter().any(|e| e.contains("storageClassName cannot be changed")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("storageClassName cannot be changed")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -109,36 +215,71 @@ fn unknown_enum_values_are_not_in_the_schema() {
     let s = schema("FoodApp");
     let policy = &s["properties"]["spec"]["properties"]["deletionPolicy"]["enum"];
     assert_eq!(policy, &json!(["Retain", "Delete"]));
-    let service = &s["properties"]["spec"]["properties"]["gateway"]["properties"]["serviceType"]["enum"];
+    let service =
+        &s["properties"]["spec"]["properties"]["gateway"]["properties"]["serviceType"]["enum"];
     assert_eq!(service, &json!(["ClusterIP", "LoadBalancer", "NodePort"]));
 }
 
 #[test]
 fn a_restore_names_exactly_one_source_and_never_changes() {
     let restore = |spec: Value| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore", "metadata": {"name": "r"}, "spec": spec});
-    check("FoodAppRestore", &restore(json!({"foodAppRef": "shop", "latest": true})), None).unwrap();
-    check("FoodAppRestore", &restore(json!({"foodAppRef": "shop", "backupRef": "b1"})), None).unwrap();
-    check("FoodAppRestore", &restore(json!({"foodAppRef": "shop", "objectKey": "k"})), None).unwrap();
+    check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "latest": true})),
+        None,
+    )
+    .unwrap();
+    check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "backupRef": "b1"})),
+        None,
+    )
+    .unwrap();
+    check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "objectKey": "k"})),
+        None,
+    )
+    .unwrap();
     for bad in [
         json!({"foodAppRef": "shop"}),
         json!({"foodAppRef": "shop", "latest": false}),
         json!({"foodAppRef": "shop", "latest": true, "backupRef": "b1"}),
         json!({"foodAppRef": "shop", "objectKey": "k", "backupRef": "b1"}),
     ] {
-        let errors = check("FoodAppRestore", &restore(bad.clone()), None).expect_err(&bad.to_string());
-        assert!(errors.iter().any(|e| e.contains("exactly one of backupRef, objectKey or latest")), "{errors:?}");
+        let errors =
+            check("FoodAppRestore", &restore(bad.clone()), None).expect_err(&bad.to_string());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("exactly one of backupRef, objectKey or latest")),
+            "{errors:?}"
+        );
     }
     let old = restore(json!({"foodAppRef": "shop", "latest": true}));
     let changed = restore(json!({"foodAppRef": "other", "latest": true}));
     let errors = check("FoodAppRestore", &changed, Some(&old)).unwrap_err();
-    assert!(errors.iter().any(|e| e.contains("cannot be changed")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("cannot be changed")),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn a_backup_names_its_foodapp_and_never_changes() {
     let backup = |spec: Value| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup", "metadata": {"name": "b"}, "spec": spec});
-    check("FoodAppBackup", &backup(json!({"foodAppRef": "shop", "source": "OnDemand"})), None).unwrap();
-    let errors = check("FoodAppBackup", &backup(json!({"foodAppRef": "", "source": "OnDemand"})), None).unwrap_err();
+    check(
+        "FoodAppBackup",
+        &backup(json!({"foodAppRef": "shop", "source": "OnDemand"})),
+        None,
+    )
+    .unwrap();
+    let errors = check(
+        "FoodAppBackup",
+        &backup(json!({"foodAppRef": "", "source": "OnDemand"})),
+        None,
+    )
+    .unwrap_err();
     assert!(errors.iter().any(|e| e.contains("must name a FoodApp")));
     let errors = check(
         "FoodAppBackup",
@@ -151,7 +292,10 @@ fn a_backup_names_its_foodapp_and_never_changes() {
 
 #[test]
 fn printer_columns_show_what_a_platform_team_looks_for() {
-    let c = crd::all().into_iter().find(|c| c.spec.names.kind == "FoodApp").unwrap();
+    let c = crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "FoodApp")
+        .unwrap();
     let names: Vec<String> = c.spec.versions[0]
         .additional_printer_columns
         .as_ref()
@@ -159,7 +303,27 @@ fn printer_columns_show_what_a_platform_team_looks_for() {
         .iter()
         .map(|c| c.name.clone())
         .collect();
-    assert_eq!(names, ["Phase", "Ready", "API image", "Gateway", "Last backup", "Age"]);
-    assert_eq!(c.spec.names.short_names.as_deref(), Some(&["fa".to_owned()][..]));
-    assert!(c.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    assert_eq!(
+        names,
+        [
+            "Phase",
+            "Ready",
+            "API image",
+            "Gateway",
+            "Last backup",
+            "Age"
+        ]
+    );
+    assert_eq!(
+        c.spec.names.short_names.as_deref(),
+        Some(&["fa".to_owned()][..])
+    );
+    assert!(
+        c.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .status
+            .is_some()
+    );
 }

@@ -115,9 +115,10 @@ async fn list(
         }
     };
     let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
@@ -338,7 +339,9 @@ async fn update(
         .await
         .map_err(unknown_category)?;
     state.menu_cache.clear();
-    updated.map(Json).ok_or_else(|| ApiError::not_found("menu item"))
+    updated
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("menu item"))
 }
 
 /// Remove a menu item from the menu. Past orders keep showing it.

@@ -134,17 +134,27 @@ pub struct OrderSummary {
 
 /// Reads a whole order in one round trip: lines, payment and history come
 /// back as JSON aggregates beside the row.
-pub async fn load_order<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+pub async fn load_order<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
     load(db, id, false).await
 }
 
 /// The order as it was when placed — lines, payment, first event — whatever
 /// happened since: what `POST /orders` answered, rebuilt for a retry.
-pub async fn load_as_placed<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+pub async fn load_as_placed<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
     load(db, id, true).await
 }
 
-async fn load<'e>(db: impl PgExecutor<'e>, id: Uuid, as_placed: bool) -> Result<Option<Order>, sqlx::Error> {
+async fn load<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    as_placed: bool,
+) -> Result<Option<Order>, sqlx::Error> {
     // Placement opens the history (from the order row itself); the changes
     // since follow, unless the order is wanted as it was when placed.
     let row: Option<FullOrderRow> = sqlx::query_as(

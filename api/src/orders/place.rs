@@ -136,7 +136,12 @@ fn check_payment(p: &PaymentRequest) -> Result<(), ApiError> {
     }
 }
 
-pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrder) -> ApiResult<Placed> {
+pub async fn place(
+    state: &AppState,
+    customer: Uuid,
+    key: String,
+    req: PlaceOrder,
+) -> ApiResult<Placed> {
     let items = normalize(&req)?;
     let fingerprint = serde_json::to_vec(&Fingerprint {
         items: items.as_ref(),
@@ -150,7 +155,11 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
     match try_place(state, customer, &key, &request_hash, items, &req.payment).await {
         Ok(Some((order_id, body))) => {
             state.metrics.orders_created.inc();
-            Ok(Placed { order_id, body, replayed: false })
+            Ok(Placed {
+                order_id,
+                body,
+                replayed: false,
+            })
         }
         // The key was claimed before, or by a concurrent twin that committed first.
         Ok(None) => replay(state, customer, &key, &request_hash)
@@ -162,7 +171,13 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
             if let Some(found) = replay(state, customer, &key, &request_hash).await? {
                 return Ok(found);
             }
-            if matches!(&err, ApiError::Client { code: "insufficient_stock", .. }) {
+            if matches!(
+                &err,
+                ApiError::Client {
+                    code: "insufficient_stock",
+                    ..
+                }
+            ) {
                 state.metrics.stock_conflicts.inc();
             }
             Err(err)
@@ -170,21 +185,34 @@ pub async fn place(state: &AppState, customer: Uuid, key: String, req: PlaceOrde
     }
 }
 
-async fn replay(state: &AppState, customer: Uuid, key: &str, request_hash: &[u8]) -> ApiResult<Option<Placed>> {
-    let stored: Option<(Vec<u8>, Uuid)> =
-        sqlx::query_as("SELECT request_hash, id FROM orders WHERE customer_id = $1 AND idempotency_key = $2")
-            .bind(customer)
-            .bind(key)
-            .fetch_optional(&state.pool)
-            .await?;
+async fn replay(
+    state: &AppState,
+    customer: Uuid,
+    key: &str,
+    request_hash: &[u8],
+) -> ApiResult<Option<Placed>> {
+    let stored: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
+        "SELECT request_hash, id FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
+    )
+    .bind(customer)
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await?;
     match stored {
         None => Ok(None),
         Some((hash, order_id)) if hash == request_hash => {
             let order = super::model::load_as_placed(&state.pool, order_id)
                 .await?
-                .ok_or_else(|| ApiError::Internal(format!("order {order_id} of an idempotency key is missing")))?;
-            let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok(Some(Placed { order_id, body, replayed: true }))
+                .ok_or_else(|| {
+                    ApiError::Internal(format!("order {order_id} of an idempotency key is missing"))
+                })?;
+            let body =
+                serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(Some(Placed {
+                order_id,
+                body,
+                replayed: true,
+            }))
         }
         Some(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -223,21 +251,30 @@ async fn try_place(
     let from_cart = items.is_none();
     let wanted: BTreeMap<Uuid, i32> = match items {
         Some(items) => items,
-        None => sqlx::query_as::<_, (Uuid, i32)>("SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1")
-            .bind(customer)
-            .fetch_all(&state.pool)
-            .await?
-            .into_iter()
-            .collect(),
+        None => sqlx::query_as::<_, (Uuid, i32)>(
+            "SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1",
+        )
+        .bind(customer)
+        .fetch_all(&state.pool)
+        .await?
+        .into_iter()
+        .collect(),
     };
     if wanted.is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cart_empty", "the cart is empty"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cart_empty",
+            "the cart is empty",
+        ));
     }
     let ids: Vec<Uuid> = wanted.keys().copied().collect();
     let quantities: Vec<i32> = wanted.values().copied().collect();
     let order_id = Uuid::now_v7();
     let payment_id = Uuid::now_v7();
-    let reference = format!("pay_{}", &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]);
+    let reference = format!(
+        "pay_{}",
+        &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]
+    );
     let now = now_micros();
 
     let rows: Vec<Outcome> = sqlx::query_as(
@@ -258,7 +295,9 @@ async fn try_place(
     .fetch_all(&state.pool)
     .await?;
 
-    let first = rows.first().ok_or_else(|| ApiError::Internal("place_order returned nothing".into()))?;
+    let first = rows
+        .first()
+        .ok_or_else(|| ApiError::Internal("place_order returned nothing".into()))?;
     let item = first.item.unwrap_or_default();
     let name = first.item_name.clone().unwrap_or_default();
     match first.outcome.as_str() {
@@ -269,10 +308,12 @@ async fn try_place(
                 .with_extra(serde_json::json!({ "menu_item_id": item })));
         }
         "item_unavailable" => {
-            return Err(
-                ApiError::new(StatusCode::CONFLICT, "item_unavailable", format!("{name} is not available now"))
-                    .with_extra(serde_json::json!({ "menu_item_id": item })),
-            );
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "item_unavailable",
+                format!("{name} is not available now"),
+            )
+            .with_extra(serde_json::json!({ "menu_item_id": item })));
         }
         "insufficient_stock" => {
             let left = first.stock_left.unwrap_or(0);
@@ -284,7 +325,11 @@ async fn try_place(
             )
             .with_extra(serde_json::json!({ "menu_item_id": item, "requested": requested, "available": left })));
         }
-        other => return Err(ApiError::Internal(format!("place_order: unknown outcome {other}"))),
+        other => {
+            return Err(ApiError::Internal(format!(
+                "place_order: unknown outcome {other}"
+            )));
+        }
     }
 
     let lines: Vec<OrderLine> = rows

@@ -1,16 +1,22 @@
 //! The ordering API: Deployment (rolling, never below the wanted replicas)
 //! and its ClusterIP Service.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::postgres::{database_url_env, env};
-use super::{API_PORT, API_UID, Model, container_security, labels, meta, names, pod_security, selector_labels};
+use super::{
+    API_PORT, API_UID, Model, container_security, labels, meta, names, pod_security,
+    selector_labels,
+};
 
 const COMPONENT: &str = "api";
 
@@ -142,17 +148,54 @@ mod tests {
         let d = deployment(&m, "img:1");
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
-        assert_eq!(spec.strategy.unwrap().rolling_update.unwrap().max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(
+            spec.strategy
+                .unwrap()
+                .rolling_update
+                .unwrap()
+                .max_unavailable,
+            Some(IntOrString::Int(0))
+        );
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("img:1"));
         assert_eq!(c.args.as_deref(), Some(&["serve".to_owned()][..]));
-        assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
-        assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            c.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/healthz")
+        );
         let sc = c.security_context.as_ref().unwrap();
-        assert_eq!((sc.read_only_root_filesystem, sc.run_as_non_root), (Some(true), Some(true)));
+        assert_eq!(
+            (sc.read_only_root_filesystem, sc.run_as_non_root),
+            (Some(true), Some(true))
+        );
         let env = c.env.as_ref().unwrap();
-        assert_eq!(env.last().unwrap().value.as_deref(), Some("debug"), "user env comes last and wins");
-        assert!(env.iter().any(|e| e.name == "ORDER_AUTO_REJECT_AFTER" && e.value.as_deref() == Some("5m")));
+        assert_eq!(
+            env.last().unwrap().value.as_deref(),
+            Some("debug"),
+            "user env comes last and wins"
+        );
+        assert!(
+            env.iter()
+                .any(|e| e.name == "ORDER_AUTO_REJECT_AFTER" && e.value.as_deref() == Some("5m"))
+        );
     }
 
     #[test]

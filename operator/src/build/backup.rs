@@ -4,8 +4,8 @@
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretKeySelector,
-    ServiceAccount,
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    SecretKeySelector, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -39,9 +39,20 @@ pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
         env("S3_REGION", &s3.region),
         env("S3_BUCKET", &s3.bucket),
         env("S3_PREFIX", &s3.prefix),
-        env("S3_FORCE_PATH_STYLE", if s3.force_path_style { "true" } else { "false" }),
-        secret_key("AWS_ACCESS_KEY_ID", &s3.credentials_secret, "AWS_ACCESS_KEY_ID"),
-        secret_key("AWS_SECRET_ACCESS_KEY", &s3.credentials_secret, "AWS_SECRET_ACCESS_KEY"),
+        env(
+            "S3_FORCE_PATH_STYLE",
+            if s3.force_path_style { "true" } else { "false" },
+        ),
+        secret_key(
+            "AWS_ACCESS_KEY_ID",
+            &s3.credentials_secret,
+            "AWS_ACCESS_KEY_ID",
+        ),
+        secret_key(
+            "AWS_SECRET_ACCESS_KEY",
+            &s3.credentials_secret,
+            "AWS_SECRET_ACCESS_KEY",
+        ),
         env("KEEP_LAST", &backup.retention.keep_last.to_string()),
         env("VERIFY", if backup.verify { "true" } else { "false" }),
         env("FOODAPP_NAME", &model.name),
@@ -66,7 +77,12 @@ pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
 
 /// A pod running one agent command; shared by the CronJob and the Jobs of
 /// on-demand backups and restores.
-pub fn agent_pod(model: &Model, backup: &BackupSpec, args: Vec<String>, component: &str) -> PodTemplateSpec {
+pub fn agent_pod(
+    model: &Model,
+    backup: &BackupSpec,
+    args: Vec<String>,
+    component: &str,
+) -> PodTemplateSpec {
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(model, component)),
@@ -91,7 +107,11 @@ pub fn agent_pod(model: &Model, backup: &BackupSpec, args: Vec<String>, componen
 }
 
 pub fn cron_job(model: &Model) -> CronJob {
-    let backup = model.spec.backup.clone().unwrap_or_else(|| unreachable_backup(model));
+    let backup = model
+        .spec
+        .backup
+        .clone()
+        .unwrap_or_else(|| unreachable_backup(model));
     CronJob {
         metadata: meta(model, names::backup(&model.name), COMPONENT),
         spec: Some(CronJobSpec {
@@ -110,7 +130,12 @@ pub fn cron_job(model: &Model) -> CronJob {
                 spec: Some(JobSpec {
                     backoff_limit: Some(1),
                     active_deadline_seconds: Some(6 * 3600),
-                    template: agent_pod(model, &backup, vec!["backup".to_owned(), "--scheduled".to_owned()], COMPONENT),
+                    template: agent_pod(
+                        model,
+                        &backup,
+                        vec!["backup".to_owned(), "--scheduled".to_owned()],
+                        COMPONENT,
+                    ),
                     ..Default::default()
                 }),
             },
@@ -137,7 +162,11 @@ fn unreachable_backup(model: &Model) -> BackupSpec {
 
 /// A Job running the agent once (on-demand backup, restore).
 pub fn agent_job(model: &Model, name: String, args: Vec<String>, component: &str) -> Job {
-    let backup = model.spec.backup.clone().unwrap_or_else(|| unreachable_backup(model));
+    let backup = model
+        .spec
+        .backup
+        .clone()
+        .unwrap_or_else(|| unreachable_backup(model));
     Job {
         metadata: meta(model, name, component),
         spec: Some(JobSpec {
@@ -224,15 +253,26 @@ mod tests {
         let c = cron_job(&with_backup()).spec.unwrap();
         assert_eq!(c.schedule, "30 2 * * *");
         assert_eq!(c.concurrency_policy.as_deref(), Some("Forbid"));
-        assert_eq!((c.successful_jobs_history_limit, c.failed_jobs_history_limit), (Some(3), Some(3)));
+        assert_eq!(
+            (c.successful_jobs_history_limit, c.failed_jobs_history_limit),
+            (Some(3), Some(3))
+        );
         let pod = c.job_template.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("shop-backup"));
         let env = pod.containers[0].env.clone().unwrap();
         let get = |n: &str| env.iter().find(|e| e.name == n).cloned().unwrap();
-        assert_eq!(get("S3_ENDPOINT").value.as_deref(), Some("https://fra1.digitaloceanspaces.com"));
+        assert_eq!(
+            get("S3_ENDPOINT").value.as_deref(),
+            Some("https://fra1.digitaloceanspaces.com")
+        );
         assert_eq!(get("KEEP_LAST").value.as_deref(), Some("7"));
         assert_eq!(
-            get("AWS_SECRET_ACCESS_KEY").value_from.unwrap().secret_key_ref.unwrap().name,
+            get("AWS_SECRET_ACCESS_KEY")
+                .value_from
+                .unwrap()
+                .secret_key_ref
+                .unwrap()
+                .name,
             "spaces-credentials"
         );
     }
@@ -248,7 +288,15 @@ mod tests {
     fn the_role_only_allows_recording_backups() {
         let r = role(&with_backup());
         let rules = r.rules.unwrap();
-        assert!(rules.iter().all(|r| r.api_groups.as_deref() == Some(&["foodapp.io".to_owned()][..])));
-        assert!(rules.iter().all(|r| !r.verbs.contains(&"delete".to_owned())));
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.api_groups.as_deref() == Some(&["foodapp.io".to_owned()][..]))
+        );
+        assert!(
+            rules
+                .iter()
+                .all(|r| !r.verbs.contains(&"delete".to_owned()))
+        );
     }
 }

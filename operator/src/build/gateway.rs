@@ -3,16 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
-    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::nginx::{self, GatewayConfig};
-use super::{API_PORT, GATEWAY_PORT, Model, container_security, labels, meta, names, pod_security, selector_labels, short_hash};
+use super::{
+    API_PORT, GATEWAY_PORT, Model, container_security, labels, meta, names, pod_security,
+    selector_labels, short_hash,
+};
 
 const COMPONENT: &str = "gateway";
 /// The nginx user of the official image.
@@ -24,7 +30,11 @@ pub fn config(model: &Model) -> GatewayConfig {
     let g = &model.spec.gateway;
     GatewayConfig {
         listen: GATEWAY_PORT.to_string(),
-        upstream: format!("{}.{}.svc.cluster.local:{API_PORT}", names::api(&model.name), model.namespace),
+        upstream: format!(
+            "{}.{}.svc.cluster.local:{API_PORT}",
+            names::api(&model.name),
+            model.namespace
+        ),
         requests_per_second: g.rate_limit.requests_per_second,
         burst: g.rate_limit.burst,
         max_body_kb: 64,
@@ -37,7 +47,10 @@ pub fn config(model: &Model) -> GatewayConfig {
 pub fn config_map(model: &Model) -> ConfigMap {
     ConfigMap {
         metadata: meta(model, names::gateway(&model.name), COMPONENT),
-        data: Some(BTreeMap::from([("nginx.conf".to_owned(), nginx::render(&config(model)))])),
+        data: Some(BTreeMap::from([(
+            "nginx.conf".to_owned(),
+            nginx::render(&config(model)),
+        )])),
         ..Default::default()
     }
 }
@@ -75,7 +88,10 @@ pub fn deployment(model: &Model) -> Deployment {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(model, COMPONENT)),
                     // A config change changes the pod template: pods roll.
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), short_hash(&conf))])),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        short_hash(&conf),
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -84,7 +100,11 @@ pub fn deployment(model: &Model) -> Deployment {
                         image: Some(g.image.clone()),
                         // Bypass the image's entrypoint scripts: they rewrite
                         // files under /etc/nginx, and the root is read-only.
-                        command: Some(vec!["nginx".to_owned(), "-c".to_owned(), format!("{CONFIG_DIR}/nginx.conf")]),
+                        command: Some(vec![
+                            "nginx".to_owned(),
+                            "-c".to_owned(),
+                            format!("{CONFIG_DIR}/nginx.conf"),
+                        ]),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".to_owned()),
                             container_port: GATEWAY_PORT,
@@ -159,7 +179,15 @@ mod tests {
     use crate::crd::ServiceType;
 
     fn config_hash(m: &Model) -> String {
-        deployment(m).spec.unwrap().template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+        deployment(m)
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
     }
 
     #[test]
@@ -175,9 +203,22 @@ mod tests {
     fn the_gateway_proxies_to_the_api_service_and_uses_the_chosen_service_type() {
         let mut m = model();
         m.spec.gateway.service_type = ServiceType::LoadBalancer;
-        assert_eq!(service(&m).spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
-        assert!(config_map(&m).data.unwrap()["nginx.conf"].contains("server shop-api.food.svc.cluster.local:8080"));
+        assert_eq!(
+            service(&m).spec.unwrap().type_.as_deref(),
+            Some("LoadBalancer")
+        );
+        assert!(
+            config_map(&m).data.unwrap()["nginx.conf"]
+                .contains("server shop-api.food.svc.cluster.local:8080")
+        );
         let d = deployment(&m).spec.unwrap().template.spec.unwrap();
-        assert_eq!(d.containers[0].security_context.as_ref().unwrap().run_as_user, Some(101));
+        assert_eq!(
+            d.containers[0]
+                .security_context
+                .as_ref()
+                .unwrap()
+                .run_as_user,
+            Some(101)
+        );
     }
 }

@@ -17,7 +17,10 @@ pub const IMAGE_ANNOTATION: &str = "foodapp.io/api-image";
 pub fn job(model: &Model) -> Job {
     let image = &model.spec.api.image;
     let mut metadata = meta(model, names::migration_job(&model.name, image), COMPONENT);
-    metadata.annotations = Some(BTreeMap::from([(IMAGE_ANNOTATION.to_owned(), image.clone())]));
+    metadata.annotations = Some(BTreeMap::from([(
+        IMAGE_ANNOTATION.to_owned(),
+        image.clone(),
+    )]));
     Job {
         metadata,
         spec: Some(JobSpec {
@@ -64,11 +67,26 @@ mod tests {
         let j = job(&m);
         let name = j.metadata.name.clone().unwrap();
         assert!(name.starts_with("shop-migrate-"));
-        assert_eq!(name, names::migration_job("shop", "registry.example/foodapp-api:2.0"));
-        let c = &j.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            name,
+            names::migration_job("shop", "registry.example/foodapp-api:2.0")
+        );
+        let c = &j
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
         assert_eq!(c.args.as_deref(), Some(&["migrate".to_owned()][..]));
         assert_eq!(c.image.as_deref(), Some("registry.example/foodapp-api:2.0"));
         m.spec.api.image = "registry.example/foodapp-api:2.1".into();
-        assert_ne!(job(&m).metadata.name.unwrap(), name, "a new image gets a new Job");
+        assert_ne!(
+            job(&m).metadata.name.unwrap(),
+            name,
+            "a new image gets a new Job"
+        );
     }
 }

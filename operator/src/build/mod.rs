@@ -84,7 +84,10 @@ pub fn build(model: &Model) -> Desired {
         db_service: postgres::service(model),
         db_headless_service: postgres::headless_service(model),
         migration_job: model.run_migration.then(|| migration::job(model)),
-        api_deployment: model.api_rollout_image.as_deref().map(|image| api::deployment(model, image)),
+        api_deployment: model
+            .api_rollout_image
+            .as_deref()
+            .map(|image| api::deployment(model, image)),
         api_service: api::service(model),
         gateway_config: gateway::config_map(model),
         gateway_deployment: gateway::deployment(model),
@@ -125,7 +128,11 @@ impl Desired {
         out.extend(migration_job.iter().map(value));
         out.push(value(api_service));
         out.extend(api_deployment.iter().map(value));
-        out.extend([value(gateway_config), value(gateway_service), value(gateway_deployment)]);
+        out.extend([
+            value(gateway_config),
+            value(gateway_service),
+            value(gateway_deployment),
+        ]);
         if let Some(BackupObjects {
             service_account,
             role,
@@ -133,7 +140,12 @@ impl Desired {
             cron_job,
         }) = backup
         {
-            out.extend([value(service_account), value(role), value(role_binding), value(cron_job)]);
+            out.extend([
+                value(service_account),
+                value(role),
+                value(role_binding),
+                value(cron_job),
+            ]);
         }
         out
     }
@@ -190,14 +202,20 @@ pub fn selector_labels(model: &Model, component: &str) -> BTreeMap<String, Strin
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), PART_OF.to_owned()),
         ("app.kubernetes.io/instance".to_owned(), model.name.clone()),
-        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
     ])
 }
 
 pub fn labels(model: &Model, component: &str) -> BTreeMap<String, String> {
     let mut l = selector_labels(model, component);
     l.insert("app.kubernetes.io/part-of".to_owned(), PART_OF.to_owned());
-    l.insert("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned());
+    l.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        MANAGER.to_owned(),
+    );
     l
 }
 
@@ -296,15 +314,27 @@ mod tests {
             },
         });
         let values = build(&m).to_values();
-        assert_eq!(values.len(), 16);
+        assert_eq!(values.len(), 15);
         for v in values {
             let meta = &v["metadata"];
             let what = format!("{} {}", v["kind"], meta["name"]);
             assert_eq!(meta["namespace"], "food", "{what}");
-            assert_eq!(meta["labels"]["app.kubernetes.io/instance"], "shop", "{what}");
-            assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], MANAGER, "{what}");
-            assert_eq!(meta["labels"]["app.kubernetes.io/part-of"], PART_OF, "{what}");
-            assert!(meta["labels"]["app.kubernetes.io/component"].is_string(), "{what}");
+            assert_eq!(
+                meta["labels"]["app.kubernetes.io/instance"], "shop",
+                "{what}"
+            );
+            assert_eq!(
+                meta["labels"]["app.kubernetes.io/managed-by"], MANAGER,
+                "{what}"
+            );
+            assert_eq!(
+                meta["labels"]["app.kubernetes.io/part-of"], PART_OF,
+                "{what}"
+            );
+            assert!(
+                meta["labels"]["app.kubernetes.io/component"].is_string(),
+                "{what}"
+            );
             assert_eq!(meta["ownerReferences"][0]["uid"], m.uid, "{what}");
             assert_eq!(meta["ownerReferences"][0]["controller"], true, "{what}");
         }

@@ -26,7 +26,10 @@ impl GatewayConfig {
     /// Auth endpoints get a quarter of the general rate: they are the target
     /// of password guessing, and argon2 makes each attempt expensive.
     pub fn auth_rate(&self) -> (i32, i32) {
-        ((self.requests_per_second / 4).max(1), (self.burst / 4).max(1))
+        (
+            (self.requests_per_second / 4).max(1),
+            (self.burst / 4).max(1),
+        )
     }
 }
 
@@ -188,10 +191,30 @@ http {{
         burst = c.burst,
         upstream = c.upstream,
         listen = c.listen,
-        rate_limited = problem(429, "rate_limited", "Too Many Requests", "too many requests from this address; retry after the time in Retry-After"),
-        too_large = problem(413, "payload_too_large", "Payload Too Large", "the request body is larger than the gateway accepts"),
-        maintenance = problem(503, "maintenance", "Service Unavailable", "the ordering API is not available right now (maintenance or restore in progress); retry shortly"),
-        timeout = problem(504, "gateway_timeout", "Gateway Timeout", "the ordering API did not answer in time"),
+        rate_limited = problem(
+            429,
+            "rate_limited",
+            "Too Many Requests",
+            "too many requests from this address; retry after the time in Retry-After"
+        ),
+        too_large = problem(
+            413,
+            "payload_too_large",
+            "Payload Too Large",
+            "the request body is larger than the gateway accepts"
+        ),
+        maintenance = problem(
+            503,
+            "maintenance",
+            "Service Unavailable",
+            "the ordering API is not available right now (maintenance or restore in progress); retry shortly"
+        ),
+        timeout = problem(
+            504,
+            "gateway_timeout",
+            "Gateway Timeout",
+            "the ordering API did not answer in time"
+        ),
     );
     out
 }
@@ -236,11 +259,17 @@ mod tests {
     #[test]
     fn errors_nginx_makes_itself_are_problem_documents() {
         let conf = render(&config());
-        for code in ["rate_limited", "maintenance", "gateway_timeout", "payload_too_large"] {
+        for code in [
+            "rate_limited",
+            "maintenance",
+            "gateway_timeout",
+            "payload_too_large",
+        ] {
             let start = conf.find(&format!("problems/{code}")).unwrap();
             let line_start = conf[..start].rfind('\'').unwrap() + 1;
             let line_end = start + conf[start..].find('\'').unwrap();
-            let body: serde_json::Value = serde_json::from_str(&conf[line_start..line_end]).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_str(&conf[line_start..line_end]).unwrap();
             assert_eq!(body["code"], code);
         }
         assert!(conf.contains("add_header Retry-After 1 always;"));
@@ -249,7 +278,9 @@ mod tests {
     #[test]
     fn server_sent_events_are_not_buffered() {
         let conf = render(&config());
-        let sse = &conf[conf.find("location ~ ^/api/v1/orders/[^/]+/events$").unwrap()..];
+        let sse = &conf[conf
+            .find("location ~ ^/api/v1/orders/[^/]+/events$")
+            .unwrap()..];
         let block = &sse[..sse.find("\n        }").unwrap()];
         assert!(block.contains("proxy_buffering off;"));
         assert!(block.contains("proxy_read_timeout 1h;"));

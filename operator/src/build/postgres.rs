@@ -6,8 +6,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -55,9 +56,17 @@ fn pg_isready(period: i32, failures: i32) -> Probe {
     Probe {
         exec: Some(ExecAction {
             command: Some(
-                ["pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", DB_NAME]
-                    .map(str::to_owned)
-                    .to_vec(),
+                [
+                    "pg_isready",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    DB_USER,
+                    "-d",
+                    DB_NAME,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             ),
         }),
         period_seconds: Some(period),
@@ -151,7 +160,9 @@ pub fn statefulset(model: &Model) -> StatefulSet {
                     access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
                     storage_class_name: db.storage.storage_class_name.clone(),
                     resources: Some(VolumeResourceRequirements {
-                        requests: Some([("storage".to_owned(), Quantity(db.storage.size.clone()))].into()),
+                        requests: Some(
+                            [("storage".to_owned(), Quantity(db.storage.size.clone()))].into(),
+                        ),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -213,22 +224,64 @@ mod tests {
         let spec = s.spec.unwrap();
         let claim = &spec.volume_claim_templates.unwrap()[0];
         let claim_spec = claim.spec.as_ref().unwrap();
-        assert_eq!(claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "25Gi");
-        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("do-block-storage"));
-        assert!(claim.metadata.labels.as_ref().unwrap().keys().all(|k| !k.contains("version")));
+        assert_eq!(
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "25Gi"
+        );
+        assert_eq!(
+            claim_spec.storage_class_name.as_deref(),
+            Some("do-block-storage")
+        );
+        assert!(
+            claim
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .keys()
+                .all(|k| !k.contains("version"))
+        );
         assert_eq!(spec.service_name.as_deref(), Some("shop-db-hl"));
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.security_context.unwrap().fs_group, Some(999));
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("postgres:16"));
-        assert!(c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.as_ref().unwrap().contains(&"pg_isready".to_owned()));
-        assert_eq!(c.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+        assert!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command
+                .as_ref()
+                .unwrap()
+                .contains(&"pg_isready".to_owned())
+        );
+        assert_eq!(
+            c.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
     }
 
     #[test]
     fn deletion_policy_decides_what_happens_to_the_claim() {
         let mut m = model();
-        let policy = |m: &Model| statefulset(m).spec.unwrap().persistent_volume_claim_retention_policy.unwrap().when_deleted;
+        let policy = |m: &Model| {
+            statefulset(m)
+                .spec
+                .unwrap()
+                .persistent_volume_claim_retention_policy
+                .unwrap()
+                .when_deleted
+        };
         assert_eq!(policy(&m).as_deref(), Some("Retain"));
         m.spec.deletion_policy = DeletionPolicy::Delete;
         assert_eq!(policy(&m).as_deref(), Some("Delete"));
@@ -237,9 +290,15 @@ mod tests {
     #[test]
     fn services_select_the_database_pods() {
         let m = model();
-        assert_eq!(headless_service(&m).spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        assert_eq!(
+            headless_service(&m).spec.unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
         let s = service(&m).spec.unwrap();
-        assert_eq!(s.selector.unwrap()["app.kubernetes.io/component"], "database");
+        assert_eq!(
+            s.selector.unwrap()["app.kubernetes.io/component"],
+            "database"
+        );
         assert_eq!(s.ports.unwrap()[0].port, 5432);
     }
 }

@@ -9,6 +9,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -41,17 +43,27 @@ pub fn is_subset(desired: &Value, actual: &Value) -> bool {
         (Value::Object(d), Value::Object(a)) => d
             .iter()
             .all(|(k, v)| v.is_null() || a.get(k).is_some_and(|av| is_subset(v, av))),
-        (Value::Array(d), Value::Array(a)) => d.len() == a.len() && d.iter().zip(a).all(|(x, y)| is_subset(x, y)),
+        (Value::Array(d), Value::Array(a)) => {
+            d.len() == a.len() && d.iter().zip(a).all(|(x, y)| is_subset(x, y))
+        }
         _ => desired == actual,
     }
 }
 
 async fn ensure<K>(client: &Client, ns: &str, obj: &K, applied: &mut Applied) -> Result<bool, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    let err = |source| Error { kind: K::kind(&()).into_owned(), name: name.clone(), source };
+    let err = |source| Error {
+        kind: K::kind(&()).into_owned(),
+        name: name.clone(),
+        source,
+    };
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     if let Some(current) = api.get_opt(&name).await.map_err(err)? {
         let desired = serde_json::to_value(obj).unwrap_or_default();
@@ -60,97 +72,191 @@ where
             return Ok(false);
         }
     }
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map_err(err)?;
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(err)?;
     applied.writes += 1;
     Ok(true)
 }
 
 /// Secrets hold generated credentials: created once, never rewritten.
-async fn create_once(client: &Client, ns: &str, secret: &Secret, applied: &mut Applied) -> Result<(), Error> {
+async fn create_once(
+    client: &Client,
+    ns: &str,
+    secret: &Secret,
+    applied: &mut Applied,
+) -> Result<(), Error> {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    let err = |source| Error { kind: "Secret".to_owned(), name: name.clone(), source };
+    let err = |source| Error {
+        kind: "Secret".to_owned(),
+        name: name.clone(),
+        source,
+    };
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     if api.get_opt(&name).await.map_err(err)?.is_none() {
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(secret))
-            .await
-            .map_err(err)?;
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map_err(err)?;
         applied.writes += 1;
     }
     Ok(())
 }
 
 /// volumeClaimTemplates cannot change after creation: keep the existing
-/// ones, and grow the claim itself when the spec asks for more space.
-async fn statefulset(client: &Client, ns: &str, desired: &StatefulSet, applied: &mut Applied) -> Result<(), Error> {
-    let name = desired.metadata.name.clone().unwrap_or_default();
-    let err = |kind: &str, name: &str| {
-        let (kind, name) = (kind.to_owned(), name.to_owned());
-        move |source| Error { kind, name, source }
-    };
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let mut desired = desired.clone();
-    if let Some(current) = api.get_opt(&name).await.map_err(err("StatefulSet", &name))? {
-        let wanted = desired
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_claim_templates.as_ref())
-            .and_then(|t| t.first())
-            .and_then(|t| t.spec.as_ref())
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .cloned();
-        if let (Some(spec), Some(current_spec)) = (desired.spec.as_mut(), current.spec.as_ref()) {
-            spec.volume_claim_templates = current_spec.volume_claim_templates.clone();
-        }
-        if let Some(size) = wanted {
-            grow_claim(client, ns, &name, size, applied).await?;
-        }
-    }
-    ensure(client, ns, &desired, applied).await.map(|_| ())
-}
-
-async fn grow_claim(
+/// ones, and tend the claim itself (its size and who owns it).
+async fn statefulset(
     client: &Client,
     ns: &str,
-    statefulset: &str,
-    size: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    desired: &StatefulSet,
     applied: &mut Applied,
 ) -> Result<(), Error> {
-    let app = statefulset.trim_end_matches("-db");
-    let pvc_name = names::db_pvc(app);
-    let err = |source| Error { kind: "PersistentVolumeClaim".to_owned(), name: pvc_name.clone(), source };
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let current = api.get_opt(&name).await.map_err(|source| Error {
+        kind: "StatefulSet".to_owned(),
+        name: name.clone(),
+        source,
+    })?;
+    let wanted = desired_claim(desired, current.is_some());
+    let mut desired = desired.clone();
+    if let (Some(spec), Some(current_spec)) = (
+        desired.spec.as_mut(),
+        current.as_ref().and_then(|c| c.spec.as_ref()),
+    ) {
+        spec.volume_claim_templates = current_spec.volume_claim_templates.clone();
+    }
+    Box::pin(ensure(client, ns, &desired, applied)).await?;
+    Box::pin(claim(client, ns, &wanted, applied)).await
+}
+
+/// What the data claim should look like.
+struct ClaimWanted {
+    name: String,
+    /// Size the spec asks for, when the StatefulSet already existed (a new
+    /// one creates its claim at the right size).
+    size: Option<Quantity>,
+    /// The FoodApp's reference, and whether the claim should carry it.
+    owner: Option<OwnerReference>,
+    owned: bool,
+}
+
+fn desired_claim(desired: &StatefulSet, existed: bool) -> ClaimWanted {
+    let spec = desired.spec.as_ref();
+    let app = desired
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_end_matches("-db")
+        .to_owned();
+    let size = spec
+        .and_then(|s| s.volume_claim_templates.as_ref())
+        .and_then(|t| t.first())
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .cloned();
+    let owned = spec
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+        .and_then(|p| p.when_deleted.as_deref())
+        == Some("Delete");
+    let owner = desired
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| OwnerReference {
+            controller: Some(false),
+            block_owner_deletion: Some(false),
+            ..o.clone()
+        });
+    ClaimWanted {
+        name: names::db_pvc(&app),
+        size: size.filter(|_| existed),
+        owner,
+        owned,
+    }
+}
+
+/// Grows the claim when the spec asks for more (never shrinks it), and makes
+/// deletionPolicy hold without a finalizer: with Delete the FoodApp owns the
+/// claim, so the garbage collector removes it with the FoodApp; with Retain
+/// it does not, and the data survives.
+async fn claim(
+    client: &Client,
+    ns: &str,
+    wanted: &ClaimWanted,
+    applied: &mut Applied,
+) -> Result<(), Error> {
+    let err = |source| Error {
+        kind: "PersistentVolumeClaim".to_owned(),
+        name: wanted.name.clone(),
+        source,
+    };
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let Some(pvc) = api.get_opt(&pvc_name).await.map_err(err)? else {
+    let Some(pvc) = api.get_opt(&wanted.name).await.map_err(err)? else {
         return Ok(());
     };
-    let current = pvc
+    let mut patch = serde_json::Map::new();
+    let current_size = pvc
         .spec
         .as_ref()
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
-        .cloned();
-    if current.as_ref() == Some(&size) {
-        return Ok(());
+        .and_then(|q| crate::quantity::bytes(&q.0));
+    if let Some(size) = &wanted.size
+        && let (Some(cur), Some(new)) = (current_size, crate::quantity::bytes(&size.0))
+        && new > cur
+    {
+        patch.insert(
+            "spec".into(),
+            serde_json::json!({"resources": {"requests": {"storage": size.0}}}),
+        );
     }
-    let bigger = match (current.as_ref().and_then(|q| crate::quantity::bytes(&q.0)), crate::quantity::bytes(&size.0)) {
-        (Some(cur), Some(new)) => new > cur,
-        _ => false,
-    };
-    if bigger {
-        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size.0}}}});
-        api.patch(&pvc_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(err)?;
+    if let Some(owner) = &wanted.owner {
+        let refs = pvc.metadata.owner_references.clone().unwrap_or_default();
+        let has = refs.iter().any(|r| r.uid == owner.uid);
+        if has != wanted.owned {
+            let mut new_refs: Vec<OwnerReference> =
+                refs.into_iter().filter(|r| r.uid != owner.uid).collect();
+            if wanted.owned {
+                new_refs.push(owner.clone());
+            }
+            patch.insert(
+                "metadata".into(),
+                serde_json::json!({"ownerReferences": new_refs}),
+            );
+        }
+    }
+    if !patch.is_empty() {
+        api.patch(
+            &wanted.name,
+            &PatchParams::default(),
+            &Patch::Merge(&Value::Object(patch)),
+        )
+        .await
+        .map_err(err)?;
         applied.writes += 1;
     }
     Ok(())
 }
 
-pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> Result<Applied, Error> {
+pub async fn apply(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    desired: &Desired,
+) -> Result<Applied, Error> {
     let mut applied = Applied::default();
     let Desired {
         db_secret,
@@ -200,21 +306,43 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> R
 
 async fn prune<K>(client: &Client, ns: &str, app: &str, applied: &mut Applied) -> Result<(), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let selector = format!("{},app.kubernetes.io/component=backup", instance_selector(app));
-    let err = |source| Error { kind: K::kind(&()).into_owned(), name: selector.clone(), source };
-    for obj in api.list(&ListParams::default().labels(&selector)).await.map_err(err)?.items {
+    let selector = format!(
+        "{},app.kubernetes.io/component=backup",
+        instance_selector(app)
+    );
+    let err = |source| Error {
+        kind: K::kind(&()).into_owned(),
+        name: selector.clone(),
+        source,
+    };
+    for obj in api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(err)?
+        .items
+    {
         let name = obj.meta().name.clone().unwrap_or_default();
-        api.delete(&name, &DeleteParams::background()).await.map_err(err)?;
+        api.delete(&name, &DeleteParams::background())
+            .await
+            .map_err(err)?;
         applied.writes += 1;
     }
     Ok(())
 }
 
 /// Backups were turned off: remove the CronJob and its RBAC.
-async fn prune_backup(client: &Client, ns: &str, app: &str, applied: &mut Applied) -> Result<(), Error> {
+async fn prune_backup(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    applied: &mut Applied,
+) -> Result<(), Error> {
     prune::<CronJob>(client, ns, app, applied).await?;
     prune::<RoleBinding>(client, ns, app, applied).await?;
     prune::<Role>(client, ns, app, applied).await?;
@@ -238,8 +366,14 @@ mod tests {
     #[test]
     fn changed_or_missing_fields_are_drift() {
         let desired = json!({"spec": {"replicas": 2, "ports": [1, 2]}});
-        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 3, "ports": [1, 2]}})));
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"replicas": 3, "ports": [1, 2]}})
+        ));
         assert!(!is_subset(&desired, &json!({"spec": {"ports": [1, 2]}})));
-        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 2, "ports": [1]}})));
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"replicas": 2, "ports": [1]}})
+        ));
     }
 }

@@ -44,7 +44,9 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
         db_secret: secrets.get_opt(&names::db(name)).await?,
         api_secret: secrets.get_opt(&names::api_secret(name)).await?,
         credentials_secret_found,
-        statefulset: Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt(&names::db(name)).await?,
+        statefulset: Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .get_opt(&names::db(name))
+            .await?,
         migration_job: Api::<Job>::namespaced(client.clone(), ns)
             .get_opt(&names::migration_job(name, &app.spec.api.image))
             .await?,
@@ -53,7 +55,9 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
         gateway_service: Api::<Service>::namespaced(client.clone(), ns)
             .get_opt(&names::gateway(name))
             .await?,
-        cron_job: Api::<CronJob>::namespaced(client.clone(), ns).get_opt(&names::backup(name)).await?,
+        cron_job: Api::<CronJob>::namespaced(client.clone(), ns)
+            .get_opt(&names::backup(name))
+            .await?,
         backups: backups
             .list(&ListParams::default())
             .await?

@@ -71,7 +71,14 @@ impl Context {
     }
 
     /// Events are best effort: failing to record one never fails a reconcile.
-    pub async fn event(&self, app: &FoodApp, type_: EventType, reason: &str, action: &str, note: String) {
+    pub async fn event(
+        &self,
+        app: &FoodApp,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -99,13 +106,20 @@ pub fn requeue_normal() -> Action {
 #[instrument(skip(app, ctx), fields(name = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
 pub async fn reconcile(app: Arc<FoodApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
-    let result = reconcile_inner(&app, &ctx).await;
-    ctx.metrics.reconcile_duration.observe(start.elapsed().as_secs_f64());
+    // Boxed: the pipeline's future holds many large Kubernetes objects and
+    // would otherwise overflow small task stacks.
+    let result = Box::pin(reconcile_inner(&app, &ctx)).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(start.elapsed().as_secs_f64());
     let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
     match &result {
         Ok(_) => {
             ctx.metrics.outcome("FoodApp", "success");
-            ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
         }
         Err(e) => {
             ctx.metrics.outcome("FoodApp", "error");
@@ -118,10 +132,12 @@ pub async fn reconcile(app: Arc<FoodApp>, ctx: Arc<Context>) -> Result<Action, E
 async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().unwrap_or_else(|| "default".to_owned());
     let name = app.name_any();
-    let observed = dereference::observe(&ctx.client, app).await.map_err(Error::Dereference)?;
+    let observed = Box::pin(dereference::observe(&ctx.client, app))
+        .await
+        .map_err(Error::Dereference)?;
     let model = validate::model(app, &observed, &ctx.agent_image)?;
     let desired = build::build(&model);
-    let applied = apply::apply(&ctx.client, &ns, &name, &desired).await?;
+    let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired)).await?;
     ctx.metrics.writes.inc_by(u64::from(applied.writes));
     if applied.migration_job_created {
         ctx.event(
@@ -166,9 +182,17 @@ async fn announce(app: &FoodApp, ctx: &Context, old: &FoodAppStatus, new: &FoodA
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        let warning = matches!(c.reason.as_str(), "MigrationFailed" | "CredentialsSecretMissing" | "Unavailable");
-        let type_ = if warning { EventType::Warning } else { EventType::Normal };
-        ctx.event(app, type_, &c.reason, &c.type_, c.message.clone()).await;
+        let warning = matches!(
+            c.reason.as_str(),
+            "MigrationFailed" | "CredentialsSecretMissing" | "Unavailable"
+        );
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(app, type_, &c.reason, &c.type_, c.message.clone())
+            .await;
     }
 }
 

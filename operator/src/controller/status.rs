@@ -34,7 +34,9 @@ fn check(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>
 }
 
 fn available(d: Option<&Deployment>) -> i32 {
-    d.and_then(|d| d.status.as_ref()).and_then(|s| s.available_replicas).unwrap_or(0)
+    d.and_then(|d| d.status.as_ref())
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 fn endpoint(app: &FoodApp, observed: &Observed) -> Option<String> {
@@ -43,7 +45,14 @@ fn endpoint(app: &FoodApp, observed: &Observed) -> Option<String> {
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
     match app.spec.gateway.service_type {
         ServiceType::LoadBalancer => {
-            let ingress = svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?;
+            let ingress = svc
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?
+                .first()?;
             let host = ingress.ip.clone().or_else(|| ingress.hostname.clone())?;
             Some(format!("http://{host}"))
         }
@@ -83,39 +92,96 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
     let db_check = if db {
         check(DATABASE_READY, true, "Running", "PostgreSQL is ready")
     } else if observed.statefulset.is_none() {
-        check(DATABASE_READY, false, "Creating", "creating the PostgreSQL StatefulSet")
+        check(
+            DATABASE_READY,
+            false,
+            "Creating",
+            "creating the PostgreSQL StatefulSet",
+        )
     } else {
-        check(DATABASE_READY, false, "Starting", "waiting for PostgreSQL to become ready")
+        check(
+            DATABASE_READY,
+            false,
+            "Starting",
+            "waiting for PostgreSQL to become ready",
+        )
     };
     let migration_check = match (&migration, migrated) {
-        (_, true) => check(MIGRATIONS_COMPLETE, true, "Succeeded", format!("migrations of {spec_image} applied")),
+        (_, true) => check(
+            MIGRATIONS_COMPLETE,
+            true,
+            "Succeeded",
+            format!("migrations of {spec_image} applied"),
+        ),
         (Some(JobState::Failed { reason, message }), _) => check(
             MIGRATIONS_COMPLETE,
             false,
             "MigrationFailed",
-            format!("the migration Job of {spec_image} failed ({reason}: {message}); the API keeps running its previous image"),
+            format!(
+                "the migration Job of {spec_image} failed ({reason}: {message}); the API keeps running its previous image"
+            ),
         ),
-        (Some(_), _) => check(MIGRATIONS_COMPLETE, false, "Running", format!("running the migrations of {spec_image}")),
-        (None, _) => check(MIGRATIONS_COMPLETE, false, "WaitingForDatabase", "migrations start once PostgreSQL is ready"),
+        (Some(_), _) => check(
+            MIGRATIONS_COMPLETE,
+            false,
+            "Running",
+            format!("running the migrations of {spec_image}"),
+        ),
+        (None, _) => check(
+            MIGRATIONS_COMPLETE,
+            false,
+            "WaitingForDatabase",
+            "migrations start once PostgreSQL is ready",
+        ),
     };
     let api_available = available(observed.api_deployment.as_ref());
     let api_check = if model.restoring {
-        check(API_READY, false, "Restoring", "the API is stopped while the database is restored")
+        check(
+            API_READY,
+            false,
+            "Restoring",
+            "the API is stopped while the database is restored",
+        )
     } else if api_available >= 1 {
-        check(API_READY, true, "Available", format!("{api_available} API pod(s) available"))
+        check(
+            API_READY,
+            true,
+            "Available",
+            format!("{api_available} API pod(s) available"),
+        )
     } else if observed.api_deployment.is_none() {
-        check(API_READY, false, "WaitingForMigrations", "the API starts once its migrations succeeded")
+        check(
+            API_READY,
+            false,
+            "WaitingForMigrations",
+            "the API starts once its migrations succeeded",
+        )
     } else {
         check(API_READY, false, "Unavailable", "no API pod is available")
     };
     let gw_available = available(observed.gateway_deployment.as_ref());
     let gateway_check = if gw_available >= 1 {
-        check(GATEWAY_READY, true, "Available", format!("{gw_available} gateway pod(s) available"))
+        check(
+            GATEWAY_READY,
+            true,
+            "Available",
+            format!("{gw_available} gateway pod(s) available"),
+        )
     } else {
-        check(GATEWAY_READY, false, "Unavailable", "no gateway pod is available")
+        check(
+            GATEWAY_READY,
+            false,
+            "Unavailable",
+            "no gateway pod is available",
+        )
     };
     let backup_check = match (&app.spec.backup, observed.credentials_secret_found) {
-        (None, _) => check(BACKUP_SCHEDULED, false, "NotConfigured", "spec.backup is not set: no backups are taken"),
+        (None, _) => check(
+            BACKUP_SCHEDULED,
+            false,
+            "NotConfigured",
+            "spec.backup is not set: no backups are taken",
+        ),
         (Some(b), Some(false)) => check(
             BACKUP_SCHEDULED,
             false,
@@ -125,14 +191,28 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
                 b.s3.credentials_secret, model.namespace
             ),
         ),
-        (Some(b), _) if b.suspend => check(BACKUP_SCHEDULED, false, "Suspended", "backup.suspend is true"),
-        (Some(b), _) if observed.cron_job.is_some() => {
-            check(BACKUP_SCHEDULED, true, "Scheduled", format!("backups run on \"{}\" (UTC)", b.schedule))
-        }
-        (Some(_), _) => check(BACKUP_SCHEDULED, false, "Creating", "creating the backup CronJob"),
+        (Some(b), _) if b.suspend => check(
+            BACKUP_SCHEDULED,
+            false,
+            "Suspended",
+            "backup.suspend is true",
+        ),
+        (Some(b), _) if observed.cron_job.is_some() => check(
+            BACKUP_SCHEDULED,
+            true,
+            "Scheduled",
+            format!("backups run on \"{}\" (UTC)", b.schedule),
+        ),
+        (Some(_), _) => check(
+            BACKUP_SCHEDULED,
+            false,
+            "Creating",
+            "creating the backup CronJob",
+        ),
     };
     // Backups left unconfigured or paused on purpose do not make the app unready.
-    let backup_ok = backup_check.ok || matches!(backup_check.reason.as_str(), "NotConfigured" | "Suspended");
+    let backup_ok =
+        backup_check.ok || matches!(backup_check.reason.as_str(), "NotConfigured" | "Suspended");
     let all_ok = db_check.ok && migration_check.ok && api_check.ok && gateway_check.ok && backup_ok;
     let not_ready: Vec<&str> = [&db_check, &migration_check, &api_check, &gateway_check]
         .iter()
@@ -143,7 +223,12 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
     let ready_check = if all_ok {
         check(READY, true, "Ready", "every component is ready")
     } else {
-        check(READY, false, "NotReady", format!("not ready: {}", not_ready.join(", ")))
+        check(
+            READY,
+            false,
+            "NotReady",
+            format!("not ready: {}", not_ready.join(", ")),
+        )
     };
 
     let phase = if model.restoring || restoring(observed) {
@@ -160,27 +245,38 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         Phase::Degraded
     };
 
-    let previous = app.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
-    let conditions = [db_check, migration_check, api_check, gateway_check, backup_check, ready_check]
-        .into_iter()
-        .map(|c| {
-            let status = if c.ok { "True" } else { "False" }.to_owned();
-            // The transition time moves only when the status does.
-            let since = previous
-                .iter()
-                .find(|p| p.type_ == c.type_ && p.status == status)
-                .map(|p| p.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: c.type_.to_owned(),
-                status,
-                reason: c.reason,
-                message: c.message,
-                observed_generation: generation,
-                last_transition_time: since,
-            }
-        })
-        .collect();
+    let previous = app
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let conditions = [
+        db_check,
+        migration_check,
+        api_check,
+        gateway_check,
+        backup_check,
+        ready_check,
+    ]
+    .into_iter()
+    .map(|c| {
+        let status = if c.ok { "True" } else { "False" }.to_owned();
+        // The transition time moves only when the status does.
+        let since = previous
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == status)
+            .map(|p| p.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        Condition {
+            type_: c.type_.to_owned(),
+            status,
+            reason: c.reason,
+            message: c.message,
+            observed_generation: generation,
+            last_transition_time: since,
+        }
+    })
+    .collect();
 
     FoodAppStatus {
         phase: Some(phase),
@@ -188,7 +284,8 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         conditions,
         api_image: model.api_rollout_image.clone(),
         gateway_endpoint: endpoint(app, observed),
-        last_backup: last_backup(observed).or_else(|| app.status.as_ref().and_then(|s| s.last_backup.clone())),
+        last_backup: last_backup(observed)
+            .or_else(|| app.status.as_ref().and_then(|s| s.last_backup.clone())),
     }
 }
 

@@ -49,7 +49,9 @@ pub fn job_state(job: &Job) -> JobState {
 
 fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
     let bytes = secret?.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok().filter(|s| !s.is_empty())
+    String::from_utf8(bytes.0.clone())
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 pub fn database_ready(observed: &Observed) -> bool {
@@ -64,20 +66,23 @@ pub fn database_ready(observed: &Observed) -> bool {
 
 /// The image the API Deployment runs now.
 pub fn deployed_image(app: &FoodApp, observed: &Observed) -> Option<String> {
-    app.status.as_ref().and_then(|s| s.api_image.clone()).or_else(|| {
-        observed
-            .api_deployment
-            .as_ref()?
-            .spec
-            .as_ref()?
-            .template
-            .spec
-            .as_ref()?
-            .containers
-            .first()?
-            .image
-            .clone()
-    })
+    app.status
+        .as_ref()
+        .and_then(|s| s.api_image.clone())
+        .or_else(|| {
+            observed
+                .api_deployment
+                .as_ref()?
+                .spec
+                .as_ref()?
+                .template
+                .spec
+                .as_ref()?
+                .containers
+                .first()?
+                .image
+                .clone()
+        })
 }
 
 pub fn restoring(observed: &Observed) -> bool {
@@ -90,9 +95,21 @@ pub fn restoring(observed: &Observed) -> bool {
 }
 
 pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Model, Error> {
-    let name = app.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
-    let namespace = app.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
-    let uid = app.metadata.uid.clone().ok_or(Error::MissingMetadata("uid"))?;
+    let name = app
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let namespace = app
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let uid = app
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingMetadata("uid"))?;
     let spec_image = app.spec.api.image.clone();
     let deployed = deployed_image(app, observed);
     let already_migrated = deployed.as_deref() == Some(spec_image.as_str());
@@ -116,10 +133,13 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
         namespace,
         uid,
         spec,
-        db_password: secret_value(observed.db_secret.as_ref(), "password").unwrap_or_else(secrets::generate),
-        jwt_secret: secret_value(observed.api_secret.as_ref(), "JWT_SECRET").unwrap_or_else(secrets::generate),
+        db_password: secret_value(observed.db_secret.as_ref(), "password")
+            .unwrap_or_else(secrets::generate),
+        jwt_secret: secret_value(observed.api_secret.as_ref(), "JWT_SECRET")
+            .unwrap_or_else(secrets::generate),
         api_rollout_image,
-        run_migration: !already_migrated && (database_ready(observed) || observed.migration_job.is_some()),
+        run_migration: !already_migrated
+            && (database_ready(observed) || observed.migration_job.is_some()),
         restoring: restoring(observed),
         agent_image: agent_image.to_owned(),
     })

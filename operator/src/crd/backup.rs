@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
     group = "foodapp.io",
     version = "v1alpha1",
     kind = "FoodAppBackup",
+    doc = "One backup of a FoodApp's database in its S3 bucket; create one to back up now.",
+    derive = "Default",
+    validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppBackup's spec cannot be changed; create a new one"),
     namespaced,
     shortname = "fab",
     status = "FoodAppBackupStatus",
@@ -19,10 +22,18 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Size", type_ = "integer", json_path = ".status.sizeBytes"),
     printcolumn(name = "Verified", type_ = "boolean", json_path = ".status.verified"),
     printcolumn(name = "Completed", type_ = "date", json_path = ".status.completedAt"),
-    printcolumn(name = "Object", type_ = "string", priority = 1, json_path = ".status.objectKey"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Object",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.objectKey"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("a FoodAppBackup's spec cannot be changed; create a new one"))]
 #[serde(rename_all = "camelCase")]
 pub struct FoodAppBackupSpec {
     /// Name of the FoodApp (same namespace) to back up.
@@ -34,7 +45,9 @@ pub struct FoodAppBackupSpec {
     pub source: BackupSource,
 }
 
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum BackupSource {
     #[default]
     OnDemand,

@@ -15,6 +15,8 @@ pub const DEFAULT_OPERATOR_IMAGE: &str = "ghcr.io/foodapp/foodapp-operator:0.1.0
     group = "foodapp.io",
     version = "v1alpha1",
     kind = "FoodApp",
+    doc = "A FoodApp: PostgreSQL, migrations, the ordering API, the nginx gateway and backups, run by the FoodApp operator.",
+    derive = "Default",
     namespaced,
     shortname = "fa",
     status = "FoodAppStatus",
@@ -162,7 +164,9 @@ impl Default for GatewaySpec {
     }
 }
 
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum ServiceType {
     #[default]
     ClusterIP,
@@ -270,7 +274,9 @@ pub struct S3Spec {
     pub credentials_secret: String,
 }
 
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum DeletionPolicy {
     /// Keep the database volume when the FoodApp is deleted.
     #[default]

@@ -14,6 +14,10 @@ use super::JobPhase;
     group = "foodapp.io",
     version = "v1alpha1",
     kind = "FoodAppRestore",
+    doc = "Restores a FoodApp's database in place from one backup.",
+    derive = "Default",
+    validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppRestore's spec cannot be changed; create a new one"),
+    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey or latest: true"),
     namespaced,
     shortname = "far",
     status = "FoodAppRestoreStatus",
@@ -21,10 +25,12 @@ use super::JobPhase;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Object", type_ = "string", json_path = ".status.objectKey"),
     printcolumn(name = "Completed", type_ = "date", json_path = ".status.completedAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("a FoodAppRestore's spec cannot be changed; create a new one"))]
-#[x_kube(validation = Rule::new("(has(self.backupRef) ? 1 : 0) + (has(self.objectKey) ? 1 : 0) + (has(self.latest) && self.latest ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey or latest: true"))]
 #[serde(rename_all = "camelCase")]
 pub struct FoodAppRestoreSpec {
     /// Name of the FoodApp (same namespace) whose database is restored.

@@ -1,0 +1,531 @@
+//! The controller against kube-fake-client's in-memory API: reconcile() is
+//! called directly until stable; children's status is set by hand where a
+//! real cluster's controllers would.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use foodapp_operator::build::names;
+use foodapp_operator::controller::{self, Context};
+use foodapp_operator::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
+use foodapp_operator::metrics::Metrics;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use kube_fake_client::{ClientBuilder, interceptor};
+use serde_json::{Value, json};
+
+const NS: &str = "food";
+const AGENT: &str = "ghcr.io/foodapp/foodapp-operator:test";
+
+struct Harness {
+    client: Client,
+    ctx: Arc<Context>,
+    writes: Arc<AtomicUsize>,
+}
+
+fn foodapp(spec: Value) -> FoodApp {
+    serde_json::from_value(json!({
+        "apiVersion": "foodapp.io/v1alpha1", "kind": "FoodApp",
+        "metadata": {"name": "shop", "namespace": NS},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+impl Harness {
+    async fn new(app: FoodApp, extra: Vec<Value>) -> Harness {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let count = |w: &Arc<AtomicUsize>| {
+            let w = w.clone();
+            move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let (c1, c2, c3, c4) = (
+            count(&writes),
+            count(&writes),
+            count(&writes),
+            count(&writes),
+        );
+        let funcs = interceptor::Funcs::new()
+            .create(move |_| {
+                c1();
+                Ok(None)
+            })
+            .patch(move |_| {
+                c2();
+                Ok(None)
+            })
+            .update(move |_| {
+                c3();
+                Ok(None)
+            })
+            .delete(move |_| {
+                c4();
+                Ok(None)
+            });
+        let client = ClientBuilder::new()
+            .with_resource::<FoodApp>()
+            .with_status_subresource::<FoodApp>()
+            .with_resource::<FoodAppBackup>()
+            .with_status_subresource::<FoodAppBackup>()
+            .with_resource::<FoodAppRestore>()
+            .with_status_subresource::<FoodAppRestore>()
+            .with_status_subresource::<StatefulSet>()
+            .with_status_subresource::<Deployment>()
+            .with_status_subresource::<Job>()
+            .with_object(app)
+            .with_runtime_objects(extra)
+            .with_interceptor_funcs(funcs)
+            .build()
+            .await
+            .unwrap();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            Arc::new(Metrics::default()),
+            AGENT.to_owned(),
+        ));
+        Harness {
+            client,
+            ctx,
+            writes,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn app(&self) -> FoodApp {
+        self.api::<FoodApp>().get("shop").await.unwrap()
+    }
+
+    /// One reconcile of the current FoodApp; the number of writes it made.
+    async fn reconcile(&self) -> usize {
+        let before = self.writes.load(Ordering::SeqCst);
+        controller::reconcile(Arc::new(self.app().await), self.ctx.clone())
+            .await
+            .unwrap();
+        self.writes.load(Ordering::SeqCst) - before
+    }
+
+    /// Reconciles until a pass writes nothing (at most 5 passes).
+    async fn settle(&self) {
+        for _ in 0..5 {
+            if self.reconcile().await == 0 {
+                return;
+            }
+        }
+        panic!("the reconcile never settled");
+    }
+
+    async fn set_status<K>(&self, name: &str, status: Value)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn database_ready(&self) {
+        self.set_status::<StatefulSet>("shop-db", json!({"replicas": 1, "readyReplicas": 1}))
+            .await;
+    }
+
+    async fn job_done(&self, image: &str, outcome: &str, message: &str) {
+        let status = json!({"conditions": [{"type": outcome, "status": "True", "reason": if outcome == "Failed" { "BackoffLimitExceeded" } else { "Completed" }, "message": message}]});
+        self.set_status::<Job>(&names::migration_job("shop", image), status)
+            .await;
+    }
+
+    async fn deployments_available(&self) {
+        for d in ["shop-api", "shop-gateway"] {
+            if self.api::<Deployment>().get_opt(d).await.unwrap().is_some() {
+                self.set_status::<Deployment>(
+                    d,
+                    json!({"replicas": 2, "availableReplicas": 2, "readyReplicas": 2}),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn api_image(&self) -> Option<String> {
+        let d = self
+            .api::<Deployment>()
+            .get_opt("shop-api")
+            .await
+            .unwrap()?;
+        d.spec?.template.spec?.containers[0].image.clone()
+    }
+
+    async fn condition(&self, type_: &str) -> (String, String, String) {
+        let app = self.app().await;
+        let c = app
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .unwrap();
+        (c.status, c.reason, c.message)
+    }
+
+    async fn phase(&self) -> String {
+        serde_json::to_value(self.app().await.status.unwrap().phase)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn set_image(&self, image: &str) {
+        self.api::<FoodApp>()
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"api": {"image": image}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A ready FoodApp running `image`.
+    async fn ready(image: &str) -> Harness {
+        let h = Harness::new(foodapp(json!({"api": {"image": image}})), vec![]).await;
+        h.settle().await;
+        h.database_ready().await;
+        h.settle().await;
+        h.job_done(image, "Complete", "").await;
+        h.settle().await;
+        h.deployments_available().await;
+        h.settle().await;
+        h
+    }
+}
+
+#[tokio::test]
+async fn children_are_created_with_owner_references_and_the_api_waits_for_its_migration() {
+    let h = Harness::new(foodapp(json!({})), vec![]).await;
+    h.settle().await;
+    let uid = h.app().await.metadata.uid.unwrap();
+    for name in ["shop-db", "shop-api"] {
+        let s = h.api::<Secret>().get(name).await.unwrap();
+        assert_eq!(s.metadata.owner_references.unwrap()[0].uid, uid);
+    }
+    for name in ["shop-db", "shop-db-hl", "shop-api", "shop-gateway"] {
+        let s = h.api::<Service>().get(name).await.unwrap();
+        assert_eq!(s.metadata.owner_references.unwrap()[0].uid, uid, "{name}");
+    }
+    let sts = h.api::<StatefulSet>().get("shop-db").await.unwrap();
+    assert_eq!(sts.metadata.owner_references.unwrap()[0].kind, "FoodApp");
+    assert!(h.api::<ConfigMap>().get("shop-gateway").await.is_ok());
+    assert!(h.api::<Deployment>().get("shop-gateway").await.is_ok());
+    assert!(
+        h.api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no migration before the database is ready"
+    );
+    assert_eq!(h.api_image().await, None);
+    assert_eq!(h.phase().await, "Provisioning");
+    assert_eq!(h.condition("DatabaseReady").await.0, "False");
+
+    h.database_ready().await;
+    h.settle().await;
+    let jobs = h
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].metadata.owner_references.as_ref().unwrap()[0].uid,
+        uid
+    );
+    assert_eq!(
+        h.api_image().await,
+        None,
+        "no API Deployment while its migration runs"
+    );
+    assert_eq!(h.phase().await, "Migrating");
+
+    h.job_done(foodapp_operator::crd::DEFAULT_API_IMAGE, "Complete", "")
+        .await;
+    h.settle().await;
+    assert_eq!(
+        h.api_image().await.as_deref(),
+        Some(foodapp_operator::crd::DEFAULT_API_IMAGE)
+    );
+    assert_eq!(h.condition("MigrationsComplete").await.0, "True");
+    assert_eq!(h.condition("ApiReady").await.0, "False");
+
+    h.deployments_available().await;
+    h.settle().await;
+    assert_eq!(h.condition("Ready").await.0, "True");
+    assert_eq!(h.phase().await, "Ready");
+    let status = h.app().await.status.unwrap();
+    assert_eq!(
+        status.observed_generation,
+        h.app().await.metadata.generation
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == status.observed_generation)
+    );
+    assert_eq!(
+        status.gateway_endpoint.as_deref(),
+        Some("http://shop-gateway.food.svc:80")
+    );
+}
+
+#[tokio::test]
+async fn a_second_reconcile_of_an_unchanged_foodapp_writes_nothing() {
+    let h = Harness::ready("registry.example/api:1").await;
+    assert_eq!(h.reconcile().await, 0);
+    assert_eq!(h.reconcile().await, 0);
+}
+
+#[tokio::test]
+async fn a_new_image_migrates_first_and_the_running_api_is_untouched_until_then() {
+    let h = Harness::ready("registry.example/api:1").await;
+    h.set_image("registry.example/api:2").await;
+    h.settle().await;
+    assert!(
+        h.api::<Job>()
+            .get(&names::migration_job("shop", "registry.example/api:2"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        h.api_image().await.as_deref(),
+        Some("registry.example/api:1")
+    );
+
+    h.job_done(
+        "registry.example/api:2",
+        "Failed",
+        "Job has reached the specified backoff limit",
+    )
+    .await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("MigrationsComplete").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "MigrationFailed")
+    );
+    assert!(
+        message.contains("BackoffLimitExceeded") && message.contains("backoff limit"),
+        "{message}"
+    );
+    assert_eq!(
+        h.api_image().await.as_deref(),
+        Some("registry.example/api:1"),
+        "a failed migration leaves the API alone"
+    );
+    assert_eq!(
+        h.condition("ApiReady").await.0,
+        "True",
+        "the old API keeps serving"
+    );
+    assert_eq!(h.phase().await, "Degraded");
+
+    h.set_image("registry.example/api:3").await;
+    h.settle().await;
+    h.job_done("registry.example/api:3", "Complete", "").await;
+    h.settle().await;
+    assert_eq!(
+        h.api_image().await.as_deref(),
+        Some("registry.example/api:3")
+    );
+    assert_eq!(
+        h.app().await.status.unwrap().api_image.as_deref(),
+        Some("registry.example/api:3")
+    );
+}
+
+async fn delete_foodapp_and_check_claim(policy: &str) -> bool {
+    let pvc: Value = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-shop-db-0", "namespace": NS, "labels": {"app.kubernetes.io/instance": "shop"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    });
+    let h = Harness::new(foodapp(json!({"deletionPolicy": policy})), vec![pvc]).await;
+    h.settle().await;
+    h.api::<FoodApp>()
+        .delete("shop", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(
+        h.api::<StatefulSet>()
+            .get_opt("shop-db")
+            .await
+            .unwrap()
+            .is_none(),
+        "children go with the FoodApp"
+    );
+    h.api::<PersistentVolumeClaim>()
+        .get_opt("data-shop-db-0")
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn deleting_a_foodapp_keeps_its_data_with_retain() {
+    assert!(delete_foodapp_and_check_claim("Retain").await);
+}
+
+#[tokio::test]
+async fn deleting_a_foodapp_removes_its_data_with_delete() {
+    assert!(!delete_foodapp_and_check_claim("Delete").await);
+}
+
+#[tokio::test]
+async fn growing_storage_expands_the_claim_and_keeps_the_template() {
+    let pvc: Value = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-shop-db-0", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    });
+    let h = Harness::new(foodapp(json!({})), vec![pvc]).await;
+    h.settle().await;
+    h.api::<FoodApp>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"database": {"storage": {"size": "30Gi"}}}})),
+        )
+        .await
+        .unwrap();
+    h.settle().await;
+    let claim = h
+        .api::<PersistentVolumeClaim>()
+        .get("data-shop-db-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "30Gi"
+    );
+    let sts = h.api::<StatefulSet>().get("shop-db").await.unwrap();
+    let template = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
+    assert_eq!(
+        template
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "10Gi"
+    );
+}
+
+fn with_backup(secret: &str) -> Value {
+    json!({"backup": {"s3": {"bucket": "shop-backups", "credentialsSecret": secret, "endpoint": "https://fra1.digitaloceanspaces.com", "region": "fra1"}}})
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_is_a_condition_not_a_crash_loop() {
+    let h = Harness::new(foodapp(with_backup("spaces-credentials")), vec![]).await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("BackupScheduled").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CredentialsSecretMissing")
+    );
+    assert!(message.contains("spaces-credentials"), "{message}");
+    assert!(
+        h.api::<CronJob>()
+            .get_opt("shop-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    h.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "spaces-credentials", "namespace": NS},
+                "stringData": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.condition("BackupScheduled").await.0, "True");
+    let cron = h.api::<CronJob>().get("shop-backup").await.unwrap();
+    assert_eq!(
+        cron.spec.unwrap().concurrency_policy.as_deref(),
+        Some("Forbid")
+    );
+
+    // Backups turned off: the CronJob and its RBAC go.
+    h.api::<FoodApp>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"backup": null}})),
+        )
+        .await
+        .unwrap();
+    h.settle().await;
+    assert!(
+        h.api::<CronJob>()
+            .get_opt("shop-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(h.condition("BackupScheduled").await.1, "NotConfigured");
+}
+
+#[tokio::test]
+async fn generated_secrets_are_never_regenerated() {
+    let h = Harness::new(foodapp(json!({})), vec![]).await;
+    h.settle().await;
+    let before = h
+        .api::<Secret>()
+        .get("shop-db")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    h.set_image("registry.example/api:9").await;
+    h.settle().await;
+    let after = h
+        .api::<Secret>()
+        .get("shop-db")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(before, after);
+}
