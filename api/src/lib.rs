@@ -10,6 +10,7 @@ pub mod error;
 pub mod ops;
 pub mod orders;
 pub mod pagination;
+pub mod refunds;
 pub mod seed;
 pub mod telemetry;
 pub mod users;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub menu_cache: Arc<catalog::cache::MenuCache>,
+    /// Order status changes from every replica (fed by `start_background`).
+    pub events: tokio::sync::broadcast::Sender<orders::live::StatusChange>,
 }
 
 impl AppState {
@@ -66,9 +69,23 @@ impl AppState {
             keys: Arc::new(keys),
             metrics: Metrics::new(),
             menu_cache: Arc::new(catalog::cache::MenuCache::new(settings.menu_cache_ttl)),
+            events: orders::live::channel(),
             settings: Arc::new(settings),
         }
     }
+}
+
+/// Starts what runs beside the request handlers in every replica: the
+/// LISTEN task feeding live order tracking, and the auto-reject sweeper.
+/// Both stop when the returned handles are aborted or the runtime ends.
+pub fn start_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(orders::live::listen(
+            state.pool.clone(),
+            state.events.clone(),
+        )),
+        tokio::spawn(orders::sweeper::run(state.clone())),
+    ]
 }
 
 #[derive(OpenApi)]
@@ -80,7 +97,8 @@ impl AppState {
         (name = "users", description = "Profiles and roles"),
         (name = "catalog", description = "Categories and menu items"),
         (name = "cart", description = "The customer's cart"),
-        (name = "orders", description = "Placing and following orders"),
+        (name = "orders", description = "Placing, moving along and following orders"),
+        (name = "refunds", description = "Refunds of rejected and cancelled orders"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -111,7 +129,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(catalog::router())
         .merge(cart::router())
-        .merge(orders::router());
+        .merge(orders::router())
+        .merge(refunds::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::router())
         .nest("/api/v1", v1)

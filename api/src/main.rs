@@ -110,6 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             menu_cache_ttl: args.menu_cache_ttl,
         },
     );
+    let background = foodapp_api::start_background(&state);
     let app = foodapp_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
@@ -127,6 +128,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!(grace = ?args.shutdown_grace, "shutting down; finishing in-flight requests");
     let _ = stop_tx.send(true);
+    for task in background {
+        task.abort();
+    }
     finish(server, args.shutdown_grace).await
 }
 

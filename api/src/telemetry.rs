@@ -39,8 +39,23 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub transitions: Family<TransitionLabels, Counter>,
+    pub auto_rejections: Counter,
+    pub open_orders: Family<StatusLabels, Gauge>,
+    pub refunds_pending: Gauge,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram>,
     pub orders_created: Counter,
@@ -62,6 +77,30 @@ impl Metrics {
         let stock_conflicts = Counter::default();
         let pool_size = Gauge::default();
         let pool_idle = Gauge::default();
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        let auto_rejections = Counter::default();
+        let open_orders = Family::<StatusLabels, Gauge>::default();
+        let refunds_pending = Gauge::default();
+        registry.register(
+            "order_transitions",
+            "Order status changes by from and to",
+            transitions.clone(),
+        );
+        registry.register(
+            "order_auto_rejections",
+            "Orders rejected for not being accepted in time",
+            auto_rejections.clone(),
+        );
+        registry.register(
+            "open_orders",
+            "Orders not in a final state, by status",
+            open_orders.clone(),
+        );
+        registry.register(
+            "refunds_pending",
+            "Refunds not completed yet",
+            refunds_pending.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -94,6 +133,10 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            transitions,
+            auto_rejections,
+            open_orders,
+            refunds_pending,
             requests,
             latency,
             orders_created,
@@ -101,6 +144,37 @@ impl Metrics {
             pool_size,
             pool_idle,
         })
+    }
+
+    pub fn transition(&self, from: &str, to: &str) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Reads the order and refund gauges from the database (shared by all
+    /// replicas, so each reports the same figures).
+    pub async fn refresh_gauges(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        let open: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT s, (SELECT count(*) FROM orders WHERE status = s)
+             FROM unnest(ARRAY['placed','accepted','ready','out_for_delivery']) AS s",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (status, n) in open {
+            self.open_orders
+                .get_or_create(&StatusLabels { status })
+                .set(n);
+        }
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM refunds WHERE status = 'pending'")
+                .fetch_one(pool)
+                .await?;
+        self.refunds_pending.set(pending);
+        Ok(())
     }
 
     pub fn encode(&self, pool: &sqlx::PgPool) -> String {

@@ -90,6 +90,16 @@ async fn the_openapi_document_lists_every_route() {
         ("/api/v1/cart/items/{menu_item_id}", &["put", "delete"]),
         ("/api/v1/orders", &["get", "post"]),
         ("/api/v1/orders/{id}", &["get"]),
+        ("/api/v1/orders/{id}/accept", &["post"]),
+        ("/api/v1/orders/{id}/reject", &["post"]),
+        ("/api/v1/orders/{id}/ready", &["post"]),
+        ("/api/v1/orders/{id}/assign", &["post"]),
+        ("/api/v1/orders/{id}/pickup", &["post"]),
+        ("/api/v1/orders/{id}/deliver", &["post"]),
+        ("/api/v1/orders/{id}/cancel", &["post"]),
+        ("/api/v1/orders/{id}/events", &["get"]),
+        ("/api/v1/refunds", &["get"]),
+        ("/api/v1/refunds/{id}/complete", &["post"]),
     ];
     for (path, methods) in expected {
         let item = paths

@@ -1,9 +1,14 @@
-//! Orders: placing them (see `place`), and reading them back scoped by role —
-//! customers their own, kitchen staff and managers all, couriers those
+//! Orders: placing them (`place`), moving them along (`fsm`, `transitions`,
+//! `sweeper`), following them live (`live`), and reading them back scoped by
+//! role — customers their own, kitchen staff and managers all, couriers those
 //! assigned to them.
 
+pub mod fsm;
+pub mod live;
 pub mod model;
 pub mod place;
+pub mod sweeper;
+pub mod transitions;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get_one))
+        .merge(transitions::router())
+        .merge(live::router())
 }
 
 /// Place an order from explicit items or from the cart. Send a unique

@@ -284,11 +284,18 @@ pub struct Server {
     pub base: String,
     pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
     pub async fn start(pool: PgPool) -> Server {
-        let state = AppState::new(pool, settings());
+        Self::start_with(pool, settings()).await
+    }
+
+    /// A replica with its background tasks (notifications, auto-reject).
+    pub async fn start_with(pool: PgPool, settings: Settings) -> Server {
+        let state = AppState::new(pool, settings);
+        let background = foodapp_api::start_background(&state);
         let app = foodapp_api::router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -307,6 +314,7 @@ impl Server {
             base: format!("http://{addr}"),
             state,
             stop: Some(tx),
+            background,
         }
     }
 }
@@ -315,6 +323,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+        for task in &self.background {
+            task.abort();
         }
     }
 }

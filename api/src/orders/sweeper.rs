@@ -1,0 +1,85 @@
+//! Auto-rejection of orders not accepted in time. Driven by the database,
+//! not by timers in memory: every replica sweeps, `FOR UPDATE SKIP LOCKED`
+//! keeps them from doing the same order twice, and a restarted replica
+//! catches up with whatever expired while it was down.
+
+use std::time::Duration;
+
+use super::fsm::Action;
+use super::model::OrderStatus;
+use super::transitions::{Change, persist};
+use crate::AppState;
+
+const BATCH: i64 = 100;
+
+/// Rejects expired placed orders, a batch per transaction; returns how many.
+pub async fn sweep_once(state: &AppState) -> Result<u64, sqlx::Error> {
+    let after = state.settings.order_auto_reject_after;
+    let mut total = 0;
+    loop {
+        let mut tx = state.pool.begin().await?;
+        let expired: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM orders
+             WHERE status = 'placed' AND created_at < now() - make_interval(secs => $1)
+             ORDER BY created_at LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(after.as_secs_f64())
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let n = expired.len() as u64;
+        for order_id in expired {
+            let change = Change {
+                order_id,
+                from: OrderStatus::Placed,
+                to: OrderStatus::Rejected,
+                action: Action::AutoReject,
+                actor_id: None,
+                reason: Some("timeout".to_owned()),
+                courier_id: None,
+            };
+            persist(&mut tx, &change).await?;
+        }
+        tx.commit().await?;
+        for _ in 0..n {
+            state.metrics.transition("placed", "rejected");
+            state.metrics.auto_rejections.inc();
+        }
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// How often to look: a fifth of the timeout, between 100 ms and 5 s.
+pub fn tick(after: Duration) -> Duration {
+    (after / 5).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// Sweeps forever; errors (database restarts) are logged and retried.
+pub async fn run(state: AppState) {
+    let mut interval = tokio::time::interval(tick(state.settings.order_auto_reject_after));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match sweep_once(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rejected = n, "auto-rejected orders not accepted in time"),
+            Err(e) => tracing::warn!(error = %e, "auto-reject sweep failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_follows_the_timeout_within_bounds() {
+        assert_eq!(tick(Duration::from_secs(300)), Duration::from_secs(5));
+        assert_eq!(tick(Duration::from_secs(1)), Duration::from_millis(200));
+        assert_eq!(tick(Duration::from_millis(100)), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,324 @@
+//! Moving an order along: the action endpoints and the persistence every
+//! transition shares (status, history, stock returned and refund created for
+//! rejected or cancelled orders, a notification for live followers), all in
+//! one transaction with the order row locked.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::{PgConnection, Postgres, Transaction};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::fsm::{self, Action, TransitionError};
+use super::model::{Order, OrderStatus, load_order};
+use crate::AppState;
+use crate::auth::{AuthUser, Role};
+use crate::error::{ApiError, ApiResult, Json, Path};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(accept))
+        .routes(routes!(reject))
+        .routes(routes!(ready))
+        .routes(routes!(assign))
+        .routes(routes!(pickup))
+        .routes(routes!(deliver))
+        .routes(routes!(cancel))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectRequest {
+    /// Why the order is rejected; the customer sees it. 1 to 500 characters.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    /// A user with the courier role.
+    pub courier_id: Uuid,
+}
+
+/// The part of an order a transition needs, read under lock.
+#[derive(sqlx::FromRow)]
+struct Locked {
+    status: String,
+    customer_id: Uuid,
+    courier_id: Option<Uuid>,
+}
+
+/// One status change to persist.
+pub struct Change {
+    pub order_id: Uuid,
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+    pub action: Action,
+    pub actor_id: Option<Uuid>,
+    pub reason: Option<String>,
+    pub courier_id: Option<Uuid>,
+}
+
+/// Persists a transition inside the caller's transaction.
+pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx::Error> {
+    let at: DateTime<Utc> = Utc::now();
+    sqlx::query(
+        "WITH moved AS (
+            UPDATE orders SET status = $2, updated_at = $5, courier_id = COALESCE($6, courier_id)
+            WHERE id = $1 RETURNING id
+         ), event AS (
+            INSERT INTO order_events (order_id, from_status, to_status, actor_id, reason, at)
+            SELECT $1, $3, $2, $4, $7, $5 FROM moved RETURNING id
+         )
+         SELECT pg_notify('order_events', json_build_object(
+            'order_id', $1, 'event_id', event.id, 'from_status', $3, 'to_status', $2,
+            'actor_id', $4, 'reason', $7, 'at', $5)::text)
+         FROM event",
+    )
+    .bind(change.order_id)
+    .bind(change.to.as_str())
+    .bind(change.from.as_str())
+    .bind(change.actor_id)
+    .bind(at)
+    .bind(change.courier_id)
+    .bind(change.reason.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    if matches!(change.to, OrderStatus::Rejected | OrderStatus::Cancelled) {
+        // Put the stock back and refund the captured payment, exactly once:
+        // the state machine allows one such transition per order.
+        sqlx::query(
+            "UPDATE menu_items m SET stock = m.stock + i.quantity
+             FROM order_items i WHERE i.order_id = $1 AND m.id = i.menu_item_id AND m.stock IS NOT NULL",
+        )
+        .bind(change.order_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refunds (id, order_id, payment_id, amount_cents, reason, created_at)
+             SELECT $2, id, payment_id, total_cents, $3, $4 FROM orders
+             WHERE id = $1 AND payment_status = 'captured'
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(change.order_id)
+        .bind(Uuid::now_v7())
+        .bind(change.to.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn invalid(from: OrderStatus, action: Action) -> ApiError {
+    let allowed: Vec<&str> = fsm::allowed_actions(from)
+        .into_iter()
+        .map(Action::as_str)
+        .collect();
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "invalid_transition",
+        format!(
+            "cannot {} an order that is {}; allowed now: {}",
+            action.as_str(),
+            from.as_str(),
+            if allowed.is_empty() {
+                "nothing (final state)".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        ),
+    )
+    .with_extra(serde_json::json!({ "status": from, "allowed_actions": allowed }))
+}
+
+async fn act(
+    state: &AppState,
+    user: &AuthUser,
+    order_id: Uuid,
+    action: Action,
+    reason: Option<String>,
+    courier_id: Option<Uuid>,
+) -> ApiResult<Order> {
+    let mut tx: Transaction<'_, Postgres> = state.pool.begin().await?;
+    let locked: Locked = sqlx::query_as(
+        "SELECT status, customer_id, courier_id FROM orders WHERE id = $1 FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("order"))?;
+    let from = OrderStatus::parse(&locked.status)
+        .ok_or_else(|| ApiError::Internal("unknown status".into()))?;
+    // Someone with no part in the order does not learn that it exists.
+    let actor = fsm::actor_for(user, action, locked.customer_id, locked.courier_id)
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let to = fsm::transition(from, action, actor).map_err(|e| match e {
+        TransitionError::Forbidden { .. } => {
+            ApiError::forbidden(format!("you may not {} this order", action.as_str()))
+        }
+        TransitionError::Invalid { from, action } => invalid(from, action),
+    })?;
+    if let Some(courier) = courier_id {
+        let is_courier: Option<bool> =
+            sqlx::query_scalar("SELECT 'courier' = ANY (roles) FROM users WHERE id = $1")
+                .bind(courier)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if is_courier != Some(true) {
+            return Err(
+                ApiError::validation("courier_id must name a user with the courier role")
+                    .with_extra(serde_json::json!({ "courier_id": courier })),
+            );
+        }
+    }
+    let change = Change {
+        order_id,
+        from,
+        to,
+        action,
+        actor_id: Some(user.id),
+        reason,
+        courier_id,
+    };
+    persist(&mut tx, &change).await?;
+    tx.commit().await?;
+    state.metrics.transition(from.as_str(), to.as_str());
+    load_order(&state.pool, order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))
+}
+
+/// Kitchen accepts a placed order.
+#[utoipa::path(post, path = "/orders/{id}/accept", tag = "orders", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem), (status = 409, description = "invalid_transition", body = crate::error::Problem)))]
+async fn accept(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
+    act(&state, &user, id, Action::Accept, None, None)
+        .await
+        .map(Json)
+}
+
+/// Kitchen rejects a placed order: stock goes back and a refund is created.
+#[utoipa::path(post, path = "/orders/{id}/reject", tag = "orders", params(("id" = Uuid, Path)), request_body = RejectRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 409, description = "invalid_transition", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+async fn reject(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Json(req): Json<RejectRequest>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::validation(
+            "reason must be 1 to 500 characters long",
+        ));
+    }
+    act(
+        &state,
+        &user,
+        id,
+        Action::Reject,
+        Some(reason.to_owned()),
+        None,
+    )
+    .await
+    .map(Json)
+}
+
+/// Kitchen marks an accepted order ready for pickup.
+#[utoipa::path(post, path = "/orders/{id}/ready", tag = "orders", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 409, description = "invalid_transition", body = crate::error::Problem)))]
+async fn ready(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
+    act(&state, &user, id, Action::Ready, None, None)
+        .await
+        .map(Json)
+}
+
+/// Assign (or reassign) a courier to an accepted or ready order.
+#[utoipa::path(post, path = "/orders/{id}/assign", tag = "orders", params(("id" = Uuid, Path)), request_body = AssignRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 409, description = "invalid_transition", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+async fn assign(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Json(req): Json<AssignRequest>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
+    let reason = Some(format!("courier {} assigned", req.courier_id));
+    act(
+        &state,
+        &user,
+        id,
+        Action::Assign,
+        reason,
+        Some(req.courier_id),
+    )
+    .await
+    .map(Json)
+}
+
+/// The assigned courier picks a ready order up.
+#[utoipa::path(post, path = "/orders/{id}/pickup", tag = "orders", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "invalid_transition", body = crate::error::Problem)))]
+async fn pickup(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Courier])?;
+    act(&state, &user, id, Action::Pickup, None, None)
+        .await
+        .map(Json)
+}
+
+/// The assigned courier delivers the order.
+#[utoipa::path(post, path = "/orders/{id}/deliver", tag = "orders", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "invalid_transition", body = crate::error::Problem)))]
+async fn deliver(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Courier])?;
+    act(&state, &user, id, Action::Deliver, None, None)
+        .await
+        .map(Json)
+}
+
+/// The customer cancels their order while it is still placed: stock goes back
+/// and a refund is created.
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Order), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "invalid_transition", body = crate::error::Problem)))]
+async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Order>> {
+    user.require_any(&[Role::Customer])?;
+    act(&state, &user, id, Action::Cancel, None, None)
+        .await
+        .map(Json)
+}
