@@ -1,6 +1,7 @@
 //! FoodApp operator: custom resource types, pure builders for every child
 //! object, the controller, and the backup/restore agent.
 
+pub mod agent;
 pub mod build;
 pub mod controller;
 pub mod crd;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use foodapp_operator::agent::{self, BackupArgs, RestoreArgs, record};
+use foodapp_operator::crd::{FoodAppBackupStatus, JobPhase};
 use foodapp_operator::{crd, render, runner};
 
 #[derive(Parser)]
@@ -29,6 +31,11 @@ enum Command {
         #[arg(long, env = "OPERATOR_IMAGE", default_value = crd::DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
     },
+    /// Back up the database to S3 (the backup CronJob runs this). Prints one
+    /// JSON line: {"objectKey","sizeBytes","sha256","verified"}.
+    Backup(BackupArgs),
+    /// Restore the database from a backup in S3, in one transaction.
+    Restore(RestoreArgs),
 }
 
 fn init_logging() {
@@ -57,6 +64,8 @@ async fn main() -> std::process::ExitCode {
             .with_context(|| format!("reading {}", file.display()))
             .and_then(|yaml| render::render(&yaml, &operator_image))
             .map(|y| print!("{y}")),
+        Command::Backup(args) => backup(args).await,
+        Command::Restore(args) => restore(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -65,4 +74,73 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let started = k8s_openapi::jiff::Timestamp::now();
+    let store = &args.store;
+    // Inside a cluster each run is recorded as a FoodAppBackup.
+    let name = args.backup_name.clone().or_else(|| {
+        args.scheduled
+            .then(|| record::scheduled_name(&store.foodapp, &agent::timestamp(chrono::Utc::now())))
+    });
+    let reporter = match (&name, record::in_cluster()) {
+        (Some(name), true) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
+            let create_for = args.scheduled.then_some(store.foodapp.as_str());
+            if let Err(e) = record::report(
+                &client,
+                &store.namespace,
+                name,
+                create_for,
+                &record::running(started),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "could not record the backup as running");
+            }
+            Some((client, name.clone()))
+        }
+        _ => None,
+    };
+    let result = agent::backup::run(&args).await;
+    if let Some((client, name)) = &reporter {
+        let completed = k8s_openapi::jiff::Timestamp::now().to_string();
+        let status = match &result {
+            Ok(o) => FoodAppBackupStatus {
+                phase: Some(JobPhase::Succeeded),
+                object_key: Some(o.object_key.clone()),
+                size_bytes: Some(o.size_bytes as i64),
+                sha256: Some(o.sha256.clone()),
+                started_at: Some(started.to_string()),
+                completed_at: Some(completed),
+                verified: Some(o.verified),
+                error: None,
+            },
+            Err(e) => FoodAppBackupStatus {
+                phase: Some(JobPhase::Failed),
+                started_at: Some(started.to_string()),
+                completed_at: Some(completed),
+                error: Some(format!("{}: {e}", e.reason())),
+                ..Default::default()
+            },
+        };
+        if let Err(e) = record::report(client, &store.namespace, name, None, &status).await {
+            tracing::warn!(error = %e, "could not record the backup result");
+        }
+    }
+    let outcome = result?;
+    for key in &outcome.deleted {
+        tracing::info!(key, "deleted by retention");
+    }
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let outcome = agent::restore::run(&args).await?;
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
 }

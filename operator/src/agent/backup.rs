@@ -1,0 +1,244 @@
+//! `foodapp-operator backup`: `pg_dump -Fc` streamed straight into a
+//! multipart upload (8 MiB parts in memory, nothing on disk), size and
+//! SHA-256 computed on the fly, then the manifest, verification and
+//! retention. Any failure aborts the upload: no partial object appears.
+
+use std::process::Stdio;
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use sqlx::Connection;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::manifest::{Manifest, manifest_key};
+use super::{BackupArgs, Error, StoreArgs, db, retention, s3, timestamp};
+
+/// What one backup produced; printed as the agent's JSON line.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub object_key: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub verified: bool,
+    #[serde(skip)]
+    pub deleted: Vec<String>,
+}
+
+pub async fn tool_version(store: &StoreArgs, tool: &str) -> Result<String, Error> {
+    let out = Command::new(store.tool(tool))
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| Error::Io("running the PostgreSQL client tools", e))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Reads `PART_SIZE` chunks (the last one shorter) and hands them over; a
+/// channel of one keeps at most three parts in memory.
+async fn read_parts<R: AsyncRead + Unpin>(
+    mut from: R,
+    to: mpsc::Sender<Bytes>,
+) -> std::io::Result<()> {
+    loop {
+        let mut buf = BytesMut::with_capacity(s3::PART_SIZE);
+        while buf.len() < s3::PART_SIZE {
+            if from.read_buf(&mut buf).await? == 0 {
+                if !buf.is_empty() {
+                    let _ = to.send(buf.freeze()).await;
+                }
+                return Ok(());
+            }
+        }
+        if to.send(buf.freeze()).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Streams `pg_dump` into `key`; returns size and SHA-256.
+async fn dump_and_upload(
+    args: &BackupArgs,
+    client: &aws_sdk_s3::Client,
+    key: &str,
+    snapshot: &str,
+) -> Result<(u64, String), Error> {
+    let store = &args.store;
+    let mut child = Command::new(store.tool("pg_dump"))
+        .args(["--format=custom", "--no-owner", "--no-privileges"])
+        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--dbname={}", store.database_url))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Io("starting pg_dump", e))?;
+    let stdout = child.stdout.take().ok_or(Error::Io(
+        "pg_dump stdout",
+        std::io::ErrorKind::BrokenPipe.into(),
+    ))?;
+    let mut stderr = child.stderr.take().ok_or(Error::Io(
+        "pg_dump stderr",
+        std::io::ErrorKind::BrokenPipe.into(),
+    ))?;
+    let stderr_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    let reader = tokio::spawn(read_parts(stdout, tx));
+
+    let mut upload = s3::Upload::start(client, &store.s3_bucket, key).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let uploaded: Result<(), Error> = async {
+        while let Some(part) = rx.recv().await {
+            hasher.update(&part);
+            size += part.len() as u64;
+            upload.part(part).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = uploaded {
+        let _ = child.kill().await;
+        upload.abort().await;
+        return Err(e);
+    }
+    let read = reader
+        .await
+        .map_err(|e| Error::Io("reading pg_dump", std::io::Error::other(e)))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::Io("waiting for pg_dump", e))?;
+    let stderr = stderr_task.await.unwrap_or_default();
+    if let Err(e) = read {
+        upload.abort().await;
+        return Err(Error::Io("reading pg_dump", e));
+    }
+    if !status.success() || size == 0 {
+        upload.abort().await;
+        return Err(Error::Tool {
+            tool: "pg_dump".into(),
+            status: status.to_string(),
+            stderr: stderr.trim().to_owned(),
+        });
+    }
+    upload.complete().await?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
+    let store = &args.store;
+    let started = Utc::now();
+    let key = format!(
+        "{}{}{}",
+        store.key_prefix(),
+        timestamp(started),
+        super::manifest::DUMP_SUFFIX
+    );
+    let client = s3::client(store).await;
+    let snapshot = db::snapshot(&store.database_url).await?;
+    let pg_dump_version = tool_version(store, "pg_dump").await?;
+    let result = dump_and_upload(args, &client, &key, &snapshot.id).await;
+    let (counts, server_version, schema_version) = (
+        snapshot.counts.clone(),
+        snapshot.server_version.clone(),
+        snapshot.schema_version,
+    );
+    snapshot.release().await?;
+    let (size, sha256) = result?;
+    let manifest = Manifest {
+        format: 1,
+        object_key: key.clone(),
+        size_bytes: size,
+        sha256: sha256.clone(),
+        created_at: started.to_rfc3339(),
+        food_app: store.foodapp.clone(),
+        namespace: store.namespace.clone(),
+        postgres_version: server_version,
+        pg_dump_version,
+        schema_version,
+        tables: counts,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Manifest {
+        key: key.clone(),
+        source: e,
+    })?;
+    // Written last: a backup exists once its manifest does.
+    s3::put(
+        &client,
+        &store.s3_bucket,
+        &manifest_key(&key),
+        body,
+        "application/json",
+    )
+    .await?;
+    tracing::info!(key, size, "backup uploaded");
+
+    let verify = args.verify && !args.no_verify;
+    if verify {
+        verify_restorable(store, &client, &manifest).await?;
+        tracing::info!(
+            key,
+            "backup verified: restored into a scratch database, row counts match"
+        );
+    }
+    let deleted = match args.keep_last {
+        Some(keep) => {
+            retention::apply(&client, &store.s3_bucket, &store.key_prefix(), keep).await?
+        }
+        None => Vec::new(),
+    };
+    Ok(Outcome {
+        object_key: key,
+        size_bytes: size,
+        sha256,
+        verified: verify,
+        deleted,
+    })
+}
+
+/// Restores the uploaded object (as stored, read back from the bucket) into
+/// a scratch database on the same server and compares row counts.
+async fn verify_restorable(
+    store: &StoreArgs,
+    client: &aws_sdk_s3::Client,
+    manifest: &Manifest,
+) -> Result<(), Error> {
+    let scratch = format!(
+        "foodapp_verify_{}",
+        &super::super::build::short_hash(&manifest.object_key)
+    );
+    db::create_database(&store.database_url, &scratch).await?;
+    let result = async {
+        let url = db::with_database(&store.database_url, &scratch)?;
+        super::restore::pg_restore_into(store, client, &manifest.object_key, &url).await?;
+        let mut conn = db::connect(&url).await?;
+        let counts = db::row_counts(&mut conn).await?;
+        conn.close().await.ok();
+        if counts != manifest.tables {
+            let differences: Vec<String> = manifest
+                .tables
+                .iter()
+                .filter(|(t, n)| counts.get(*t) != Some(n))
+                .map(|(t, n)| {
+                    format!(
+                        "{t}: {} rows restored, {n} dumped",
+                        counts.get(t).copied().unwrap_or(0)
+                    )
+                })
+                .collect();
+            return Err(Error::Verify(differences.join("; ")));
+        }
+        Ok(())
+    }
+    .await;
+    db::drop_database(&store.database_url, &scratch).await?;
+    result
+}

@@ -1,0 +1,452 @@
+//! The backup/restore agent, run as a real process against PostgreSQL and
+//! s3s-fs: round trip, retention, failures that must leave no partial object
+//! and no half-restored database, both SDK checksum settings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_s3::primitives::ByteStream;
+use foodapp_e2e::{Database, agent, contents, env, keys, new_bucket, s3};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Menu, customers and orders: the API's own schema and code paths.
+async fn seed(db: &Database) {
+    foodapp_api::seed::seed_demo(&db.pool, false).await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, roles)
+         SELECT gen_random_uuid(), 'c' || g || '@e2e.io', 'C' || g, 'x', '{customer}' FROM generate_series(1, 20) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT place_order(gen_random_uuid(), u.id, 'k' || g, '\\x00', ARRAY[m.id], ARRAY[1], now(),
+                            gen_random_uuid(), 'cash', 'pay_x', false)
+         FROM generate_series(1, 40) g
+         JOIN LATERAL (SELECT id FROM users ORDER BY id OFFSET g % 20 LIMIT 1) u ON true
+         JOIN LATERAL (SELECT id FROM menu_items WHERE stock IS NULL ORDER BY id OFFSET g % 5 LIMIT 1) m ON true",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+fn success(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "agent failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim().lines().last().unwrap()).expect("one JSON line")
+}
+
+struct Setup {
+    db: Database,
+    endpoint: String,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+async fn setup() -> Setup {
+    let db = Database::new().await;
+    seed(&db).await;
+    let endpoint = env("S3_ENDPOINT");
+    let s3 = s3(&endpoint);
+    let bucket = new_bucket(&s3).await;
+    Setup {
+        db,
+        endpoint,
+        s3,
+        bucket,
+    }
+}
+
+impl Setup {
+    async fn agent(&self, args: &[&str]) -> std::process::Output {
+        agent(&self.db.url, &self.endpoint, &self.bucket, args, &[]).await
+    }
+}
+
+#[tokio::test]
+async fn a_restore_brings_back_every_table_exactly_as_backed_up() {
+    let s = setup().await;
+    let before = contents(&s.db.pool).await;
+    let out = success(&s.agent(&["backup"]).await);
+    let key = out["objectKey"].as_str().unwrap().to_owned();
+    assert!(
+        key.starts_with("backups/e2e/shop/") && key.ends_with(".dump"),
+        "{key}"
+    );
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["sha256"].as_str().unwrap().len(), 64);
+    assert!(out["sizeBytes"].as_u64().unwrap() > 1000);
+
+    let manifest_key = key.replace(".dump", ".manifest.json");
+    let manifest: Value = serde_json::from_slice(
+        &s.s3
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&manifest_key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    assert_eq!(manifest["sha256"], out["sha256"]);
+    assert_eq!(manifest["tables"]["public.orders"], 40);
+    assert_eq!(
+        manifest["schemaVersion"],
+        foodapp_api::db::expected_version()
+    );
+    assert!(
+        manifest["postgresVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("15")
+    );
+
+    // Life goes on: data changes and disappears.
+    sqlx::query("DELETE FROM order_items")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM orders WHERE total_cents > 900")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE menu_items SET price_cents = price_cents * 2")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE stray (x int)")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    assert_ne!(contents(&s.db.pool).await, before);
+
+    let restored = success(&s.agent(&["restore", "--object-key", &key]).await);
+    assert_eq!(restored["restored"], true);
+    assert_eq!(
+        contents(&s.db.pool).await,
+        before,
+        "every table's content is back, and nothing else"
+    );
+
+    // --latest finds the same backup.
+    sqlx::query("DELETE FROM refunds")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let latest = success(&s.agent(&["restore", "--latest"]).await);
+    assert_eq!(latest["objectKey"], key.as_str());
+}
+
+#[tokio::test]
+async fn retention_keeps_exactly_the_newest_backups_and_their_manifests() {
+    let s = setup().await;
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        let out = success(
+            &s.agent(&["backup", "--no-verify", "--keep-last", "2"])
+                .await,
+        );
+        made.push(out["objectKey"].as_str().unwrap().to_owned());
+    }
+    let mut expected: Vec<String> = made[2..]
+        .iter()
+        .flat_map(|k| [k.clone(), k.replace(".dump", ".manifest.json")])
+        .collect();
+    expected.sort();
+    assert_eq!(keys(&s.s3, &s.bucket).await, expected);
+}
+
+#[tokio::test]
+async fn both_checksum_settings_of_the_sdk_work() {
+    let s = setup().await;
+    for setting in ["when-required", "when-supported"] {
+        let out = agent(
+            &s.db.url,
+            &s.endpoint,
+            &s.bucket,
+            &["backup"],
+            &[("S3_CHECKSUMS", setting)],
+        )
+        .await;
+        let out = success(&out);
+        let key = out["objectKey"].as_str().unwrap();
+        success(
+            &agent(
+                &s.db.url,
+                &s.endpoint,
+                &s.bucket,
+                &["restore", "--object-key", key],
+                &[("S3_CHECKSUMS", setting)],
+            )
+            .await,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_object_is_refused_before_the_database_is_touched() {
+    let s = setup().await;
+    let out = success(&s.agent(&["backup", "--no-verify"]).await);
+    let key = out["objectKey"].as_str().unwrap().to_owned();
+    let mut bytes =
+        s.s3.get_object()
+            .bucket(&s.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    bytes[middle + 1] ^= 0x55;
+    s.s3.put_object()
+        .bucket(&s.bucket)
+        .key(&key)
+        .body(ByteStream::from(bytes))
+        .send()
+        .await
+        .unwrap();
+
+    sqlx::query("UPDATE menu_items SET price_cents = 1")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let now = contents(&s.db.pool).await;
+    let refused = s.agent(&["restore", "--object-key", &key]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("checksum mismatch"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(contents(&s.db.pool).await, now, "the database is unchanged");
+}
+
+#[tokio::test]
+async fn a_dump_that_breaks_half_way_through_restoring_leaves_the_database_unchanged() {
+    let s = setup().await;
+    let out = success(&s.agent(&["backup", "--no-verify"]).await);
+    let key = out["objectKey"].as_str().unwrap().to_owned();
+    let bytes =
+        s.s3.get_object()
+            .bucket(&s.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec();
+    // A truncated dump with a manifest that matches it: the checksum passes,
+    // pg_restore fails part-way.
+    let cut = bytes[..bytes.len() * 6 / 10].to_vec();
+    let broken_key = key.replace(".dump", "-broken.dump");
+    let manifest_key = key.replace(".dump", ".manifest.json");
+    let mut manifest: Value = serde_json::from_slice(
+        &s.s3
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&manifest_key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .unwrap();
+    manifest["sha256"] = Value::String(hex::encode(Sha256::digest(&cut)));
+    manifest["sizeBytes"] = Value::from(cut.len() as u64);
+    s.s3.put_object()
+        .bucket(&s.bucket)
+        .key(&broken_key)
+        .body(ByteStream::from(cut))
+        .send()
+        .await
+        .unwrap();
+    s.s3.put_object()
+        .bucket(&s.bucket)
+        .key(broken_key.replace(".dump", ".manifest.json"))
+        .body(ByteStream::from(serde_json::to_vec(&manifest).unwrap()))
+        .send()
+        .await
+        .unwrap();
+
+    sqlx::query("DELETE FROM orders WHERE total_cents > 900")
+        .execute(&s.db.pool)
+        .await
+        .ok();
+    let now = contents(&s.db.pool).await;
+    let failed = s.agent(&["restore", "--object-key", &broken_key]).await;
+    assert!(!failed.status.success(), "a truncated dump cannot restore");
+    assert_eq!(contents(&s.db.pool).await, now, "all or nothing: nothing");
+}
+
+/// A TCP proxy that forwards until `limit` bytes went upstream, then cuts
+/// every connection and refuses new ones: S3 becoming unreachable mid-upload.
+async fn cutting_proxy(upstream: SocketAddr, limit: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut cut = cut_rx.clone();
+        loop {
+            tokio::select! {
+                _ = cut.changed() => return, // dropping the listener refuses new connections
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { return };
+                    let (sent, cut_tx, mut cut_rx) = (sent.clone(), cut_tx.clone(), cut_rx.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                        let (mut cr, mut cw) = client.split();
+                        let (mut sr, mut sw) = server.split();
+                        let up = async {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            loop {
+                                let n = cr.read(&mut buf).await.unwrap_or(0);
+                                if n == 0 || sent.fetch_add(n, Ordering::SeqCst) + n > limit {
+                                    let _ = cut_tx.send(true);
+                                    return;
+                                }
+                                if sw.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                        let down = tokio::io::copy(&mut sr, &mut cw);
+                        tokio::select! {
+                            _ = up => {}
+                            _ = down => {}
+                            _ = cut_rx.changed() => {}
+                        }
+                    });
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_lost_mid_upload_fails_the_backup_and_leaves_no_object() {
+    let s = setup().await;
+    let earlier = success(&s.agent(&["backup", "--no-verify"]).await);
+    // Make the dump span several 8 MiB parts: incompressible rows.
+    sqlx::query(
+        "CREATE TABLE bulk AS SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) AS v
+         FROM generate_series(1, 300000) g",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let upstream: SocketAddr = s.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = cutting_proxy(upstream, 10 * 1024 * 1024).await;
+    let out = agent(
+        &s.db.url,
+        &format!("http://{proxy}"),
+        &s.bucket,
+        &["backup", "--no-verify"],
+        &[("AWS_MAX_ATTEMPTS", "2")],
+    )
+    .await;
+    assert!(!out.status.success(), "the backup must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("UploadPart") || stderr.contains("S3"),
+        "{stderr}"
+    );
+
+    let earlier_key = earlier["objectKey"].as_str().unwrap();
+    let left = keys(&s.s3, &s.bucket).await;
+    assert_eq!(
+        left,
+        vec![
+            earlier_key.to_owned(),
+            earlier_key.replace(".dump", ".manifest.json")
+        ],
+        "no partial object"
+    );
+    success(&s.agent(&["restore", "--object-key", earlier_key]).await);
+}
+
+#[tokio::test]
+async fn a_failing_pg_dump_aborts_the_upload() {
+    let s = setup().await;
+    sqlx::query("CREATE TABLE bulk AS SELECT g, md5(g::text) || md5(random()::text) AS v FROM generate_series(1, 300000) g")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    // A pg_dump that dies after 9 MB: one part is uploaded before it fails.
+    let dir = std::env::temp_dir().join(format!("failing-pg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("pg_dump");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\npg_dump \"$@\" | head -c 9000000\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = agent(
+        &s.db.url,
+        &s.endpoint,
+        &s.bucket,
+        &["backup", "--no-verify"],
+        &[("PG_BIN", dir.to_str().unwrap())],
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_dump failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(keys(&s.s3, &s.bucket).await.is_empty(), "no object");
+    // s3s-fs keeps an upload's parts as files beside the buckets until it
+    // is completed or aborted.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let aborted = stderr
+        .lines()
+        .find(|l| l.contains("multipart upload aborted"))
+        .expect("the agent aborted the upload");
+    let log: Value = serde_json::from_str(aborted).unwrap();
+    assert!(
+        log["parts"].as_u64().unwrap() >= 1,
+        "a part had been uploaded before pg_dump failed"
+    );
+    let id = log["upload_id"].as_str().unwrap();
+    let store = std::path::Path::new(&env("FOODAPP_RUN_DIR")).join("s3");
+    let leftovers: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(id))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the aborted upload left {leftovers:?}"
+    );
+}
