@@ -4,8 +4,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -19,8 +21,33 @@ pub struct Reason {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub namespace: String,
+    pub foodapp: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub namespace: String,
+    pub foodapp: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoreLabels {
+    pub namespace: String,
+    pub foodapp: String,
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub backup_last_success: Family<AppLabels, Gauge>,
+    pub backup_duration: Family<AppLabels, Gauge<f64, AtomicU64>>,
+    pub backup_size: Family<AppLabels, Gauge>,
+    pub backup_failures: Family<FailureLabels, Counter>,
+    pub restores: Family<RestoreLabels, Counter>,
     pub reconciles: Family<Outcome, Counter>,
     pub reconcile_errors: Family<Reason, Counter>,
     pub reconcile_duration: Histogram,
@@ -29,7 +56,33 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("foodapp_operator");
+        let mut registry = Registry::with_prefix("foodapp");
+        let backup_last_success = Family::<AppLabels, Gauge>::default();
+        let backup_duration = Family::<AppLabels, Gauge<f64, AtomicU64>>::default();
+        let backup_size = Family::<AppLabels, Gauge>::default();
+        let backup_failures = Family::<FailureLabels, Counter>::default();
+        let restores = Family::<RestoreLabels, Counter>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Completion time of the newest successful backup",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "backup_duration_seconds",
+            "Duration of the newest successful backup",
+            backup_duration.clone(),
+        );
+        registry.register(
+            "backup_size_bytes",
+            "Size of the newest successful backup",
+            backup_size.clone(),
+        );
+        registry.register(
+            "backup_failures",
+            "Failed backups by reason",
+            backup_failures.clone(),
+        );
+        registry.register("restores", "Finished restores by outcome", restores.clone());
         let reconciles = Family::<Outcome, Counter>::default();
         let reconcile_errors = Family::<Reason, Counter>::default();
         let reconcile_duration = Histogram::new([
@@ -58,6 +111,11 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            backup_last_success,
+            backup_duration,
+            backup_size,
+            backup_failures,
+            restores,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -67,10 +125,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
-    }
-
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

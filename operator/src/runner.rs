@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use tracing::{error, info, warn};
 
-use crate::controller::{self, Context};
+use crate::controller::{self, Context, backups, restores};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
 use crate::metrics::Metrics;
 
@@ -99,7 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(client.clone(), metrics, args.operator_image));
     let apps: Api<FoodApp> = Api::all(client.clone());
     let cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=foodapp-operator");
-    Controller::new(apps, watcher::Config::default())
+    let foodapps = Controller::new(apps, watcher::Config::default())
         .owns(Api::<StatefulSet>::all(client.clone()), cfg.clone())
         .owns(Api::<Deployment>::all(client.clone()), cfg.clone())
         .owns(Api::<Job>::all(client.clone()), cfg.clone())
@@ -127,13 +127,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         )
         .shutdown_on_signal()
-        .run(controller::reconcile, controller::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile");
-            }
-        })
-        .await;
+        .run(controller::reconcile, controller::error_policy, ctx.clone())
+        .for_each(|r| log_result("FoodApp", r));
+    let backups = Controller::new(
+        Api::<FoodAppBackup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(backups::reconcile, backups::error_policy, ctx.clone())
+    .for_each(|r| log_result("FoodAppBackup", r));
+    let restores = Controller::new(
+        Api::<FoodAppRestore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(restores::reconcile, restores::error_policy, ctx)
+    .for_each(|r| log_result("FoodAppRestore", r));
+    tokio::join!(foodapps, backups, restores);
     if let Some(renew) = renew {
         renew.abort();
     }
@@ -166,5 +176,11 @@ async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<Atomic
             }
         }
         Err(e) => error!(error = %e, %addr, "cannot listen for metrics"),
+    }
+}
+
+async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<T, E>) {
+    if let Err(e) = result {
+        warn!(kind, error = %e, "reconcile");
     }
 }

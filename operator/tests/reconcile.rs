@@ -529,3 +529,282 @@ async fn generated_secrets_are_never_regenerated() {
         .unwrap();
     assert_eq!(before, after);
 }
+
+async fn credentials(h: &Harness) {
+    h.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "spaces", "namespace": NS},
+                "stringData": {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn ready_with_backup() -> Harness {
+    let mut spec = with_backup("spaces");
+    spec["api"] = json!({"image": "registry.example/api:1"});
+    let h = Harness::new(foodapp(spec), vec![]).await;
+    credentials(&h).await;
+    h.settle().await;
+    h.database_ready().await;
+    h.settle().await;
+    h.job_done("registry.example/api:1", "Complete", "").await;
+    h.settle().await;
+    h.deployments_available().await;
+    h.settle().await;
+    assert_eq!(h.condition("Ready").await.0, "True");
+    h
+}
+
+async fn restore_step(h: &Harness, name: &str) {
+    let r = h.api::<FoodAppRestore>().get(name).await.unwrap();
+    foodapp_operator::controller::restores::reconcile(Arc::new(r), h.ctx.clone())
+        .await
+        .unwrap();
+}
+
+async fn restore_phase(h: &Harness, name: &str) -> String {
+    let r = h.api::<FoodAppRestore>().get(name).await.unwrap();
+    serde_json::to_value(r.status.unwrap().phase)
+        .unwrap()
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn job_done_json(outcome: &str) -> Value {
+    json!({"conditions": [{"type": outcome, "status": "True", "reason": "Done", "message": "done"}]})
+}
+
+#[tokio::test]
+async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
+    let h = ready_with_backup().await;
+    let restore = |name: &str, spec: Value| {
+        serde_json::from_value::<FoodAppRestore>(
+            json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let restores = h.api::<FoodAppRestore>();
+    restores
+        .create(
+            &PostParams::default(),
+            &restore("r1", json!({"foodAppRef": "shop", "latest": true})),
+        )
+        .await
+        .unwrap();
+    restore_step(&h, "r1").await;
+    assert_eq!(restore_phase(&h, "r1").await, "Running");
+
+    // The FoodApp reconcile stops the API and pauses scheduled backups.
+    h.settle().await;
+    let api = h.api::<Deployment>().get("shop-api").await.unwrap();
+    assert_eq!(api.spec.unwrap().replicas, Some(0));
+    assert_eq!(
+        h.api::<CronJob>()
+            .get("shop-backup")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .suspend,
+        Some(true)
+    );
+    assert_eq!(h.phase().await, "Restoring");
+
+    // A second restore of the same FoodApp waits.
+    restores
+        .create(
+            &PostParams::default(),
+            &restore("r2", json!({"foodAppRef": "shop", "objectKey": "k"})),
+        )
+        .await
+        .unwrap();
+    restore_step(&h, "r2").await;
+    assert_eq!(restore_phase(&h, "r2").await, "Pending");
+
+    // No restore Job while API pods still run.
+    restore_step(&h, "r1").await;
+    assert!(
+        h.api::<Job>()
+            .get_opt("r1-restore")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.set_status::<Deployment>("shop-api", json!({"replicas": 0, "availableReplicas": 0}))
+        .await;
+    restore_step(&h, "r1").await;
+    let job = h.api::<Job>().get("r1-restore").await.unwrap();
+    let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        c.args.as_deref(),
+        Some(&["restore".to_owned(), "--latest".to_owned()][..])
+    );
+    assert_eq!(c.image.as_deref(), Some(AGENT));
+
+    h.set_status::<Job>("r1-restore", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "r1").await;
+    let migrate = h.api::<Job>().get("r1-migrate").await.unwrap();
+    let mc = &migrate.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        (mc.image.as_deref(), mc.args.as_deref()),
+        (
+            Some("registry.example/api:1"),
+            Some(&["migrate".to_owned()][..])
+        )
+    );
+    assert_eq!(restore_phase(&h, "r1").await, "Running");
+
+    h.set_status::<Job>("r1-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "r1").await;
+    assert_eq!(restore_phase(&h, "r1").await, "Succeeded");
+    let r1 = restores.get("r1").await.unwrap().status.unwrap();
+    for c in ["Started", "ApiStopped", "Restored", "Migrated", "Complete"] {
+        assert_eq!(
+            r1.conditions
+                .iter()
+                .find(|x| x.type_ == c)
+                .map(|x| x.status.as_str()),
+            Some("True"),
+            "{c}"
+        );
+    }
+
+    // The API comes back; the waiting restore may start now.
+    h.settle().await;
+    assert_eq!(
+        h.api::<Deployment>()
+            .get("shop-api")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2)
+    );
+    restore_step(&h, "r2").await;
+    assert_eq!(restore_phase(&h, "r2").await, "Running");
+}
+
+#[tokio::test]
+async fn a_failed_restore_job_fails_the_restore_and_the_api_returns() {
+    let h = ready_with_backup().await;
+    let r: FoodAppRestore = serde_json::from_value(json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+        "metadata": {"name": "bad", "namespace": NS}, "spec": {"foodAppRef": "shop", "objectKey": "x.dump"}}))
+    .unwrap();
+    h.api::<FoodAppRestore>()
+        .create(&PostParams::default(), &r)
+        .await
+        .unwrap();
+    restore_step(&h, "bad").await;
+    h.settle().await;
+    h.set_status::<Deployment>("shop-api", json!({"replicas": 0}))
+        .await;
+    restore_step(&h, "bad").await;
+    h.set_status::<Job>("bad-restore", json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "checksum mismatch"}]})).await;
+    restore_step(&h, "bad").await;
+    let status = h
+        .api::<FoodAppRestore>()
+        .get("bad")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(serde_json::to_value(status.phase).unwrap(), "Failed");
+    assert!(status.error.unwrap().contains("checksum mismatch"));
+    h.settle().await;
+    assert_eq!(
+        h.api::<Deployment>()
+            .get("shop-api")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn an_on_demand_backup_runs_as_a_job_and_a_silent_failure_is_recorded() {
+    let h = ready_with_backup().await;
+    let b: FoodAppBackup = serde_json::from_value(
+        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
+        "metadata": {"name": "now", "namespace": NS}, "spec": {"foodAppRef": "shop"}}),
+    )
+    .unwrap();
+    let backups = h.api::<FoodAppBackup>();
+    backups.create(&PostParams::default(), &b).await.unwrap();
+    let step = || async {
+        let b = backups.get("now").await.unwrap();
+        foodapp_operator::controller::backups::reconcile(Arc::new(b), h.ctx.clone())
+            .await
+            .unwrap();
+    };
+    step().await;
+    let job = h.api::<Job>().get("now").await.unwrap();
+    let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.args.as_deref(), Some(&["backup".to_owned()][..]));
+    assert!(
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "BACKUP_NAME" && e.value.as_deref() == Some("now"))
+    );
+    assert_eq!(
+        serde_json::to_value(backups.get("now").await.unwrap().status.unwrap().phase).unwrap(),
+        "Pending"
+    );
+
+    h.set_status::<Job>("now", json!({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "killed"}]})).await;
+    step().await;
+    let status = backups.get("now").await.unwrap().status.unwrap();
+    assert_eq!(serde_json::to_value(status.phase).unwrap(), "Failed");
+    assert!(status.error.unwrap().contains("DeadlineExceeded"));
+    step().await;
+    let metrics = h.ctx.metrics.encode();
+    assert!(
+        metrics.contains("foodapp_backup_failures_total{namespace=\"food\",foodapp=\"shop\",reason=\"JobFailed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_backup_becomes_last_backup_and_a_metric() {
+    let h = ready_with_backup().await;
+    let b: FoodAppBackup = serde_json::from_value(json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
+        "metadata": {"name": "shop-20261121t030000000z", "namespace": NS}, "spec": {"foodAppRef": "shop", "source": "Scheduled"}}))
+    .unwrap();
+    let backups = h.api::<FoodAppBackup>();
+    backups.create(&PostParams::default(), &b).await.unwrap();
+    backups
+        .patch_status("shop-20261121t030000000z", &PatchParams::default(), &Patch::Merge(&json!({"status": {
+            "phase": "Succeeded", "objectKey": "foodapp/food/shop/20261121T030000000Z.dump", "sizeBytes": 12345,
+            "sha256": "ab", "startedAt": "2026-11-21T03:00:00Z", "completedAt": "2026-11-21T03:00:42Z", "verified": true}})))
+        .await
+        .unwrap();
+    let b = backups.get("shop-20261121t030000000z").await.unwrap();
+    foodapp_operator::controller::backups::reconcile(Arc::new(b), h.ctx.clone())
+        .await
+        .unwrap();
+    h.settle().await;
+    let last = h.app().await.status.unwrap().last_backup.unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.size_bytes),
+        ("shop-20261121t030000000z", 12345)
+    );
+    let metrics = h.ctx.metrics.encode();
+    assert!(metrics.contains("foodapp_backup_last_success_timestamp_seconds{namespace=\"food\",foodapp=\"shop\"} 1795230042"), "{metrics}");
+    assert!(
+        metrics.contains("foodapp_backup_duration_seconds{namespace=\"food\",foodapp=\"shop\"} 42"),
+        "{metrics}"
+    );
+}

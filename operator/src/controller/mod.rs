@@ -3,7 +3,9 @@
 //! talk to the API server.
 
 pub mod apply;
+pub mod backups;
 pub mod dereference;
+pub mod restores;
 pub mod status;
 pub mod validate;
 
@@ -53,6 +55,7 @@ pub struct Context {
     /// The operator's own image, run by backup and restore Jobs.
     pub agent_image: String,
     failures: Mutex<HashMap<String, u32>>,
+    pub backup_seen: backups::Seen,
 }
 
 impl Context {
@@ -67,13 +70,14 @@ impl Context {
             metrics,
             agent_image,
             failures: Mutex::new(HashMap::new()),
+            backup_seen: backups::Seen::default(),
         }
     }
 
     /// Events are best effort: failing to record one never fails a reconcile.
-    pub async fn event(
+    pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
-        app: &FoodApp,
+        obj: &K,
         type_: EventType,
         reason: &str,
         action: &str,
@@ -86,7 +90,7 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &app.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(error = %e, reason, "could not record an event");
         }
     }

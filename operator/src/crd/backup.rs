@@ -78,7 +78,7 @@ pub struct FoodAppBackupStatus {
     /// counts matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
-    /// Why the backup failed.
+    /// Why the backup failed: `<Reason>: <explanation>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

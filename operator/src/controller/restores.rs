@@ -1,0 +1,384 @@
+//! FoodAppRestores: one at a time per FoodApp, in a fixed sequence — stop
+//! the API (the FoodApp reconcile scales it to zero while a restore is
+//! Running; the gateway answers 503 maintenance), run the restore Job, run
+//! the migrations, finish (the API comes back). Each step is a condition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::dereference::Observed;
+use super::validate::{self, JobState, job_state};
+use super::{Context, Error, requeue_normal};
+use crate::build::{MANAGER, backup, migration, names};
+use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore, FoodAppRestoreStatus, JobPhase};
+use crate::metrics::RestoreLabels;
+
+pub fn restore_job_name(restore: &str) -> String {
+    format!("{restore}-restore")
+}
+
+pub fn migrate_job_name(restore: &str) -> String {
+    format!("{restore}-migrate")
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now(),
+    }
+}
+
+struct Step<'a> {
+    ctx: &'a Context,
+    restore: &'a FoodAppRestore,
+    status: FoodAppRestoreStatus,
+}
+
+impl Step<'_> {
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
+        let generation = self.restore.metadata.generation;
+        let new = condition(type_, ok, reason, message, generation);
+        match self.status.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) if c.status == new.status && c.reason == new.reason => {}
+            Some(c) => *c = new,
+            None => self.status.conditions.push(new),
+        }
+    }
+
+    async fn save(&self) -> Result<(), Error> {
+        if Some(&self.status) == self.restore.status.as_ref() {
+            return Ok(());
+        }
+        let api: Api<FoodAppRestore> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.restore.namespace().unwrap_or_default(),
+        );
+        api.patch_status(
+            &self.restore.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "status": self.status })),
+        )
+        .await
+        .map_err(Error::Status)?;
+        Ok(())
+    }
+
+    async fn finish(
+        mut self,
+        ok: bool,
+        message: String,
+        app: Option<&FoodApp>,
+    ) -> Result<Action, Error> {
+        self.status.phase = Some(if ok {
+            JobPhase::Succeeded
+        } else {
+            JobPhase::Failed
+        });
+        self.status.completed_at = Some(now().0.to_string());
+        if !ok {
+            self.status.error = Some(message.clone());
+        }
+        self.set(
+            "Complete",
+            ok,
+            if ok { "Succeeded" } else { "Failed" },
+            message.clone(),
+        );
+        self.save().await?;
+        let outcome = if ok { "succeeded" } else { "failed" };
+        self.ctx
+            .metrics
+            .restores
+            .get_or_create(&RestoreLabels {
+                namespace: self.restore.namespace().unwrap_or_default(),
+                foodapp: self.restore.spec.food_app_ref.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        let (type_, reason) = if ok {
+            (EventType::Normal, "RestoreSucceeded")
+        } else {
+            (EventType::Warning, "RestoreFailed")
+        };
+        self.ctx
+            .event(self.restore, type_, reason, "Restore", message.clone())
+            .await;
+        if let Some(app) = app {
+            self.ctx
+                .event(
+                    app,
+                    type_,
+                    reason,
+                    "Restore",
+                    format!("{}: {message}", self.restore.name_any()),
+                )
+                .await;
+        }
+        Ok(requeue_normal())
+    }
+}
+
+async fn run_job(ctx: &Context, ns: &str, job: &Job) -> Result<Option<JobState>, Error> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(&name).await.map_err(Error::Dereference)? {
+        Some(existing) => Ok(Some(job_state(&existing))),
+        None => {
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(job),
+            )
+            .await
+            .map_err(|source| {
+                Error::Apply(super::apply::Error {
+                    kind: "Job".into(),
+                    name,
+                    source,
+                })
+            })?;
+            Ok(None)
+        }
+    }
+}
+
+pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = restore.namespace().unwrap_or_default();
+    let name = restore.name_any();
+    let status = restore.status.clone().unwrap_or_default();
+    if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
+        return Ok(requeue_normal());
+    }
+    let mut step = Step {
+        ctx: &ctx,
+        restore: &restore,
+        status,
+    };
+    let app = Api::<FoodApp>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&restore.spec.food_app_ref)
+        .await
+        .map_err(Error::Dereference)?;
+    let Some(app) = app else {
+        return step
+            .finish(
+                false,
+                format!(
+                    "FoodApp {} not found in namespace {ns}",
+                    restore.spec.food_app_ref
+                ),
+                None,
+            )
+            .await;
+    };
+    if app.spec.backup.is_none() {
+        return step
+            .finish(
+                false,
+                format!(
+                    "FoodApp {} has no spec.backup: no bucket to restore from",
+                    app.name_any()
+                ),
+                Some(&app),
+            )
+            .await;
+    }
+
+    if step.status.phase != Some(JobPhase::Running) {
+        // One restore per FoodApp at a time; the oldest waiting goes first.
+        let others = Api::<FoodAppRestore>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::Dereference)?;
+        if let Some(busy) = others.items.iter().find(|r| {
+            r.spec.food_app_ref == restore.spec.food_app_ref
+                && r.name_any() != name
+                && r.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Running)
+        }) {
+            step.status.phase = Some(JobPhase::Pending);
+            step.set(
+                "Started",
+                false,
+                "WaitingForRestore",
+                format!("restore {} of this FoodApp is running", busy.name_any()),
+            );
+            step.save().await?;
+            return Ok(Action::requeue(Duration::from_secs(15)));
+        }
+        // Resolve what to restore before stopping anything.
+        let source = match (&restore.spec.backup_ref, &restore.spec.object_key) {
+            (Some(b), _) => {
+                let fab = Api::<FoodAppBackup>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(b)
+                    .await
+                    .map_err(Error::Dereference)?;
+                match fab
+                    .and_then(|f| f.status)
+                    .filter(|s| s.phase == Some(JobPhase::Succeeded))
+                    .and_then(|s| s.object_key)
+                {
+                    Some(key) => key,
+                    None => {
+                        return step
+                            .finish(
+                                false,
+                                format!("FoodAppBackup {b} does not exist or did not succeed"),
+                                Some(&app),
+                            )
+                            .await;
+                    }
+                }
+            }
+            (None, Some(key)) => key.clone(),
+            (None, None) => "latest".to_owned(),
+        };
+        step.status.phase = Some(JobPhase::Running);
+        step.status.started_at = Some(now().0.to_string());
+        step.status.object_key = Some(source);
+        step.set("Started", true, "Started", "stopping the API".to_owned());
+        step.save().await?;
+        ctx.event(
+            &*restore,
+            EventType::Normal,
+            "RestoreStarted",
+            "Restore",
+            "stopping the API".to_owned(),
+        )
+        .await;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+
+    // 1. The API is stopped (the FoodApp reconcile scales it to zero).
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&names::api(&app.name_any()))
+        .await
+        .map_err(Error::Dereference)?;
+    let running = api
+        .and_then(|d| d.status)
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    if running > 0 {
+        step.set(
+            "ApiStopped",
+            false,
+            "ScalingDown",
+            format!("waiting for {running} API pod(s) to stop"),
+        );
+        step.save().await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    step.set(
+        "ApiStopped",
+        true,
+        "Stopped",
+        "the API is stopped; the gateway answers 503 maintenance".to_owned(),
+    );
+
+    // 2. The restore Job.
+    let model = validate::model(&app, &Observed::default(), &ctx.agent_image)?;
+    let source = step
+        .status
+        .object_key
+        .clone()
+        .unwrap_or_else(|| "latest".to_owned());
+    let args = if source == "latest" {
+        vec!["restore".to_owned(), "--latest".to_owned()]
+    } else {
+        vec![
+            "restore".to_owned(),
+            "--object-key".to_owned(),
+            source.clone(),
+        ]
+    };
+    let restore_job = backup::agent_job(&model, restore_job_name(&name), args, "restore");
+    match run_job(&ctx, &ns, &restore_job).await? {
+        None | Some(JobState::Running) => {
+            step.set("Restored", false, "Running", format!("restoring {source}"));
+            step.save().await?;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        Some(JobState::Failed { reason, message }) => {
+            return step
+                .finish(
+                    false,
+                    format!(
+                        "the restore Job failed ({reason}: {message}); the previous data is intact"
+                    ),
+                    Some(&app),
+                )
+                .await;
+        }
+        Some(JobState::Succeeded) => {
+            step.set("Restored", true, "Succeeded", format!("{source} restored"))
+        }
+    }
+
+    // 3. The migrations of the running API image, on the restored schema.
+    let mut migrated_model = model;
+    if let Some(image) = validate::deployed_image(&app, &Observed::default()) {
+        migrated_model.spec.api.image = image;
+    }
+    let mut migrate = migration::job(&migrated_model);
+    migrate.metadata.name = Some(migrate_job_name(&name));
+    match run_job(&ctx, &ns, &migrate).await? {
+        None | Some(JobState::Running) => {
+            step.set(
+                "Migrated",
+                false,
+                "Running",
+                "running the migrations on the restored database".to_owned(),
+            );
+            step.save().await?;
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
+        Some(JobState::Failed { reason, message }) => {
+            step.set("Migrated", false, "Failed", message.clone());
+            step.finish(
+                false,
+                format!("restored, but the migrations failed ({reason}: {message})"),
+                Some(&app),
+            )
+            .await
+        }
+        Some(JobState::Succeeded) => {
+            step.set(
+                "Migrated",
+                true,
+                "Succeeded",
+                "migrations applied".to_owned(),
+            );
+            step.finish(
+                true,
+                format!("{source} restored and migrated; the API is coming back"),
+                Some(&app),
+            )
+            .await
+        }
+    }
+}
+
+pub fn error_policy(_r: Arc<FoodAppRestore>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, "restore reconcile failed");
+    Action::requeue(Duration::from_secs(30))
+}
