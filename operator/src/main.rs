@@ -31,6 +31,25 @@ enum Command {
         #[arg(long, env = "OPERATOR_IMAGE", default_value = crd::DEFAULT_OPERATOR_IMAGE)]
         operator_image: String,
     },
+    /// Print the gateway's nginx.conf for a local run (the same builder as the
+    /// cluster's gateway ConfigMap).
+    NginxConfig {
+        /// Address nginx listens on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// host:port of the API.
+        #[arg(long)]
+        upstream: String,
+        /// Writable directory for the pid file, temporary files and logs.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Requests per second per client address.
+        #[arg(long, default_value_t = 20)]
+        requests_per_second: i32,
+        /// Burst above that rate.
+        #[arg(long, default_value_t = 40)]
+        burst: i32,
+    },
     /// Back up the database to S3 (the backup CronJob runs this). Prints one
     /// JSON line: {"objectKey","sizeBytes","sha256","verified"}.
     Backup(BackupArgs),
@@ -64,6 +83,31 @@ async fn main() -> std::process::ExitCode {
             .with_context(|| format!("reading {}", file.display()))
             .and_then(|yaml| render::render(&yaml, &operator_image))
             .map(|y| print!("{y}")),
+        Command::NginxConfig {
+            listen,
+            upstream,
+            dir,
+            requests_per_second,
+            burst,
+        } => {
+            let dir = dir.display().to_string();
+            print!(
+                "{}",
+                foodapp_operator::build::nginx::render(
+                    &foodapp_operator::build::nginx::GatewayConfig {
+                        listen,
+                        upstream,
+                        requests_per_second,
+                        burst,
+                        max_body_kb: 64,
+                        access_log: format!("{dir}/access.log"),
+                        error_log: format!("{dir}/error.log"),
+                        temp_dir: dir,
+                    }
+                )
+            );
+            Ok(())
+        }
         Command::Backup(args) => backup(args).await,
         Command::Restore(args) => restore(args).await,
     };

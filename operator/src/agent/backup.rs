@@ -37,6 +37,28 @@ pub async fn tool_version(store: &StoreArgs, tool: &str) -> Result<String, Error
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+fn major(version: &str) -> Option<u32> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|part| !part.is_empty())
+        .and_then(|m| m.parse().ok())
+}
+
+/// A pg_dump older than the server cannot dump it reliably (and refuses to).
+pub fn check_not_older(pg_dump_version: &str, server_version: &str) -> Result<(), Error> {
+    let tool = pg_dump_version.rsplit(' ').next().and_then(major);
+    match (tool, major(server_version)) {
+        (Some(t), Some(s)) if t < s => Err(Error::Tool {
+            tool: "pg_dump".into(),
+            status: "not run".into(),
+            stderr: format!(
+                "pg_dump {t} is older than the PostgreSQL {s} server; use an agent image with client tools {s} or newer"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Reads `PART_SIZE` chunks (the last one shorter) and hands them over; a
 /// channel of one keeps at most three parts in memory.
 async fn read_parts<R: AsyncRead + Unpin>(
@@ -143,8 +165,12 @@ pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
         super::manifest::DUMP_SUFFIX
     );
     let client = s3::client(store).await;
+    if args.create_bucket {
+        s3::ensure_bucket(&client, &store.s3_bucket).await?;
+    }
     let snapshot = db::snapshot(&store.database_url).await?;
     let pg_dump_version = tool_version(store, "pg_dump").await?;
+    check_not_older(&pg_dump_version, &snapshot.server_version)?;
     let result = dump_and_upload(args, &client, &key, &snapshot.id).await;
     let (counts, server_version, schema_version) = (
         snapshot.counts.clone(),
@@ -241,4 +267,33 @@ async fn verify_restorable(
     .await;
     db::drop_database(&store.database_url, &scratch).await?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_pg_dump_is_refused_before_dumping() {
+        assert!(
+            check_not_older(
+                "pg_dump (PostgreSQL) 17.2",
+                "16.4 (Debian 16.4-1.pgdg120+2)"
+            )
+            .is_ok()
+        );
+        assert!(
+            check_not_older(
+                "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)",
+                "15.18"
+            )
+            .is_ok()
+        );
+        let err = check_not_older("pg_dump (PostgreSQL) 15.18", "16.4").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("older than the PostgreSQL 16 server"),
+            "{err}"
+        );
+    }
 }

@@ -162,6 +162,9 @@ pub struct BackupArgs {
     /// The FoodAppBackup to report into (on-demand backups run by the operator).
     #[arg(long, env = "BACKUP_NAME")]
     pub backup_name: Option<String>,
+    /// Create the bucket when it does not exist (local stores such as MinIO or s3s-fs).
+    #[arg(long)]
+    pub create_bucket: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

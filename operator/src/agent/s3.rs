@@ -232,3 +232,16 @@ pub async fn delete(client: &Client, bucket: &str, key: &str) -> Result<(), Erro
         .map_err(err("DeleteObject"))?;
     Ok(())
 }
+
+pub async fn ensure_bucket(client: &Client, bucket: &str) -> Result<(), Error> {
+    if client.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(());
+    }
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(err("CreateBucket"))?;
+    Ok(())
+}

@@ -155,7 +155,7 @@ http {{
 
         error_page 429 @rate_limited;
         error_page 413 @too_large;
-        error_page 502 503 @maintenance;
+        error_page 502 503 =503 @maintenance;
         error_page 504 @timeout;
 
         location @rate_limited {{
@@ -273,6 +273,8 @@ mod tests {
             assert_eq!(body["code"], code);
         }
         assert!(conf.contains("add_header Retry-After 1 always;"));
+        // `=503`: nginx would otherwise keep the upstream's 502 status.
+        assert!(conf.contains("error_page 502 503 =503 @maintenance;"));
     }
 
     #[test]
