@@ -10,8 +10,9 @@ SERVICES := scripts/test-services
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-test: lint ## Every check: format, clippy, all tests against real PostgreSQL/S3
-	$(SERVICES) run -- cargo test --workspace --locked --no-fail-fast
+test: lint ## Every check: format, clippy, all tests, chart and Dockerfile checks
+	$(SERVICES) run -- sh -c 'cargo test --workspace --locked --no-fail-fast && python3 charts/check.py'
+	python3 scripts/check-dockerfiles.py
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all --check
@@ -24,9 +25,11 @@ demo: ## Run the whole stack locally (http://127.0.0.1:8080, or DEMO_PORT)
 	cargo build --locked --workspace --bins
 	$(SERVICES) run -- scripts/demo
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/, the chart's copies and its RBAC rules from the code
 	UPDATE_CRDS=1 cargo test --locked -p foodapp-operator --test crd crds_on_disk
+	cargo run --locked -q -p foodapp-operator -- rbac > charts/foodapp-operator/files/rbac-rules.yaml
 
 bench: ## Benchmarks against release builds (figures go in the README)
-	cargo build --locked --release -p foodapp-api
+	cargo build --locked --release -p foodapp-api -p foodapp-operator
 	NEED_WRK=1 PG_FSYNC=on $(SERVICES) run -- bench/run
+	cargo bench --locked -p foodapp-operator --bench reconcile_memory

@@ -7,5 +7,6 @@ pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod quantity;
+pub mod rbac;
 pub mod render;
 pub mod runner;

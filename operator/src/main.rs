@@ -22,6 +22,8 @@ enum Command {
     Run(runner::RunArgs),
     /// Print every CRD as YAML.
     Crd,
+    /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole).
+    Rbac,
     /// Print, offline, every object the controller would create for a FoodApp.
     Render {
         /// The FoodApp YAML file.
@@ -74,6 +76,9 @@ async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => runner::run(args).await,
         Command::Crd => crd::to_yaml(&crd::all())
+            .map(|y| print!("{y}"))
+            .map_err(Into::into),
+        Command::Rbac => foodapp_operator::rbac::yaml()
             .map(|y| print!("{y}"))
             .map_err(Into::into),
         Command::Render {

@@ -27,6 +27,19 @@ fn crds_on_disk_equal_the_generated_ones() {
         }
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(on_disk == generated, "{path} is stale: run `make crds`");
+        // The Helm chart installs the same files.
+        let chart = format!(
+            "{}/../charts/foodapp-operator/crds/{}.yaml",
+            env!("CARGO_MANIFEST_DIR"),
+            c.metadata.name.as_deref().unwrap()
+        );
+        if std::env::var_os("UPDATE_CRDS").is_some() {
+            std::fs::write(&chart, &generated).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(&chart).unwrap_or_default() == generated,
+            "{chart} is stale: run `make crds`"
+        );
     }
 }
 

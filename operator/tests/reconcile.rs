@@ -808,3 +808,201 @@ async fn a_recorded_backup_becomes_last_backup_and_a_metric() {
         "{metrics}"
     );
 }
+
+/// The (group, resource, verb) of a request to the API server.
+fn permission(method: &str, path: &str) -> (String, String, String) {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.first() {
+        Some(&"api") => ("", &parts[2..]),
+        _ => (parts[1], &parts[3..]),
+    };
+    let rest = if rest.first() == Some(&"namespaces") && rest.len() > 2 {
+        &rest[2..]
+    } else {
+        rest
+    };
+    let resource = match rest {
+        [res, _name, sub] => format!("{res}/{sub}"),
+        [res, ..] => res.to_string(),
+        [] => String::new(),
+    };
+    let named = rest.len() >= 2;
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    };
+    (group.to_owned(), resource, verb.to_owned())
+}
+
+#[tokio::test]
+async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more() {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    let calls: Arc<Mutex<BTreeSet<(String, String, String)>>> = Arc::default();
+
+    // Every scenario that exercises a different API call, on a recording client.
+    let mut spec = with_backup("spaces");
+    spec["api"] = json!({"image": "registry.example/api:1"});
+    let h = Harness::new(foodapp(spec), vec![]).await;
+    credentials(&h).await;
+    let recorder = calls.clone();
+    let inner = h.client.clone();
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let (group, resource, verb) = permission(req.method().as_str(), req.uri().path());
+        let mut seen = recorder.lock().unwrap();
+        seen.insert((group.clone(), resource.clone(), verb.clone()));
+        if verb == "patch"
+            && req
+                .headers()
+                .get("content-type")
+                .is_some_and(|c| c.to_str().unwrap_or("").contains("apply-patch"))
+        {
+            // Server-side apply may create the object.
+            seen.insert((group, resource, "create".to_owned()));
+        }
+        drop(seen);
+        let inner = inner.clone();
+        async move { inner.send(req).await }
+    });
+    let client = kube::Client::new(service, NS);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::default()),
+        AGENT.to_owned(),
+    ));
+    let recorded = Harness {
+        client,
+        ctx,
+        writes: h.writes.clone(),
+    };
+    recorded.settle().await;
+    recorded.database_ready().await;
+    recorded.settle().await;
+    recorded
+        .job_done("registry.example/api:1", "Complete", "")
+        .await;
+    recorded.settle().await;
+    recorded.deployments_available().await;
+    recorded.settle().await;
+    recorded.set_image("registry.example/api:2").await;
+    recorded.settle().await;
+    let r: FoodAppRestore = serde_json::from_value(json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+        "metadata": {"name": "r", "namespace": NS}, "spec": {"foodAppRef": "shop", "latest": true}}))
+    .unwrap();
+    recorded
+        .api::<FoodAppRestore>()
+        .create(&PostParams::default(), &r)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        restore_step(&recorded, "r").await;
+        recorded.settle().await;
+    }
+    recorded
+        .set_status::<Deployment>("shop-api", json!({"replicas": 0}))
+        .await;
+    restore_step(&recorded, "r").await;
+    recorded
+        .set_status::<Job>("r-restore", job_done_json("Complete"))
+        .await;
+    restore_step(&recorded, "r").await;
+    recorded
+        .set_status::<Job>("r-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&recorded, "r").await;
+    let b: FoodAppBackup = serde_json::from_value(
+        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
+        "metadata": {"name": "now", "namespace": NS}, "spec": {"foodAppRef": "shop"}}),
+    )
+    .unwrap();
+    recorded
+        .api::<FoodAppBackup>()
+        .create(&PostParams::default(), &b)
+        .await
+        .unwrap();
+    let b = recorded.api::<FoodAppBackup>().get("now").await.unwrap();
+    foodapp_operator::controller::backups::reconcile(Arc::new(b), recorded.ctx.clone())
+        .await
+        .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-shop-db-0", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}))
+    .unwrap();
+    recorded
+        .api::<PersistentVolumeClaim>()
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap();
+    recorded
+        .api::<FoodApp>()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"deletionPolicy": "Delete", "backup": null, "database": {"storage": {"size": "20Gi"}}}})))
+        .await
+        .unwrap();
+    recorded.settle().await;
+
+    // The test's own set-up calls went through the same client: only keep
+    // what the controllers made, by dropping what the test itself did.
+    let made: BTreeSet<(String, String, String)> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(g, r, v)| {
+            let test_only = matches!(
+                (g.as_str(), r.as_str(), v.as_str()),
+                (_, "persistentvolumeclaims", "create")
+                    | ("foodapp.io", "foodapprestores" | "foodappbackups", "create")
+                    | ("foodapp.io", "foodapps", "patch")
+                    | (
+                        "apps",
+                        "deployments/status" | "statefulsets/status",
+                        "patch"
+                    )
+                    | ("batch", "jobs/status", "patch")
+            );
+            !test_only
+        })
+        .cloned()
+        .collect();
+    for (g, r, v) in &made {
+        assert!(
+            foodapp_operator::rbac::allows(g, r, v),
+            "the controller calls {v} {g}/{r}, which the ClusterRole lacks"
+        );
+    }
+
+    // Nothing more: each rule is a call made, a watch, or a right the
+    // operator grants on to the backup agent, or runtime plumbing.
+    let model =
+        foodapp_operator::controller::validate::model(&h.app().await, &Default::default(), AGENT)
+            .unwrap();
+    let mut granted: Vec<(String, String, String)> = Vec::new();
+    for rule in foodapp_operator::build::backup::role(&model).rules.unwrap() {
+        for g in rule.api_groups.unwrap() {
+            for r in rule.resources.clone().unwrap() {
+                for v in &rule.verbs {
+                    granted.push((g.clone(), r.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    for (group, resources, verbs, _) in foodapp_operator::rbac::RULES {
+        for r in *resources {
+            for v in *verbs {
+                let key = ((*group).to_owned(), (*r).to_owned(), (*v).to_owned());
+                let watched = matches!(*v, "list" | "watch")
+                    && foodapp_operator::rbac::WATCHED.contains(&(*group, *r));
+                let plumbing = matches!(*group, "coordination.k8s.io" | "events.k8s.io");
+                assert!(
+                    made.contains(&key) || watched || plumbing || granted.contains(&key),
+                    "the ClusterRole grants {v} {group}/{r}, which nothing uses"
+                );
+            }
+        }
+    }
+}
