@@ -1,18 +1,15 @@
 //! The ordering API: Deployment (rolling, never below the wanted replicas)
 //! and its ClusterIP Service.
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::postgres::{database_url_env, env};
+use super::postgres::{database_url_env, env, secret_env};
 use super::{
     API_PORT, API_UID, Model, container_security, labels, meta, names, pod_security,
     selector_labels,
@@ -39,18 +36,7 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
     let api = &model.spec.api;
     let mut env_vars = vec![
         database_url_env(model),
-        EnvVar {
-            name: "JWT_SECRET".to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: names::api_secret(&model.name),
-                    key: "JWT_SECRET".to_owned(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        secret_env("JWT_SECRET", &names::api_secret(&model.name), "JWT_SECRET"),
         env("LISTEN_ADDR", &format!("0.0.0.0:{API_PORT}")),
         env("ORDER_AUTO_REJECT_AFTER", &api.auto_reject_after),
         env("RUST_LOG", "info"),
@@ -66,13 +52,7 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
                 match_labels: Some(selector_labels(model, COMPONENT)),
                 ..Default::default()
             },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".to_owned()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(super::surge_one()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(model, COMPONENT)),

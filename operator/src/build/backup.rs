@@ -10,26 +10,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::postgres::{database_url_env, env};
+use super::postgres::{database_url_env, env, secret_env};
 use super::{API_UID, Model, container_security, labels, meta, names, pod_security};
 use crate::crd::BackupSpec;
 
 const COMPONENT: &str = "backup";
-
-fn secret_key(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_owned(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// The environment of every agent container: database, bucket, identity.
 pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
@@ -43,12 +28,12 @@ pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
             "S3_FORCE_PATH_STYLE",
             if s3.force_path_style { "true" } else { "false" },
         ),
-        secret_key(
+        secret_env(
             "AWS_ACCESS_KEY_ID",
             &s3.credentials_secret,
             "AWS_ACCESS_KEY_ID",
         ),
-        secret_key(
+        secret_env(
             "AWS_SECRET_ACCESS_KEY",
             &s3.credentials_secret,
             "AWS_SECRET_ACCESS_KEY",

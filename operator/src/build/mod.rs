@@ -245,6 +245,19 @@ pub fn meta(model: &Model, name: String, component: &str) -> ObjectMeta {
     }
 }
 
+/// Rolling updates that never go below the wanted replicas: one extra pod
+/// comes up before an old one goes.
+pub fn surge_one() -> k8s_openapi::api::apps::v1::DeploymentStrategy {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    k8s_openapi::api::apps::v1::DeploymentStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateDeployment {
+            max_unavailable: Some(IntOrString::Int(0)),
+            max_surge: Some(IntOrString::Int(1)),
+        }),
+    }
+}
+
 /// Non-root, no privilege escalation, no capabilities, read-only root.
 pub fn container_security(user: i64) -> SecurityContext {
     SecurityContext {

@@ -24,7 +24,8 @@ const COMPONENT: &str = "database";
 const POSTGRES_UID: i64 = 999;
 const DATA: &str = "/var/lib/postgresql/data";
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+/// An environment variable read from a Secret key.
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
