@@ -31,5 +31,5 @@ crds: ## Regenerate crds/, the chart's copies and its RBAC rules from the code
 
 bench: ## Benchmarks against release builds (figures go in the README)
 	cargo build --locked --release -p foodapp-api -p foodapp-operator
-	NEED_WRK=1 PG_FSYNC=on $(SERVICES) run -- bench/run
+	NEED_WRK=1 PG_FSYNC=on $(SERVICES) run -- sh -c 'bench/run && bench/backup'
 	cargo bench --locked -p foodapp-operator --bench reconcile_memory
