@@ -33,6 +33,14 @@ pub fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// The page size and the decoded cursor of a list request.
+pub fn start<C: DeserializeOwned>(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<C>), ApiError> {
+    Ok((self::limit(limit)?, cursor.map(decode).transpose()?))
+}
+
 pub fn encode<C: Serialize>(cursor: &C) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
 }
@@ -74,10 +82,18 @@ pub fn page<R, T>(
     }
 }
 
+/// Cursor of lists ordered by creation time, then id.
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
 pub struct TimeCursor {
     pub t: chrono::DateTime<chrono::Utc>,
     pub id: uuid::Uuid,
+}
+
+impl TimeCursor {
+    /// The opaque cursor that continues after the row created at `t` with `id`.
+    pub fn after(t: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+        encode(&TimeCursor { t, id })
+    }
 }
 
 #[cfg(test)]

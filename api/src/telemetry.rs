@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::orders::model::OrderStatus;
+
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -146,22 +148,27 @@ impl Metrics {
         })
     }
 
-    pub fn transition(&self, from: &str, to: &str) {
+    pub fn transition(&self, from: &str, to: &str, n: u64) {
         self.transitions
             .get_or_create(&TransitionLabels {
                 from: from.to_owned(),
                 to: to.to_owned(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Reads the order and refund gauges from the database (shared by all
     /// replicas, so each reports the same figures).
     pub async fn refresh_gauges(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        let open_states: Vec<&str> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .map(OrderStatus::as_str)
+            .collect();
         let open: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT s, (SELECT count(*) FROM orders WHERE status = s)
-             FROM unnest(ARRAY['placed','accepted','ready','out_for_delivery']) AS s",
+            "SELECT s, (SELECT count(*) FROM orders WHERE status = s) FROM unnest($1::text[]) AS s",
         )
+        .bind(&open_states)
         .fetch_all(pool)
         .await?;
         for (status, n) in open {

@@ -93,16 +93,13 @@ pub const RULES: &[(&str, &[&str], &[&str], &str)] = &[
     ),
 ];
 
-pub fn rules() -> Vec<PolicyRule> {
-    RULES
-        .iter()
-        .map(|(group, resources, verbs, _)| PolicyRule {
-            api_groups: Some(vec![(*group).to_owned()]),
-            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-            ..Default::default()
-        })
-        .collect()
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..Default::default()
+    }
 }
 
 /// Whether the rules allow `verb` on `group`/`resource`.
@@ -119,14 +116,9 @@ pub fn yaml() -> Result<String, yaml_serde::Error> {
     );
     for (group, resources, verbs, why) in RULES {
         out.push_str(&format!("# {why}\n"));
-        let rule = PolicyRule {
-            api_groups: Some(vec![(*group).to_owned()]),
-            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-            ..Default::default()
-        };
-        let item = yaml_serde::to_string(&vec![rule])?;
-        out.push_str(&item);
+        out.push_str(&yaml_serde::to_string(&vec![rule(
+            group, resources, verbs,
+        )])?);
     }
     Ok(out)
 }

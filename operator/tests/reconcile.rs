@@ -102,6 +102,26 @@ impl Harness {
         Api::namespaced(self.client.clone(), NS)
     }
 
+    /// Creates a custom resource (FoodAppRestore, FoodAppBackup) in the namespace.
+    async fn create<K>(&self, name: &str, spec: Value)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let obj: K = serde_json::from_value(
+            json!({"apiVersion": "foodapp.io/v1alpha1", "kind": K::kind(&()),
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        )
+        .unwrap();
+        self.api::<K>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+
     async fn app(&self) -> FoodApp {
         self.api::<FoodApp>().get("shop").await.unwrap()
     }
@@ -582,21 +602,9 @@ fn job_done_json(outcome: &str) -> Value {
 #[tokio::test]
 async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
     let h = ready_with_backup().await;
-    let restore = |name: &str, spec: Value| {
-        serde_json::from_value::<FoodAppRestore>(
-            json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
-        )
-        .unwrap()
-    };
     let restores = h.api::<FoodAppRestore>();
-    restores
-        .create(
-            &PostParams::default(),
-            &restore("r1", json!({"foodAppRef": "shop", "latest": true})),
-        )
-        .await
-        .unwrap();
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
     restore_step(&h, "r1").await;
     assert_eq!(restore_phase(&h, "r1").await, "Running");
 
@@ -617,13 +625,8 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
     assert_eq!(h.phase().await, "Restoring");
 
     // A second restore of the same FoodApp waits.
-    restores
-        .create(
-            &PostParams::default(),
-            &restore("r2", json!({"foodAppRef": "shop", "objectKey": "k"})),
-        )
-        .await
-        .unwrap();
+    h.create::<FoodAppRestore>("r2", json!({"foodAppRef": "shop", "objectKey": "k"}))
+        .await;
     restore_step(&h, "r2").await;
     assert_eq!(restore_phase(&h, "r2").await, "Pending");
 
@@ -696,13 +699,8 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
 #[tokio::test]
 async fn a_failed_restore_job_fails_the_restore_and_the_api_returns() {
     let h = ready_with_backup().await;
-    let r: FoodAppRestore = serde_json::from_value(json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
-        "metadata": {"name": "bad", "namespace": NS}, "spec": {"foodAppRef": "shop", "objectKey": "x.dump"}}))
-    .unwrap();
-    h.api::<FoodAppRestore>()
-        .create(&PostParams::default(), &r)
-        .await
-        .unwrap();
+    h.create::<FoodAppRestore>("bad", json!({"foodAppRef": "shop", "objectKey": "x.dump"}))
+        .await;
     restore_step(&h, "bad").await;
     h.settle().await;
     h.set_status::<Deployment>("shop-api", json!({"replicas": 0}))
@@ -735,13 +733,9 @@ async fn a_failed_restore_job_fails_the_restore_and_the_api_returns() {
 #[tokio::test]
 async fn an_on_demand_backup_runs_as_a_job_and_a_silent_failure_is_recorded() {
     let h = ready_with_backup().await;
-    let b: FoodAppBackup = serde_json::from_value(
-        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
-        "metadata": {"name": "now", "namespace": NS}, "spec": {"foodAppRef": "shop"}}),
-    )
-    .unwrap();
+    h.create::<FoodAppBackup>("now", json!({"foodAppRef": "shop"}))
+        .await;
     let backups = h.api::<FoodAppBackup>();
-    backups.create(&PostParams::default(), &b).await.unwrap();
     let step = || async {
         let b = backups.get("now").await.unwrap();
         foodapp_operator::controller::backups::reconcile(Arc::new(b), h.ctx.clone())
@@ -780,11 +774,12 @@ async fn an_on_demand_backup_runs_as_a_job_and_a_silent_failure_is_recorded() {
 #[tokio::test]
 async fn a_recorded_backup_becomes_last_backup_and_a_metric() {
     let h = ready_with_backup().await;
-    let b: FoodAppBackup = serde_json::from_value(json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
-        "metadata": {"name": "shop-20261121t030000000z", "namespace": NS}, "spec": {"foodAppRef": "shop", "source": "Scheduled"}}))
-    .unwrap();
+    h.create::<FoodAppBackup>(
+        "shop-20261121t030000000z",
+        json!({"foodAppRef": "shop", "source": "Scheduled"}),
+    )
+    .await;
     let backups = h.api::<FoodAppBackup>();
-    backups.create(&PostParams::default(), &b).await.unwrap();
     backups
         .patch_status("shop-20261121t030000000z", &PatchParams::default(), &Patch::Merge(&json!({"status": {
             "phase": "Succeeded", "objectKey": "foodapp/food/shop/20261121T030000000Z.dump", "sizeBytes": 12345,
@@ -892,14 +887,9 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     recorded.settle().await;
     recorded.set_image("registry.example/api:2").await;
     recorded.settle().await;
-    let r: FoodAppRestore = serde_json::from_value(json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
-        "metadata": {"name": "r", "namespace": NS}, "spec": {"foodAppRef": "shop", "latest": true}}))
-    .unwrap();
     recorded
-        .api::<FoodAppRestore>()
-        .create(&PostParams::default(), &r)
-        .await
-        .unwrap();
+        .create::<FoodAppRestore>("r", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
     for _ in 0..2 {
         restore_step(&recorded, "r").await;
         recorded.settle().await;
@@ -916,16 +906,9 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
         .set_status::<Job>("r-migrate", job_done_json("Complete"))
         .await;
     restore_step(&recorded, "r").await;
-    let b: FoodAppBackup = serde_json::from_value(
-        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
-        "metadata": {"name": "now", "namespace": NS}, "spec": {"foodAppRef": "shop"}}),
-    )
-    .unwrap();
     recorded
-        .api::<FoodAppBackup>()
-        .create(&PostParams::default(), &b)
-        .await
-        .unwrap();
+        .create::<FoodAppBackup>("now", json!({"foodAppRef": "shop"}))
+        .await;
     let b = recorded.api::<FoodAppBackup>().get("now").await.unwrap();
     foodapp_operator::controller::backups::reconcile(Arc::new(b), recorded.ctx.clone())
         .await

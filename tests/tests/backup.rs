@@ -68,6 +68,18 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    async fn object(&self, key: &str) -> Vec<u8> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        out.body.collect().await.unwrap().to_vec()
+    }
+
     async fn agent(&self, args: &[&str]) -> std::process::Output {
         agent(&self.db.url, &self.endpoint, &self.bucket, args, &[]).await
     }
@@ -88,21 +100,7 @@ async fn a_restore_brings_back_every_table_exactly_as_backed_up() {
     assert!(out["sizeBytes"].as_u64().unwrap() > 1000);
 
     let manifest_key = key.replace(".dump", ".manifest.json");
-    let manifest: Value = serde_json::from_slice(
-        &s.s3
-            .get_object()
-            .bucket(&s.bucket)
-            .key(&manifest_key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
+    let manifest: Value = serde_json::from_slice(&s.object(&manifest_key).await).unwrap();
     assert_eq!(manifest["sha256"], out["sha256"]);
     assert_eq!(manifest["tables"]["public.orders"], 40);
     assert_eq!(
@@ -203,18 +201,7 @@ async fn a_corrupted_object_is_refused_before_the_database_is_touched() {
     let s = setup().await;
     let out = success(&s.agent(&["backup", "--no-verify"]).await);
     let key = out["objectKey"].as_str().unwrap().to_owned();
-    let mut bytes =
-        s.s3.get_object()
-            .bucket(&s.bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .to_vec();
+    let mut bytes = s.object(&key).await;
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     bytes[middle + 1] ^= 0x55;
@@ -246,38 +233,13 @@ async fn a_dump_that_breaks_half_way_through_restoring_leaves_the_database_uncha
     let s = setup().await;
     let out = success(&s.agent(&["backup", "--no-verify"]).await);
     let key = out["objectKey"].as_str().unwrap().to_owned();
-    let bytes =
-        s.s3.get_object()
-            .bucket(&s.bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .to_vec();
+    let bytes = s.object(&key).await;
     // A truncated dump with a manifest that matches it: the checksum passes,
     // pg_restore fails part-way.
     let cut = bytes[..bytes.len() * 6 / 10].to_vec();
     let broken_key = key.replace(".dump", "-broken.dump");
     let manifest_key = key.replace(".dump", ".manifest.json");
-    let mut manifest: Value = serde_json::from_slice(
-        &s.s3
-            .get_object()
-            .bucket(&s.bucket)
-            .key(&manifest_key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes(),
-    )
-    .unwrap();
+    let mut manifest: Value = serde_json::from_slice(&s.object(&manifest_key).await).unwrap();
     manifest["sha256"] = Value::String(hex::encode(Sha256::digest(&cut)));
     manifest["sizeBytes"] = Value::from(cut.len() as u64);
     s.s3.put_object()

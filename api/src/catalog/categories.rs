@@ -58,8 +58,7 @@ async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page<Category>>> {
-    let limit = pagination::limit(q.limit)?;
-    let after: Option<Cursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
+    let (limit, after): (i64, Option<Cursor>) = pagination::start(q.limit, q.cursor.as_deref())?;
     let rows: Vec<Category> = sqlx::query_as(
         "SELECT id, name, description, position, created_at FROM categories
          WHERE ($1::int IS NULL OR (position, name, id) > ($1, $2, $3))

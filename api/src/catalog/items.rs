@@ -123,9 +123,8 @@ async fn list(
 }
 
 async fn list_page(state: &AppState, q: ListQuery) -> ApiResult<Page<MenuItem>> {
-    let limit = pagination::limit(q.limit)?;
+    let (limit, after): (i64, Option<Cursor>) = pagination::start(q.limit, q.cursor.as_deref())?;
     let sort = q.sort.unwrap_or_default();
-    let after: Option<Cursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
     if after.as_ref().is_some_and(|c| c.sort != sort) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -89,8 +89,8 @@ async fn list(
     user: AuthUser,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page<OrderSummary>>> {
-    let limit = pagination::limit(q.limit)?;
-    let after: Option<TimeCursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
+    let (limit, after): (i64, Option<TimeCursor>) =
+        pagination::start(q.limit, q.cursor.as_deref())?;
     let rows: Vec<OrderSummary> = sqlx::query_as(
         "SELECT o.id, o.customer_id, o.status, o.total_cents, o.courier_id, o.created_at, o.updated_at,
                 (SELECT COALESCE(sum(quantity), 0)::int8 FROM order_items i WHERE i.order_id = o.id) AS item_count
@@ -111,12 +111,7 @@ async fn list(
     Ok(Json(pagination::page(
         rows,
         limit,
-        |o| {
-            pagination::encode(&TimeCursor {
-                t: o.created_at,
-                id: o.id,
-            })
-        },
+        |o| TimeCursor::after(o.created_at, o.id),
         |o| o,
     )))
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::fsm::Action;
+use super::fsm::{self, Action, Actor};
 use super::model::OrderStatus;
 use super::transitions::{Change, persist};
 use crate::AppState;
@@ -15,6 +15,9 @@ const BATCH: i64 = 100;
 /// Rejects expired placed orders, a batch per transaction; returns how many.
 pub async fn sweep_once(state: &AppState) -> Result<u64, sqlx::Error> {
     let after = state.settings.order_auto_reject_after;
+    let from = OrderStatus::Placed;
+    let to = fsm::transition(from, Action::AutoReject, Actor::System)
+        .expect("the state machine lets the system reject placed orders");
     let mut total = 0;
     loop {
         let mut tx = state.pool.begin().await?;
@@ -32,9 +35,8 @@ pub async fn sweep_once(state: &AppState) -> Result<u64, sqlx::Error> {
         for order_id in expired {
             let change = Change {
                 order_id,
-                from: OrderStatus::Placed,
-                to: OrderStatus::Rejected,
-                action: Action::AutoReject,
+                from,
+                to,
                 actor_id: None,
                 reason: Some("timeout".to_owned()),
                 courier_id: None,
@@ -42,10 +44,8 @@ pub async fn sweep_once(state: &AppState) -> Result<u64, sqlx::Error> {
             persist(&mut tx, &change).await?;
         }
         tx.commit().await?;
-        for _ in 0..n {
-            state.metrics.transition("placed", "rejected");
-            state.metrics.auto_rejections.inc();
-        }
+        state.metrics.transition(from.as_str(), to.as_str(), n);
+        state.metrics.auto_rejections.inc_by(n);
         total += n;
         if n < BATCH as u64 {
             return Ok(total);

@@ -57,7 +57,6 @@ pub struct Change {
     pub order_id: Uuid,
     pub from: OrderStatus,
     pub to: OrderStatus,
-    pub action: Action,
     pub actor_id: Option<Uuid>,
     pub reason: Option<String>,
     pub courier_id: Option<Uuid>,
@@ -180,14 +179,13 @@ async fn act(
         order_id,
         from,
         to,
-        action,
         actor_id: Some(user.id),
         reason,
         courier_id,
     };
     persist(&mut tx, &change).await?;
     tx.commit().await?;
-    state.metrics.transition(from.as_str(), to.as_str());
+    state.metrics.transition(from.as_str(), to.as_str(), 1);
     load_order(&state.pool, order_id)
         .await?
         .ok_or_else(|| ApiError::not_found("order"))

@@ -73,8 +73,8 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Page<Refund>>> {
     user.require_any(&[Role::Manager, Role::Admin])?;
-    let limit = pagination::limit(q.limit)?;
-    let after: Option<TimeCursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
+    let (limit, after): (i64, Option<TimeCursor>) =
+        pagination::start(q.limit, q.cursor.as_deref())?;
     let sql = format!(
         "SELECT {COLUMNS} FROM refunds
          WHERE ($1::text IS NULL OR status = $1)
@@ -91,12 +91,7 @@ async fn list(
     Ok(Json(pagination::page(
         rows,
         limit,
-        |r| {
-            pagination::encode(&TimeCursor {
-                t: r.created_at,
-                id: r.id,
-            })
-        },
+        |r| TimeCursor::after(r.created_at, r.id),
         |r| r,
     )))
 }

@@ -85,8 +85,8 @@ async fn list_users(
     Query(q): Query<ListUsersQuery>,
 ) -> ApiResult<Json<Page<User>>> {
     user.require_any(&[Role::Manager, Role::Admin])?;
-    let limit = pagination::limit(q.limit)?;
-    let after: Option<TimeCursor> = q.cursor.as_deref().map(pagination::decode).transpose()?;
+    let (limit, after): (i64, Option<TimeCursor>) =
+        pagination::start(q.limit, q.cursor.as_deref())?;
     let rows: Vec<UserRow> = sqlx::query_as(
         "SELECT id, email, name, roles, created_at FROM users
          WHERE ($1::text IS NULL OR $1 = ANY (roles))
@@ -102,12 +102,7 @@ async fn list_users(
     Ok(Json(pagination::page(
         rows,
         limit,
-        |r| {
-            pagination::encode(&TimeCursor {
-                t: r.created_at,
-                id: r.id,
-            })
-        },
+        |r| TimeCursor::after(r.created_at, r.id),
         User::from,
     )))
 }

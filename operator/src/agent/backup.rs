@@ -3,8 +3,6 @@
 //! SHA-256 computed on the fly, then the manifest, verification and
 //! retention. Any failure aborts the upload: no partial object appears.
 
-use std::process::Stdio;
-
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -14,6 +12,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::manifest::{Manifest, manifest_key};
+use super::tool::Tool;
 use super::{BackupArgs, Error, StoreArgs, db, retention, s3, timestamp};
 
 /// What one backup produced; printed as the agent's JSON line.
@@ -89,28 +88,15 @@ async fn dump_and_upload(
     snapshot: &str,
 ) -> Result<(u64, String), Error> {
     let store = &args.store;
-    let mut child = Command::new(store.tool("pg_dump"))
-        .args(["--format=custom", "--no-owner", "--no-privileges"])
-        .arg(format!("--snapshot={snapshot}"))
-        .arg(format!("--dbname={}", store.database_url))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::Io("starting pg_dump", e))?;
-    let stdout = child.stdout.take().ok_or(Error::Io(
-        "pg_dump stdout",
-        std::io::ErrorKind::BrokenPipe.into(),
-    ))?;
-    let mut stderr = child.stderr.take().ok_or(Error::Io(
-        "pg_dump stderr",
-        std::io::ErrorKind::BrokenPipe.into(),
-    ))?;
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let args = [
+        "--format=custom".to_owned(),
+        "--no-owner".to_owned(),
+        "--no-privileges".to_owned(),
+        format!("--snapshot={snapshot}"),
+        format!("--dbname={}", store.database_url),
+    ];
+    let mut pg_dump = Tool::spawn(store, "pg_dump", &args, false, true)?;
+    let stdout = pg_dump.stdout()?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let reader = tokio::spawn(read_parts(stdout, tx));
 
@@ -127,29 +113,28 @@ async fn dump_and_upload(
     }
     .await;
     if let Err(e) = uploaded {
-        let _ = child.kill().await;
+        pg_dump.kill().await;
         upload.abort().await;
         return Err(e);
     }
     let read = reader
         .await
-        .map_err(|e| Error::Io("reading pg_dump", std::io::Error::other(e)))?;
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Error::Io("waiting for pg_dump", e))?;
-    let stderr = stderr_task.await.unwrap_or_default();
-    if let Err(e) = read {
-        upload.abort().await;
-        return Err(Error::Io("reading pg_dump", e));
-    }
-    if !status.success() || size == 0 {
-        upload.abort().await;
-        return Err(Error::Tool {
-            tool: "pg_dump".into(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_owned(),
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let dumped = pg_dump.finish().await;
+    let checked = read
+        .map_err(|e| Error::Io("reading pg_dump", e))
+        .and(dumped)
+        .and_then(|()| match size {
+            0 => Err(Error::Tool {
+                tool: "pg_dump".into(),
+                status: "no output".into(),
+                stderr: String::new(),
+            }),
+            _ => Ok(()),
         });
+    if let Err(e) = checked {
+        upload.abort().await;
+        return Err(e);
     }
     upload.complete().await?;
     Ok((size, hex::encode(hasher.finalize())))

@@ -15,6 +15,7 @@ pub mod record;
 pub mod restore;
 pub mod retention;
 pub mod s3;
+pub mod tool;
 
 use clap::ArgAction;
 

@@ -2,14 +2,12 @@
 //! touching the database, then restores it in one transaction — the public
 //! schema is replaced whole, or not at all.
 
-use std::process::Stdio;
-
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::AsyncWriteExt;
 
 use super::manifest::{Manifest, manifest_key};
+use super::tool::Tool;
 use super::{Error, RestoreArgs, StoreArgs, retention, s3};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,71 +17,6 @@ pub struct Outcome {
     pub size_bytes: u64,
     pub sha256: String,
     pub restored: bool,
-}
-
-async fn object(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> Result<aws_sdk_s3::primitives::ByteStream, Error> {
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(s3::err("GetObject"))?;
-    Ok(out.body)
-}
-
-fn spawn(store: &StoreArgs, tool: &str, args: &[String], stdout: bool) -> Result<Child, Error> {
-    Command::new(store.tool(tool))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(if stdout {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::Io("starting the PostgreSQL client tools", e))
-}
-
-async fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut text).await;
-    }
-    text.trim().to_owned()
-}
-
-async fn finish(mut child: Child, tool: &str) -> Result<(), Error> {
-    let stderr_task = child.stderr.take().map(|mut e| {
-        tokio::spawn(async move {
-            let mut t = String::new();
-            let _ = e.read_to_string(&mut t).await;
-            t
-        })
-    });
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Error::Io("waiting for the PostgreSQL client tools", e))?;
-    let stderr = match stderr_task {
-        Some(t) => t.await.unwrap_or_default(),
-        None => String::new(),
-    };
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Tool {
-            tool: tool.to_owned(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_owned(),
-        })
-    }
 }
 
 /// Streams an object into `pg_restore -d url` (verification's scratch database).
@@ -98,19 +31,16 @@ pub async fn pg_restore_into(
         .into_iter()
         .chain([format!("--dbname={url}")])
         .collect::<Vec<_>>();
-    let mut child = spawn(store, "pg_restore", &args, false)?;
-    let mut stdin = child.stdin.take().ok_or(Error::Io(
-        "pg_restore stdin",
-        std::io::ErrorKind::BrokenPipe.into(),
-    ))?;
-    let mut body = object(client, &store.s3_bucket, key).await?;
+    let mut pg_restore = Tool::spawn(store, "pg_restore", &args, true, false)?;
+    let mut stdin = pg_restore.stdin()?;
+    let mut body = s3::get_stream(client, &store.s3_bucket, key).await?;
     while let Some(chunk) = body.try_next().await.map_err(s3::err("GetObject body"))? {
         if stdin.write_all(&chunk).await.is_err() {
             break; // pg_restore stopped reading: its exit status says why
         }
     }
     drop(stdin);
-    finish(child, "pg_restore").await
+    pg_restore.finish().await
 }
 
 /// Size and SHA-256 of an object, read through once.
@@ -119,7 +49,7 @@ async fn digest(
     bucket: &str,
     key: &str,
 ) -> Result<(u64, String), Error> {
-    let mut body = object(client, bucket, key).await?;
+    let mut body = s3::get_stream(client, bucket, key).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = body.try_next().await.map_err(s3::err("GetObject body"))? {
@@ -127,17 +57,6 @@ async fn digest(
         size += chunk.len() as u64;
     }
     Ok((size, hex::encode(hasher.finalize())))
-}
-
-async fn copy<R: AsyncRead + Unpin>(mut from: R, to: &mut ChildStdin) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        to.write_all(&buf[..n]).await?;
-    }
 }
 
 pub async fn resolve(args: &RestoreArgs, client: &aws_sdk_s3::Client) -> Result<String, Error> {
@@ -196,7 +115,7 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
         "--file=-",
     ]
     .map(str::to_owned);
-    let mut pg_restore = spawn(store, "pg_restore", &restore_args, true)?;
+    let mut pg_restore = Tool::spawn(store, "pg_restore", &restore_args, true, true)?;
     let psql_args = [
         "-X".to_owned(),
         "-q".to_owned(),
@@ -206,32 +125,24 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
         "--file=-".to_owned(),
         format!("--dbname={}", store.database_url),
     ];
-    let mut psql = spawn(store, "psql", &psql_args, false)?;
-    let mut psql_in = psql.stdin.take().ok_or(Error::Io(
-        "psql stdin",
-        std::io::ErrorKind::BrokenPipe.into(),
-    ))?;
-    let restore_out = pg_restore.stdout.take().ok_or(Error::Io(
-        "pg_restore stdout",
-        std::io::ErrorKind::BrokenPipe.into(),
-    ))?;
-    let mut restore_in = pg_restore.stdin.take().ok_or(Error::Io(
-        "pg_restore stdin",
-        std::io::ErrorKind::BrokenPipe.into(),
-    ))?;
+    let mut psql = Tool::spawn(store, "psql", &psql_args, true, false)?;
+    let mut psql_in = psql.stdin()?;
+    let mut restore_out = pg_restore.stdout()?;
+    let mut restore_in = pg_restore.stdin()?;
 
     let feed = async {
         psql_in
             .write_all(b"DROP SCHEMA IF EXISTS public CASCADE;\nCREATE SCHEMA public;\n")
             .await
             .map_err(|e| Error::Io("writing to psql", e))?;
-        copy(restore_out, &mut psql_in)
+        // Copies without closing psql's input: that is left to the end.
+        tokio::io::copy(&mut restore_out, &mut psql_in)
             .await
             .map_err(|e| Error::Io("piping pg_restore into psql", e))?;
         Ok::<_, Error>(())
     };
     let download = async {
-        let mut body = object(&client, &store.s3_bucket, &key).await?;
+        let mut body = s3::get_stream(&client, &store.s3_bucket, &key).await?;
         let mut hasher = Sha256::new();
         // The last chunk is held back until the checksum of the whole
         // object is known, so a changed object never completes a restore.
@@ -263,26 +174,20 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
         Ok(())
     };
     let (fed, downloaded) = tokio::join!(feed, download);
-    let restored_sql = match (downloaded, fed) {
-        (Err(e), _) => Err(e),
-        (Ok(()), fed) => match pg_restore.wait().await {
-            Ok(status) if status.success() => fed,
-            Ok(status) => Err(Error::Tool {
-                tool: "pg_restore".into(),
-                status: status.to_string(),
-                stderr: stderr_of(&mut pg_restore).await,
-            }),
-            Err(e) => Err(Error::Io("waiting for pg_restore", e)),
-        },
+    let restored_sql = match downloaded {
+        Err(e) => {
+            pg_restore.kill().await;
+            Err(e)
+        }
+        Ok(()) => pg_restore.finish().await.and(fed),
     };
     if let Err(e) = restored_sql {
         // Never let psql see end-of-input: killed, it commits nothing.
-        let _ = psql.kill().await;
-        let _ = pg_restore.kill().await;
+        psql.kill().await;
         return Err(e);
     }
     drop(psql_in);
-    finish(psql, "psql").await?;
+    psql.finish().await?;
     tracing::info!(key, "restore committed");
     Ok(Outcome {
         object_key: key,

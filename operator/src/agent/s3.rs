@@ -184,7 +184,8 @@ pub async fn put(
     Ok(())
 }
 
-pub async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
+/// An object's body, to stream.
+pub async fn get_stream(client: &Client, bucket: &str, key: &str) -> Result<ByteStream, Error> {
     let out = client
         .get_object()
         .bucket(bucket)
@@ -192,7 +193,15 @@ pub async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Result<Vec<u
         .send()
         .await
         .map_err(err("GetObject"))?;
-    let data = out.body.collect().await.map_err(err("GetObject body"))?;
+    Ok(out.body)
+}
+
+pub async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Result<Vec<u8>, Error> {
+    let data = get_stream(client, bucket, key)
+        .await?
+        .collect()
+        .await
+        .map_err(err("GetObject body"))?;
     Ok(data.into_bytes().to_vec())
 }
 

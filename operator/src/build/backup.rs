@@ -61,12 +61,15 @@ pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
 
 /// A pod running one agent command; shared by the CronJob and the Jobs of
 /// on-demand backups and restores.
-pub fn agent_pod(
+fn agent_pod(
     model: &Model,
     backup: &BackupSpec,
     args: Vec<String>,
+    extra_env: Vec<EnvVar>,
     component: &str,
 ) -> PodTemplateSpec {
+    let mut env = agent_env(model, backup);
+    env.extend(extra_env);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(model, component)),
@@ -79,7 +82,7 @@ pub fn agent_pod(
                 name: "agent".to_owned(),
                 image: Some(model.agent_image.clone()),
                 args: Some(args),
-                env: Some(agent_env(model, backup)),
+                env: Some(env),
                 security_context: Some(container_security(API_UID)),
                 ..Default::default()
             }],
@@ -90,12 +93,7 @@ pub fn agent_pod(
     }
 }
 
-pub fn cron_job(model: &Model) -> CronJob {
-    let backup = model
-        .spec
-        .backup
-        .clone()
-        .unwrap_or_else(|| unreachable_backup(model));
+pub fn cron_job(model: &Model, backup: &BackupSpec) -> CronJob {
     CronJob {
         metadata: meta(model, names::backup(&model.name), COMPONENT),
         spec: Some(CronJobSpec {
@@ -116,8 +114,9 @@ pub fn cron_job(model: &Model) -> CronJob {
                     active_deadline_seconds: Some(6 * 3600),
                     template: agent_pod(
                         model,
-                        &backup,
+                        backup,
                         vec!["backup".to_owned(), "--scheduled".to_owned()],
+                        Vec::new(),
                         COMPONENT,
                     ),
                     ..Default::default()
@@ -128,40 +127,50 @@ pub fn cron_job(model: &Model) -> CronJob {
     }
 }
 
-/// `cron_job` is only built when the spec has a backup section; a default
-/// keeps the builder total instead of panicking.
-fn unreachable_backup(model: &Model) -> BackupSpec {
-    BackupSpec {
-        schedule: "0 3 * * *".to_owned(),
-        suspend: true,
-        retention: Default::default(),
-        verify: true,
-        s3: crate::crd::S3Spec {
-            bucket: format!("{}-backups", model.name),
-            credentials_secret: String::new(),
-            ..Default::default()
-        },
-    }
-}
-
-/// A Job running the agent once (on-demand backup, restore).
-pub fn agent_job(model: &Model, name: String, args: Vec<String>, component: &str) -> Job {
-    let backup = model
-        .spec
-        .backup
-        .clone()
-        .unwrap_or_else(|| unreachable_backup(model));
+/// A Job running the agent once.
+fn agent_job(
+    model: &Model,
+    backup: &BackupSpec,
+    name: String,
+    args: Vec<String>,
+    extra_env: Vec<EnvVar>,
+    component: &str,
+) -> Job {
     Job {
         metadata: meta(model, name, component),
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(6 * 3600),
             ttl_seconds_after_finished: Some(7 * 24 * 3600),
-            template: agent_pod(model, &backup, args, component),
+            template: agent_pod(model, backup, args, extra_env, component),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// An on-demand backup: a Job named like its FoodAppBackup, which the agent
+/// reports into (`BACKUP_NAME`).
+pub fn on_demand_backup_job(model: &Model, backup: &BackupSpec, backup_name: &str) -> Job {
+    agent_job(
+        model,
+        backup,
+        backup_name.to_owned(),
+        vec!["backup".to_owned()],
+        vec![env("BACKUP_NAME", backup_name)],
+        COMPONENT,
+    )
+}
+
+/// A restore of `source`: an object key, or `latest` for the newest backup.
+pub fn restore_job(model: &Model, backup: &BackupSpec, name: String, source: &str) -> Job {
+    let mut args = vec!["restore".to_owned()];
+    if source == "latest" {
+        args.push("--latest".to_owned());
+    } else {
+        args.extend(["--object-key".to_owned(), source.to_owned()]);
+    }
+    agent_job(model, backup, name, args, Vec::new(), "restore")
 }
 
 pub fn service_account(model: &Model) -> ServiceAccount {
@@ -234,7 +243,8 @@ mod tests {
 
     #[test]
     fn the_cron_job_forbids_overlap_and_keeps_a_short_history() {
-        let c = cron_job(&with_backup()).spec.unwrap();
+        let m = with_backup();
+        let c = cron_job(&m, m.spec.backup.as_ref().unwrap()).spec.unwrap();
         assert_eq!(c.schedule, "30 2 * * *");
         assert_eq!(c.concurrency_policy.as_deref(), Some("Forbid"));
         assert_eq!(
@@ -265,7 +275,13 @@ mod tests {
     fn backups_pause_while_suspended_or_restoring() {
         let mut m = with_backup();
         m.restoring = true;
-        assert_eq!(cron_job(&m).spec.unwrap().suspend, Some(true));
+        assert_eq!(
+            cron_job(&m, m.spec.backup.as_ref().unwrap())
+                .spec
+                .unwrap()
+                .suspend,
+            Some(true)
+        );
     }
 
     #[test]

@@ -92,11 +92,11 @@ pub fn build(model: &Model) -> Desired {
         gateway_config: gateway::config_map(model),
         gateway_deployment: gateway::deployment(model),
         gateway_service: gateway::service(model),
-        backup: model.spec.backup.as_ref().map(|_| BackupObjects {
+        backup: model.spec.backup.as_ref().map(|spec| BackupObjects {
             service_account: backup::service_account(model),
             role: backup::role(model),
             role_binding: backup::role_binding(model),
-            cron_job: backup::cron_job(model),
+            cron_job: backup::cron_job(model, spec),
         }),
     }
 }

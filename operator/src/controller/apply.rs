@@ -7,7 +7,9 @@ use std::fmt::Debug;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, Secret, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -26,6 +28,35 @@ pub struct Error {
     pub name: String,
     #[source]
     pub source: kube::Error,
+}
+
+/// A namespaced Kubernetes object the operator applies.
+pub trait Object:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + Debug
+{
+}
+
+impl<K> Object for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+{
+}
+
+/// The error for `kind`/`name`, for `map_err`.
+pub fn failed(kind: &str, name: &str) -> impl Fn(kube::Error) -> Error + use<> {
+    let (kind, name) = (kind.to_owned(), name.to_owned());
+    move |source| Error {
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    }
 }
 
 /// What applying changed.
@@ -50,61 +81,66 @@ pub fn is_subset(desired: &Value, actual: &Value) -> bool {
     }
 }
 
-async fn ensure<K>(client: &Client, ns: &str, obj: &K, applied: &mut Applied) -> Result<bool, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
-{
+/// Applies `obj` server-side with the operator's field manager.
+async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Result<(), Error> {
     let name = obj.meta().name.clone().unwrap_or_default();
-    let err = |source| Error {
-        kind: K::kind(&()).into_owned(),
-        name: name.clone(),
-        source,
-    };
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    if let Some(current) = api.get_opt(&name).await.map_err(err)? {
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .map_err(failed(&K::kind(&()), &name))?;
+    Ok(())
+}
+
+/// Creates or updates `obj`; an object that already matches is left alone.
+/// True when it wrote.
+async fn ensure<K: Object>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+    applied: &mut Applied,
+) -> Result<bool, Error> {
+    if let Some(current) = create_once(client, ns, obj).await? {
         let desired = serde_json::to_value(obj).unwrap_or_default();
         let actual = serde_json::to_value(&current).unwrap_or_default();
         if is_subset(&desired, &actual) {
             return Ok(false);
         }
+        server_side_apply(client, ns, obj).await?;
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map_err(err)?;
     applied.writes += 1;
     Ok(true)
 }
 
-/// Secrets hold generated credentials: created once, never rewritten.
-async fn create_once(
+/// Creates `obj` unless an object of that name exists, which is returned
+/// instead and left untouched: generated Secrets (never rewritten) and the
+/// Jobs of backups and restores (immutable once running).
+pub async fn create_once<K: Object>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+) -> Result<Option<K>, Error> {
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let existing = Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .map_err(failed(&K::kind(&()), &name))?;
+    if existing.is_none() {
+        server_side_apply(client, ns, obj).await?;
+    }
+    Ok(existing)
+}
+
+async fn secret(
     client: &Client,
     ns: &str,
     secret: &Secret,
     applied: &mut Applied,
 ) -> Result<(), Error> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let err = |source| Error {
-        kind: "Secret".to_owned(),
-        name: name.clone(),
-        source,
-    };
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    if api.get_opt(&name).await.map_err(err)?.is_none() {
-        api.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(secret),
-        )
-        .await
-        .map_err(err)?;
+    if create_once(client, ns, secret).await?.is_none() {
         applied.writes += 1;
     }
     Ok(())
@@ -115,17 +151,17 @@ async fn create_once(
 async fn statefulset(
     client: &Client,
     ns: &str,
+    app: &str,
     desired: &StatefulSet,
     applied: &mut Applied,
 ) -> Result<(), Error> {
     let name = desired.metadata.name.clone().unwrap_or_default();
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let current = api.get_opt(&name).await.map_err(|source| Error {
-        kind: "StatefulSet".to_owned(),
-        name: name.clone(),
-        source,
-    })?;
-    let wanted = desired_claim(desired, current.is_some());
+    let current = api
+        .get_opt(&name)
+        .await
+        .map_err(failed("StatefulSet", &name))?;
+    let wanted = desired_claim(app, desired, current.is_some());
     let mut desired = desired.clone();
     if let (Some(spec), Some(current_spec)) = (
         desired.spec.as_mut(),
@@ -148,23 +184,19 @@ struct ClaimWanted {
     owned: bool,
 }
 
-fn desired_claim(desired: &StatefulSet, existed: bool) -> ClaimWanted {
+/// The storage a claim (or claim template) requests.
+fn requested_storage(spec: Option<&PersistentVolumeClaimSpec>) -> Option<&Quantity> {
+    spec?.resources.as_ref()?.requests.as_ref()?.get("storage")
+}
+
+fn desired_claim(app: &str, desired: &StatefulSet, existed: bool) -> ClaimWanted {
     let spec = desired.spec.as_ref();
-    let app = desired
-        .metadata
-        .name
-        .as_deref()
-        .unwrap_or_default()
-        .trim_end_matches("-db")
-        .to_owned();
-    let size = spec
-        .and_then(|s| s.volume_claim_templates.as_ref())
-        .and_then(|t| t.first())
-        .and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .cloned();
+    let size = requested_storage(
+        spec.and_then(|s| s.volume_claim_templates.as_ref())
+            .and_then(|t| t.first())
+            .and_then(|t| t.spec.as_ref()),
+    )
+    .cloned();
     let owned = spec
         .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
         .and_then(|p| p.when_deleted.as_deref())
@@ -180,7 +212,7 @@ fn desired_claim(desired: &StatefulSet, existed: bool) -> ClaimWanted {
             ..o.clone()
         });
     ClaimWanted {
-        name: names::db_pvc(&app),
+        name: names::db_pvc(app),
         size: size.filter(|_| existed),
         owner,
         owned,
@@ -197,23 +229,14 @@ async fn claim(
     wanted: &ClaimWanted,
     applied: &mut Applied,
 ) -> Result<(), Error> {
-    let err = |source| Error {
-        kind: "PersistentVolumeClaim".to_owned(),
-        name: wanted.name.clone(),
-        source,
-    };
+    let err = failed("PersistentVolumeClaim", &wanted.name);
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let Some(pvc) = api.get_opt(&wanted.name).await.map_err(err)? else {
+    let Some(pvc) = api.get_opt(&wanted.name).await.map_err(&err)? else {
         return Ok(());
     };
     let mut patch = serde_json::Map::new();
-    let current_size = pvc
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| crate::quantity::bytes(&q.0));
+    let current_size =
+        requested_storage(pvc.spec.as_ref()).and_then(|q| crate::quantity::bytes(&q.0));
     if let Some(size) = &wanted.size
         && let (Some(cur), Some(new)) = (current_size, crate::quantity::bytes(&size.0))
         && new > cur
@@ -272,11 +295,11 @@ pub async fn apply(
         gateway_service,
         backup,
     } = desired;
-    create_once(client, ns, db_secret, &mut applied).await?;
-    create_once(client, ns, api_secret, &mut applied).await?;
+    secret(client, ns, db_secret, &mut applied).await?;
+    secret(client, ns, api_secret, &mut applied).await?;
     ensure(client, ns, db_headless_service, &mut applied).await?;
     ensure(client, ns, db_service, &mut applied).await?;
-    statefulset(client, ns, db_statefulset, &mut applied).await?;
+    statefulset(client, ns, app, db_statefulset, &mut applied).await?;
     if let Some(job) = migration_job {
         applied.migration_job_created = ensure(client, ns, job, &mut applied).await?;
     }
@@ -316,21 +339,17 @@ where
         "{},app.kubernetes.io/component=backup",
         instance_selector(app)
     );
-    let err = |source| Error {
-        kind: K::kind(&()).into_owned(),
-        name: selector.clone(),
-        source,
-    };
+    let err = failed(&K::kind(&()), &selector);
     for obj in api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(err)?
+        .map_err(&err)?
         .items
     {
         let name = obj.meta().name.clone().unwrap_or_default();
         api.delete(&name, &DeleteParams::background())
             .await
-            .map_err(err)?;
+            .map_err(&err)?;
         applied.writes += 1;
     }
     Ok(())

@@ -6,8 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::EnvVar;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -15,8 +13,8 @@ use kube::{Api, ResourceExt};
 
 use super::dereference::Observed;
 use super::validate::{self, JobState, job_state};
-use super::{Context, Error, requeue_normal};
-use crate::build::{MANAGER, backup};
+use super::{Context, Error, apply, requeue_normal};
+use crate::build::backup;
 use crate::crd::{BackupSource, FoodApp, FoodAppBackup, FoodAppBackupStatus, JobPhase};
 
 /// Names of backups already counted, so each outcome is counted once.
@@ -90,7 +88,7 @@ pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Actio
         .await?;
         return Ok(requeue_normal());
     };
-    if app.spec.backup.is_none() {
+    let Some(backup_spec) = app.spec.backup.as_ref() else {
         set_status(
             &ctx,
             &b,
@@ -101,38 +99,11 @@ pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Actio
         )
         .await?;
         return Ok(requeue_normal());
-    }
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    match jobs.get_opt(&name).await.map_err(Error::Dereference)? {
+    };
+    let model = validate::model(&app, &Observed::default(), &ctx.agent_image)?;
+    let job = backup::on_demand_backup_job(&model, backup_spec, &name);
+    match apply::create_once(&ctx.client, &ns, &job).await? {
         None => {
-            let model = validate::model(&app, &Observed::default(), &ctx.agent_image)?;
-            let mut job =
-                backup::agent_job(&model, name.clone(), vec!["backup".to_owned()], "backup");
-            if let Some(c) = job
-                .spec
-                .as_mut()
-                .and_then(|s| s.template.spec.as_mut())
-                .and_then(|p| p.containers.first_mut())
-            {
-                c.env.get_or_insert_with(Vec::new).push(EnvVar {
-                    name: "BACKUP_NAME".to_owned(),
-                    value: Some(name.clone()),
-                    ..Default::default()
-                });
-            }
-            jobs.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&job),
-            )
-            .await
-            .map_err(|source| {
-                Error::Apply(super::apply::Error {
-                    kind: "Job".into(),
-                    name: name.clone(),
-                    source,
-                })
-            })?;
             if phase.is_none() {
                 set_status(
                     &ctx,

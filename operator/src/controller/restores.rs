@@ -16,8 +16,8 @@ use kube::{Api, ResourceExt};
 
 use super::dereference::Observed;
 use super::validate::{self, JobState, job_state};
-use super::{Context, Error, requeue_normal};
-use crate::build::{MANAGER, backup, migration, names};
+use super::{Context, Error, apply, requeue_normal};
+use crate::build::{backup, migration, names};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore, FoodAppRestoreStatus, JobPhase};
 use crate::metrics::RestoreLabels;
 
@@ -140,28 +140,11 @@ impl Step<'_> {
     }
 }
 
+/// Starts the Job unless it exists; its state when it already did.
 async fn run_job(ctx: &Context, ns: &str, job: &Job) -> Result<Option<JobState>, Error> {
-    let name = job.metadata.name.clone().unwrap_or_default();
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    match api.get_opt(&name).await.map_err(Error::Dereference)? {
-        Some(existing) => Ok(Some(job_state(&existing))),
-        None => {
-            api.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(job),
-            )
-            .await
-            .map_err(|source| {
-                Error::Apply(super::apply::Error {
-                    kind: "Job".into(),
-                    name,
-                    source,
-                })
-            })?;
-            Ok(None)
-        }
-    }
+    Ok(apply::create_once(&ctx.client, ns, job)
+        .await?
+        .map(|existing| job_state(&existing)))
 }
 
 pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -192,7 +175,7 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
             )
             .await;
     };
-    if app.spec.backup.is_none() {
+    let Some(backup_spec) = app.spec.backup.clone() else {
         return step
             .finish(
                 false,
@@ -203,7 +186,7 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
                 Some(&app),
             )
             .await;
-    }
+    };
 
     if step.status.phase != Some(JobPhase::Running) {
         // One restore per FoodApp at a time; the oldest waiting goes first.
@@ -302,16 +285,7 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
         .object_key
         .clone()
         .unwrap_or_else(|| "latest".to_owned());
-    let args = if source == "latest" {
-        vec!["restore".to_owned(), "--latest".to_owned()]
-    } else {
-        vec![
-            "restore".to_owned(),
-            "--object-key".to_owned(),
-            source.clone(),
-        ]
-    };
-    let restore_job = backup::agent_job(&model, restore_job_name(&name), args, "restore");
+    let restore_job = backup::restore_job(&model, &backup_spec, restore_job_name(&name), &source);
     match run_job(&ctx, &ns, &restore_job).await? {
         None | Some(JobState::Running) => {
             step.set("Restored", false, "Running", format!("restoring {source}"));

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::dereference::Observed;
-use super::validate::{JobState, database_ready, job_state, restoring};
+use super::validate::{JobState, database_ready, job_state};
 use crate::build::Model;
 use crate::crd::{FoodApp, FoodAppStatus, JobPhase, LastBackup, Phase, ServiceType};
 
@@ -231,7 +231,7 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         )
     };
 
-    let phase = if model.restoring || restoring(observed) {
+    let phase = if model.restoring {
         Phase::Restoring
     } else if all_ok {
         Phase::Ready
