@@ -46,20 +46,20 @@ pub enum SchemaError {
         "the database schema is at migration {applied} but this build needs {expected}: run `foodapp-api migrate` first"
     )]
     Behind { applied: i64, expected: i64 },
-    #[error(
-        "the database schema is at migration {applied}, newer than this build ({expected}): deploy the newer API image"
-    )]
-    Ahead { applied: i64, expected: i64 },
     #[error("cannot read the schema version: {0}")]
     Database(#[from] sqlx::Error),
 }
 
-pub async fn check_schema(pool: &PgPool) -> Result<(), SchemaError> {
+/// The schema this build can serve: at its newest migration, or ahead of it.
+/// Ahead is normal during a rollout: the new release's migration Job ran
+/// (migrations only add, so the old pods keep working) and the old pods
+/// must keep serving until the new ones are ready. Behind is never served.
+/// Returns the applied version.
+pub async fn check_schema(pool: &PgPool) -> Result<i64, SchemaError> {
     let applied = applied_version(pool).await?;
     let expected = expected_version();
-    match applied.cmp(&expected) {
-        std::cmp::Ordering::Less => Err(SchemaError::Behind { applied, expected }),
-        std::cmp::Ordering::Greater => Err(SchemaError::Ahead { applied, expected }),
-        std::cmp::Ordering::Equal => Ok(()),
+    if applied < expected {
+        return Err(SchemaError::Behind { applied, expected });
     }
+    Ok(applied)
 }

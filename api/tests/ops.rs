@@ -65,6 +65,25 @@ async fn readiness_fails_while_the_schema_is_behind() {
 }
 
 #[tokio::test]
+async fn readiness_holds_while_the_schema_is_ahead_during_a_rollout() {
+    let app = TestApp::new().await;
+    // The next release's migration Job ran: old pods must keep serving.
+    let next = foodapp_api::db::expected_version() + 1;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from a newer release', true, '\\x00', 1)",
+    )
+    .bind(next)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["schema_version"], next);
+    assert!(foodapp_api::db::check_schema(&app.db.pool).await.is_ok());
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let app = TestApp::new().await;
     let r = app.get("/openapi.json", None).await;

@@ -22,8 +22,12 @@ enum Command {
     Run(runner::RunArgs),
     /// Print every CRD as YAML.
     Crd,
-    /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole).
-    Rbac,
+    /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole,
+    /// or with --leader-election its namespaced Role for the Lease).
+    Rbac {
+        #[arg(long)]
+        leader_election: bool,
+    },
     /// Print, offline, every object the controller would create for a FoodApp.
     Render {
         /// The FoodApp YAML file.
@@ -70,17 +74,37 @@ fn init_logging() {
         .init();
 }
 
+/// One TLS crypto provider for the whole process, chosen before any client
+/// exists: rustls panics when it has to pick between several (a build with
+/// both aws-lc-rs and ring, as the test builds are).
+fn install_crypto_provider() {
+    // Err means one is installed already, which is just as good.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    install_crypto_provider();
     init_logging();
     let result = match Cli::parse().command {
         Command::Run(args) => runner::run(args).await,
         Command::Crd => crd::to_yaml(&crd::all())
             .map(|y| print!("{y}"))
             .map_err(Into::into),
-        Command::Rbac => foodapp_operator::rbac::yaml()
-            .map(|y| print!("{y}"))
-            .map_err(Into::into),
+        Command::Rbac { leader_election } => {
+            use foodapp_operator::rbac;
+            let (rules, command) = if leader_election {
+                (
+                    rbac::LEADER_ELECTION_RULES,
+                    "foodapp-operator rbac --leader-election",
+                )
+            } else {
+                (rbac::RULES, "foodapp-operator rbac")
+            };
+            rbac::yaml(rules, command)
+                .map(|y| print!("{y}"))
+                .map_err(Into::into)
+        }
         Command::Render {
             file,
             operator_image,
@@ -101,6 +125,7 @@ async fn main() -> std::process::ExitCode {
                 foodapp_operator::build::nginx::render(
                     &foodapp_operator::build::nginx::GatewayConfig {
                         listen,
+                        workers: 2,
                         upstream,
                         requests_per_second,
                         burst,
@@ -167,12 +192,14 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
                 completed_at: Some(completed),
                 verified: Some(o.verified),
                 error: None,
+                reason: None,
             },
             Err(e) => FoodAppBackupStatus {
                 phase: Some(JobPhase::Failed),
                 started_at: Some(started.to_string()),
                 completed_at: Some(completed),
-                error: Some(format!("{}: {e}", e.reason())),
+                error: Some(e.to_string()),
+                reason: Some(e.reason().to_owned()),
                 ..Default::default()
             },
         };

@@ -1,5 +1,5 @@
 //! Kubernetes resource quantities ("10Gi", "500M", "1.5Ti") as numbers, to
-//! compare storage sizes.
+//! compare storage sizes and count CPUs.
 
 /// The value of a quantity, or None when it is not one.
 pub fn bytes(q: &str) -> Option<f64> {
@@ -30,9 +30,23 @@ pub fn bytes(q: &str) -> Option<f64> {
     Some(number * factor)
 }
 
+/// A CPU quantity ("500m", "2", "1.5") in millicores, rounded up.
+pub fn millicores(q: &str) -> Option<u64> {
+    let cores = bytes(q)?;
+    (cores.is_finite() && cores >= 0.0).then(|| (cores * 1000.0).ceil() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_quantities_in_millicores() {
+        assert_eq!(millicores("500m"), Some(500));
+        assert_eq!(millicores("2"), Some(2000));
+        assert_eq!(millicores("1.5"), Some(1500));
+        assert_eq!(millicores("-1"), None);
+    }
 
     #[test]
     fn binary_decimal_and_exponent_suffixes() {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
@@ -40,8 +40,44 @@ pub struct RunArgs {
     pub disable_leader_election: bool,
 }
 
-const LEASE_NAME: &str = "foodapp-operator-leader";
+pub const LEASE_NAME: &str = "foodapp-operator-leader";
 const LEASE_TTL: Duration = Duration::from_secs(15);
+/// Renew this often; a renewal that keeps failing for longer than
+/// `RENEW_DEADLINE` ends leadership before the lease can expire under us.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn lease_lock(client: Client, namespace: &str, holder: &str) -> LeaseLock {
+    LeaseLock::new(
+        client,
+        namespace,
+        LeaseLockParams {
+            holder_id: holder.to_owned(),
+            lease_name: LEASE_NAME.to_owned(),
+            lease_ttl: LEASE_TTL,
+        },
+    )
+}
+
+/// Keeps the lease while leading. Returns (to exit) when another replica
+/// holds it, or when no renewal succeeded within the deadline: transient
+/// API errors are retried, not fatal.
+pub async fn keep_lease(lease: LeaseLock) -> String {
+    let mut renewed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        match lease.try_acquire_or_renew().await {
+            Ok(LeaseLockResult::Acquired(_)) => renewed = std::time::Instant::now(),
+            Ok(_) => return "another replica holds the lease".to_owned(),
+            Err(e) if renewed.elapsed() < RENEW_DEADLINE => {
+                warn!(error = %e, "renewing the lease failed; retrying");
+            }
+            Err(e) => {
+                return format!("could not renew the lease for {RENEW_DEADLINE:?}: {e}");
+            }
+        }
+    }
+}
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
@@ -55,17 +91,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         leading.clone(),
     ));
 
-    let lease = (!args.disable_leader_election).then(|| {
-        LeaseLock::new(
-            client.clone(),
-            &args.lease_namespace,
-            LeaseLockParams {
-                holder_id: args.pod_name.clone(),
-                lease_name: LEASE_NAME.to_owned(),
-                lease_ttl: LEASE_TTL,
-            },
-        )
-    });
+    let lease = (!args.disable_leader_election)
+        .then(|| lease_lock(client.clone(), &args.lease_namespace, &args.pod_name));
     if let Some(lease) = &lease {
         info!(lease = LEASE_NAME, "waiting to become the leader");
         loop {
@@ -74,25 +101,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "leader election failed; retrying"),
             }
-            tokio::time::sleep(LEASE_TTL / 3).await;
+            tokio::time::sleep(RENEW_EVERY).await;
         }
         leading.store(true, Ordering::SeqCst);
         info!("leading");
     }
     let renew = lease.map(|lease| {
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(LEASE_TTL / 3).await;
-                match lease.try_acquire_or_renew().await {
-                    Ok(LeaseLockResult::Acquired(_)) => {}
-                    // Another replica may act now: stop at once rather than
-                    // reconcile side by side with it.
-                    other => {
-                        error!(result = ?other.map(|r| matches!(r, LeaseLockResult::Acquired(_))), "lost the leader lease; exiting");
-                        std::process::exit(1);
-                    }
-                }
-            }
+            let why = keep_lease(lease).await;
+            // Another replica may act now: stop at once rather than
+            // reconcile side by side with it.
+            error!(reason = why, "lost the leader lease; exiting");
+            std::process::exit(1);
         })
     });
 
@@ -105,7 +125,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(Api::<Job>::all(client.clone()), cfg.clone())
         .owns(Api::<Service>::all(client.clone()), cfg.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), cfg.clone())
-        .owns(Api::<CronJob>::all(client.clone()), cfg)
+        .owns(Api::<CronJob>::all(client.clone()), cfg.clone())
+        // The generated Secrets are not owned (they outlive the FoodApp with
+        // its data), so they are matched by their instance label.
+        .watches(Api::<Secret>::all(client.clone()), cfg, |s| {
+            let app = s.metadata.labels.as_ref()?.get("app.kubernetes.io/instance")?;
+            Some(ObjectRef::new(app).within(s.metadata.namespace.as_deref()?))
+        })
         .watches(
             Api::<FoodAppBackup>::all(client.clone()),
             watcher::Config::default(),
@@ -127,21 +153,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         )
         .shutdown_on_signal()
-        .run(controller::reconcile, controller::error_policy, ctx.clone())
+        .run(
+            controller::reconcile,
+            controller::error_policy::<FoodApp>,
+            ctx.clone(),
+        )
         .for_each(|r| log_result("FoodApp", r));
     let backups = Controller::new(
         Api::<FoodAppBackup>::all(client.clone()),
         watcher::Config::default(),
     )
     .shutdown_on_signal()
-    .run(backups::reconcile, backups::error_policy, ctx.clone())
+    .run(
+        backups::reconcile,
+        controller::error_policy::<FoodAppBackup>,
+        ctx.clone(),
+    )
     .for_each(|r| log_result("FoodAppBackup", r));
     let restores = Controller::new(
         Api::<FoodAppRestore>::all(client.clone()),
         watcher::Config::default(),
     )
     .shutdown_on_signal()
-    .run(restores::reconcile, restores::error_policy, ctx)
+    .run(
+        restores::reconcile,
+        controller::error_policy::<FoodAppRestore>,
+        ctx,
+    )
     .for_each(|r| log_result("FoodAppRestore", r));
     tokio::join!(foodapps, backups, restores);
     if let Some(renew) = renew {

@@ -3,16 +3,16 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::postgres::{database_url_env, env, secret_env};
 use super::{
-    API_PORT, API_UID, Model, container_security, labels, meta, names, pod_security,
-    selector_labels,
+    API_PORT, API_UID, Model, container_security, credentials_annotation, labels, meta, names,
+    pod_security, selector_labels,
 };
 
 const COMPONENT: &str = "api";
@@ -31,18 +31,33 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The container's environment: ours, with each of the user's variables
+/// replacing ours of the same name in place, or added at the end. Names stay
+/// unique (the API server refuses duplicates in a server-side apply).
+pub fn merge_env(ours: Vec<EnvVar>, user: &[EnvVar]) -> Vec<EnvVar> {
+    let mut out = ours;
+    for var in user {
+        match out.iter_mut().find(|e| e.name == var.name) {
+            Some(existing) => *existing = var.clone(),
+            None => out.push(var.clone()),
+        }
+    }
+    out
+}
+
 /// The API Deployment running `image` (the newest image whose migrations succeeded).
 pub fn deployment(model: &Model, image: &str) -> Deployment {
     let api = &model.spec.api;
-    let mut env_vars = vec![
+    let ours = vec![
         database_url_env(model),
         secret_env("JWT_SECRET", &names::api_secret(&model.name), "JWT_SECRET"),
+        secret_env("ADMIN_EMAIL", &model.admin_secret, "email"),
+        secret_env("ADMIN_PASSWORD", &model.admin_secret, "password"),
         env("LISTEN_ADDR", &format!("0.0.0.0:{API_PORT}")),
         env("ORDER_AUTO_REJECT_AFTER", &api.auto_reject_after),
         env("RUST_LOG", "info"),
     ];
-    // User variables come last so they can override ours.
-    env_vars.extend(api.env.iter().cloned());
+    let env_vars = merge_env(ours, &api.env);
     let replicas = if model.restoring { 0 } else { api.replicas };
     Deployment {
         metadata: meta(model, names::api(&model.name), COMPONENT),
@@ -56,6 +71,7 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(model, COMPONENT)),
+                    annotations: Some(credentials_annotation(model)),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -167,14 +183,47 @@ mod tests {
             (Some(true), Some(true))
         );
         let env = c.env.as_ref().unwrap();
-        assert_eq!(
-            env.last().unwrap().value.as_deref(),
-            Some("debug"),
-            "user env comes last and wins"
-        );
+        let rust_log: Vec<_> = env.iter().filter(|e| e.name == "RUST_LOG").collect();
+        assert_eq!(rust_log.len(), 1, "one entry per name: {env:?}");
+        assert_eq!(rust_log[0].value.as_deref(), Some("debug"), "the user's value wins");
         assert!(
             env.iter()
                 .any(|e| e.name == "ORDER_AUTO_REJECT_AFTER" && e.value.as_deref() == Some("5m"))
+        );
+    }
+
+    #[test]
+    fn user_variables_replace_ours_by_name_and_new_ones_are_added() {
+        let ours = vec![env("A", "1"), env("B", "2")];
+        let merged = merge_env(ours, &[env("B", "user"), env("C", "3"), env("C", "4")]);
+        let pairs: Vec<(&str, &str)> = merged
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap()))
+            .collect();
+        assert_eq!(pairs, [("A", "1"), ("B", "user"), ("C", "4")]);
+    }
+
+    #[test]
+    fn the_api_gets_the_administrator_and_restarts_on_a_new_password() {
+        let m = model();
+        let d = deployment(&m, "img:1");
+        let t = d.spec.unwrap().template;
+        let c = &t.spec.as_ref().unwrap().containers[0];
+        let admin = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "ADMIN_PASSWORD")
+            .unwrap();
+        let from = admin.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((from.name.as_str(), from.key.as_str()), ("shop-admin", "password"));
+        let mut changed = model();
+        changed.db_password = "another".into();
+        let changed_t = deployment(&changed, "img:1").spec.unwrap().template;
+        assert_ne!(
+            t.metadata.unwrap().annotations,
+            changed_t.metadata.unwrap().annotations
         );
     }
 

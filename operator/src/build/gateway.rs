@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::nginx::{self, GatewayConfig};
+use crate::crd::ServiceType;
 use super::{
     API_PORT, GATEWAY_PORT, Model, container_security, labels, meta, names, pod_security,
     selector_labels, short_hash,
@@ -24,12 +26,30 @@ const NGINX_UID: i64 = 101;
 const CONFIG_DIR: &str = "/etc/nginx/foodapp";
 pub const CONFIG_HASH_ANNOTATION: &str = "foodapp.io/config-hash";
 
+/// One nginx worker per CPU the pod may use: its CPU limit, else its
+/// request, rounded up, at most 16; two when neither is set. (`auto` would
+/// start one per CPU of the node, however small the pod.)
+pub fn workers(resources: Option<&ResourceRequirements>) -> u32 {
+    let cpu = |m: Option<&std::collections::BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get("cpu"))
+            .and_then(|q| crate::quantity::millicores(&q.0))
+    };
+    let millis = resources.and_then(|r| cpu(r.limits.as_ref()).or_else(|| cpu(r.requests.as_ref())));
+    match millis {
+        Some(m) => u32::try_from(m.div_ceil(1000)).unwrap_or(16).clamp(1, 16),
+        None => 2,
+    }
+}
+
 pub fn config(model: &Model) -> GatewayConfig {
     let g = &model.spec.gateway;
     GatewayConfig {
         listen: GATEWAY_PORT.to_string(),
+        workers: workers(g.resources.as_ref()),
+        // Relative to the cluster's DNS domain (the pod's resolv.conf search
+        // list completes it), which is not always cluster.local.
         upstream: format!(
-            "{}.{}.svc.cluster.local:{API_PORT}",
+            "{}.{}.svc:{API_PORT}",
             names::api(&model.name),
             model.namespace
         ),
@@ -104,6 +124,7 @@ pub fn deployment(model: &Model) -> Deployment {
                         }]),
                         readiness_probe: Some(probe(5)),
                         liveness_probe: Some(probe(10)),
+                        resources: g.resources.clone(),
                         security_context: Some(container_security(NGINX_UID)),
                         volume_mounts: Some(vec![
                             VolumeMount {
@@ -147,10 +168,18 @@ pub fn deployment(model: &Model) -> Deployment {
 }
 
 pub fn service(model: &Model) -> Service {
+    let service_type = model.spec.gateway.service_type;
+    // Traffic from outside the cluster stays on the node that received it,
+    // so nginx sees (and rate-limits) the customer's address, not a node's.
+    let external = matches!(
+        service_type,
+        ServiceType::LoadBalancer | ServiceType::NodePort
+    );
     Service {
         metadata: meta(model, names::gateway(&model.name), COMPONENT),
         spec: Some(ServiceSpec {
-            type_: Some(model.spec.gateway.service_type.as_str().to_owned()),
+            type_: Some(service_type.as_str().to_owned()),
+            external_traffic_policy: external.then(|| "Local".to_owned()),
             selector: Some(selector_labels(model, COMPONENT)),
             ports: Some(vec![ServicePort {
                 name: Some("http".to_owned()),
@@ -168,7 +197,6 @@ pub fn service(model: &Model) -> Service {
 mod tests {
     use super::*;
     use crate::build::testing::model;
-    use crate::crd::ServiceType;
 
     fn config_hash(m: &Model) -> String {
         deployment(m)
@@ -180,6 +208,26 @@ mod tests {
             .annotations
             .unwrap()[CONFIG_HASH_ANNOTATION]
             .clone()
+    }
+
+    #[test]
+    fn cluster_ip_gateways_keep_the_default_traffic_policy() {
+        assert_eq!(service(&model()).spec.unwrap().external_traffic_policy, None);
+    }
+
+    #[test]
+    fn nginx_workers_follow_the_pods_cpu() {
+        let r = |key: &str, cpu: &str| ResourceRequirements {
+            limits: (key == "limits").then(|| [("cpu".to_owned(), Quantity(cpu.into()))].into()),
+            requests: (key == "requests")
+                .then(|| [("cpu".to_owned(), Quantity(cpu.into()))].into()),
+            ..Default::default()
+        };
+        assert_eq!(workers(None), 2);
+        assert_eq!(workers(Some(&r("limits", "500m"))), 1);
+        assert_eq!(workers(Some(&r("limits", "1500m"))), 2);
+        assert_eq!(workers(Some(&r("requests", "3"))), 3);
+        assert_eq!(workers(Some(&r("limits", "200"))), 16);
     }
 
     #[test]
@@ -199,10 +247,14 @@ mod tests {
             service(&m).spec.unwrap().type_.as_deref(),
             Some("LoadBalancer")
         );
-        assert!(
-            config_map(&m).data.unwrap()["nginx.conf"]
-                .contains("server shop-api.food.svc.cluster.local:8080")
+        assert_eq!(
+            service(&m).spec.unwrap().external_traffic_policy.as_deref(),
+            Some("Local"),
+            "rate limits must see the customer's address"
         );
+        let conf = &config_map(&m).data.unwrap()["nginx.conf"];
+        assert!(conf.contains("server shop-api.food.svc:8080"), "{conf}");
+        assert!(!conf.contains("cluster.local"));
         let d = deployment(&m).spec.unwrap().template.spec.unwrap();
         assert_eq!(
             d.containers[0]

@@ -9,14 +9,14 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::postgres::database_url_env;
-use super::{API_UID, Model, container_security, labels, meta, names, pod_security};
+use super::{API_UID, Model, container_security, labels, meta, pod_security};
 
 const COMPONENT: &str = "migration";
 pub const IMAGE_ANNOTATION: &str = "foodapp.io/api-image";
 
 pub fn job(model: &Model) -> Job {
     let image = &model.spec.api.image;
-    let mut metadata = meta(model, names::migration_job(&model.name, image), COMPONENT);
+    let mut metadata = meta(model, model.migration_job_name(), COMPONENT);
     metadata.annotations = Some(BTreeMap::from([(
         IMAGE_ANNOTATION.to_owned(),
         image.clone(),
@@ -69,7 +69,7 @@ mod tests {
         assert!(name.starts_with("shop-migrate-"));
         assert_eq!(
             name,
-            names::migration_job("shop", "registry.example/foodapp-api:2.0")
+            crate::build::names::migration_job("shop", "registry.example/foodapp-api:2.0", None)
         );
         let c = &j
             .spec
@@ -83,10 +83,13 @@ mod tests {
         assert_eq!(c.args.as_deref(), Some(&["migrate".to_owned()][..]));
         assert_eq!(c.image.as_deref(), Some("registry.example/foodapp-api:2.0"));
         m.spec.api.image = "registry.example/foodapp-api:2.1".into();
+        let next = job(&m).metadata.name.unwrap();
+        assert_ne!(next, name, "a new image gets a new Job");
+        m.migration_retry = Some("1".into());
         assert_ne!(
             job(&m).metadata.name.unwrap(),
-            name,
-            "a new image gets a new Job"
+            next,
+            "a retry of a failed migration gets a new Job"
         );
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, Secret, SecurityContext, Service,
+    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, SecurityContext, Service,
     ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -33,10 +33,13 @@ pub struct Model {
     pub namespace: String,
     pub uid: String,
     pub spec: FoodAppSpec,
-    /// Database password: read from the existing Secret, generated only once.
+    /// Database password, as the database Secret holds it: its hash on the
+    /// pod templates restarts the database and the API when it changes.
     pub db_password: String,
-    /// Access-token signing secret: same rule.
+    /// Access-token signing secret, as the API Secret holds it.
     pub jwt_secret: String,
+    /// The Secret with the first administrator's `email` and `password`.
+    pub admin_secret: String,
     /// The image the API Deployment runs now: the spec image once its
     /// migration Job succeeded, else the one already running. None: no
     /// Deployment yet (first migration still running).
@@ -44,18 +47,92 @@ pub struct Model {
     /// Whether the migration Job for the spec image is wanted now (the
     /// database is ready, or the Job already exists).
     pub run_migration: bool,
+    /// The user's retry token for a failed migration (annotation
+    /// `foodapp.io/retry-migration`): a new token is a new Job.
+    pub migration_retry: Option<String>,
     /// A restore is in progress: the API is scaled to zero.
     pub restoring: bool,
     /// Image of the backup/restore agent (the operator's own image).
     pub agent_image: String,
 }
 
+/// Annotation a user sets (to any new value) to run a failed migration again.
+pub const RETRY_MIGRATION_ANNOTATION: &str = "foodapp.io/retry-migration";
+
+/// What a Model is made from besides the FoodApp: decided by the controller
+/// from what it observed, or by `render` offline.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub db_password: String,
+    pub jwt_secret: String,
+    pub api_rollout_image: Option<String>,
+    pub run_migration: bool,
+    pub restoring: bool,
+    pub agent_image: String,
+}
+
+/// Why a FoodApp cannot become a Model.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    #[error("the FoodApp has no {0}; it was not read from the API server")]
+    MissingMetadata(&'static str),
+}
+
+impl Model {
+    /// The one constructor, shared by the controller and `render`.
+    pub fn new(app: &crate::crd::FoodApp, inputs: Inputs) -> Result<Model, ModelError> {
+        let meta = &app.metadata;
+        let name = meta
+            .name
+            .clone()
+            .ok_or(ModelError::MissingMetadata("name"))?;
+        Ok(Model {
+            admin_secret: app
+                .spec
+                .api
+                .admin_secret
+                .clone()
+                .unwrap_or_else(|| names::admin_secret(&name)),
+            namespace: meta
+                .namespace
+                .clone()
+                .ok_or(ModelError::MissingMetadata("namespace"))?,
+            uid: meta.uid.clone().ok_or(ModelError::MissingMetadata("uid"))?,
+            migration_retry: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RETRY_MIGRATION_ANNOTATION))
+                .cloned(),
+            name,
+            spec: app.spec.clone(),
+            db_password: inputs.db_password,
+            jwt_secret: inputs.jwt_secret,
+            api_rollout_image: inputs.api_rollout_image,
+            run_migration: inputs.run_migration,
+            restoring: inputs.restoring,
+            agent_image: inputs.agent_image,
+        })
+    }
+
+    /// Whether the operator generates the administrator Secret (the user
+    /// did not name one).
+    pub fn generates_admin_secret(&self) -> bool {
+        self.spec.api.admin_secret.is_none()
+    }
+
+    pub fn migration_job_name(&self) -> String {
+        names::migration_job(
+            &self.name,
+            &self.spec.api.image,
+            self.migration_retry.as_deref(),
+        )
+    }
+}
+
 /// One object of each kind the controller applies. Applying destructures it
 /// without `..`, so a new component cannot be forgotten.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    pub db_secret: Secret,
-    pub api_secret: Secret,
     pub db_statefulset: StatefulSet,
     pub db_service: Service,
     pub db_headless_service: Service,
@@ -78,8 +155,6 @@ pub struct BackupObjects {
 
 pub fn build(model: &Model) -> Desired {
     Desired {
-        db_secret: secrets::database(model),
-        api_secret: secrets::api(model),
         db_statefulset: postgres::statefulset(model),
         db_service: postgres::service(model),
         db_headless_service: postgres::headless_service(model),
@@ -105,8 +180,6 @@ impl Desired {
     /// Every object as JSON values, in apply order (for `render`).
     pub fn to_values(&self) -> Vec<serde_json::Value> {
         let Desired {
-            db_secret,
-            api_secret,
             db_statefulset,
             db_service,
             db_headless_service,
@@ -119,8 +192,6 @@ impl Desired {
             backup,
         } = self;
         let mut out = vec![
-            value(db_secret),
-            value(api_secret),
             value(db_headless_service),
             value(db_service),
             value(db_statefulset),
@@ -175,8 +246,16 @@ pub mod names {
     pub fn backup(app: &str) -> String {
         format!("{app}-backup")
     }
-    pub fn migration_job(app: &str, image: &str) -> String {
-        format!("{app}-migrate-{}", super::short_hash(image))
+    pub fn admin_secret(app: &str) -> String {
+        format!("{app}-admin")
+    }
+    /// One Job per image (and per retry the user asks for).
+    pub fn migration_job(app: &str, image: &str, retry: Option<&str>) -> String {
+        let key = match retry {
+            Some(token) => format!("{image}\n{token}"),
+            None => image.to_owned(),
+        };
+        format!("{app}-migrate-{}", super::short_hash(&key))
     }
     /// The PVC the StatefulSet's volumeClaimTemplate creates for pod 0.
     pub fn db_pvc(app: &str) -> String {
@@ -237,12 +316,32 @@ pub fn owner_reference(model: &Model) -> OwnerReference {
 
 pub fn meta(model: &Model, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
+        owner_references: Some(vec![owner_reference(model)]),
+        ..unowned_meta(model, name, component)
+    }
+}
+
+/// Metadata of an object that outlives the FoodApp when its data does (the
+/// generated Secrets): labelled, but not owned, so the garbage collector
+/// leaves it; the finalizer removes it under deletionPolicy Delete.
+pub fn unowned_meta(model: &Model, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
         name: Some(name),
         namespace: Some(model.namespace.clone()),
         labels: Some(labels(model, component)),
-        owner_references: Some(vec![owner_reference(model)]),
         ..Default::default()
     }
+}
+
+/// Pod-template annotation carrying a hash of the database password: a new
+/// password (the Secret was re-created) restarts the pods that use it.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "foodapp.io/credentials-hash";
+
+pub fn credentials_annotation(model: &Model) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        CREDENTIALS_HASH_ANNOTATION.to_owned(),
+        short_hash(&model.db_password),
+    )])
 }
 
 /// Rolling updates that never go below the wanted replicas: one extra pod
@@ -300,8 +399,10 @@ pub(crate) mod testing {
             spec: FoodAppSpec::default(),
             db_password: "db-password".into(),
             jwt_secret: "jwt-secret".into(),
+            admin_secret: "shop-admin".into(),
             api_rollout_image: Some(crate::crd::DEFAULT_API_IMAGE.into()),
             run_migration: true,
+            migration_retry: None,
             restoring: false,
             agent_image: crate::crd::DEFAULT_OPERATOR_IMAGE.into(),
         }
@@ -327,7 +428,7 @@ mod tests {
             },
         });
         let values = build(&m).to_values();
-        assert_eq!(values.len(), 15);
+        assert_eq!(values.len(), 13);
         for v in values {
             let meta = &v["metadata"];
             let what = format!("{} {}", v["kind"], meta["name"]);

@@ -17,7 +17,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{
     DB_NAME, DB_USER, Model, container_security, meta, names, pod_security, selector_labels,
 };
-use crate::crd::DeletionPolicy;
 
 const COMPONENT: &str = "database";
 /// The postgres user of the official image.
@@ -77,14 +76,29 @@ fn pg_isready(period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Run before PostgreSQL at every start: on an existing data directory, set
+/// the login's password to the one in the Secret, so the database always
+/// accepts what the Secret says (a re-created Secret holds a new password).
+/// A new volume is left to the image's entrypoint, whose initdb sets it.
+/// The server runs on a private socket only, so nothing else can connect.
+const SET_PASSWORD: &str = r#"set -eu
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  echo "new data directory: the entrypoint creates the login"
+  exit 0
+fi
+sock=$(mktemp -d)
+pg_ctl -D "$PGDATA" -w -t 600 -o "-c listen_addresses='' -c unix_socket_directories=$sock" start
+trap 'pg_ctl -D "$PGDATA" -m fast -w stop' EXIT
+echo "ALTER ROLE :\"user\" WITH PASSWORD :'password';" |
+  psql -X -q -v ON_ERROR_STOP=1 -h "$sock" -U "$POSTGRES_USER" -d postgres \
+    -v user="$POSTGRES_USER" -v password="$POSTGRES_PASSWORD"
+echo "the password of $POSTGRES_USER is the one in the Secret"
+"#;
+
 pub fn statefulset(model: &Model) -> StatefulSet {
     let db = &model.spec.database;
     let secret = names::db(&model.name);
     let selector = selector_labels(model, COMPONENT);
-    let when_deleted = match model.spec.deletion_policy {
-        DeletionPolicy::Retain => "Retain",
-        DeletionPolicy::Delete => "Delete",
-    };
     let scratch = |name: &str| Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -95,16 +109,31 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         mount_path: path.to_owned(),
         ..Default::default()
     };
+    let pg_env = vec![
+        secret_env("POSTGRES_USER", &secret, "username"),
+        secret_env("POSTGRES_PASSWORD", &secret, "password"),
+        secret_env("POSTGRES_DB", &secret, "database"),
+        // A subdirectory: the volume's root may hold lost+found.
+        env("PGDATA", &format!("{DATA}/pgdata")),
+    ];
+    let set_password = Container {
+        name: "set-password".to_owned(),
+        image: Some(db.image.clone()),
+        command: Some(vec!["sh".to_owned(), "-c".to_owned(), SET_PASSWORD.to_owned()]),
+        env: Some(pg_env.clone()),
+        resources: db.resources.clone(),
+        security_context: Some(container_security(POSTGRES_UID)),
+        volume_mounts: Some(vec![
+            mount("data", DATA),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    };
     let container = Container {
         name: "postgres".to_owned(),
         image: Some(db.image.clone()),
-        env: Some(vec![
-            secret_env("POSTGRES_USER", &secret, "username"),
-            secret_env("POSTGRES_PASSWORD", &secret, "password"),
-            secret_env("POSTGRES_DB", &secret, "database"),
-            // A subdirectory: the volume's root may hold lost+found.
-            env("PGDATA", &format!("{DATA}/pgdata")),
-        ]),
+        env: Some(pg_env),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".to_owned()),
             container_port: 5432,
@@ -131,18 +160,22 @@ pub fn statefulset(model: &Model) -> StatefulSet {
                 match_labels: Some(selector.clone()),
                 ..Default::default()
             },
+            // The claim is never deleted with the StatefulSet: the FoodApp's
+            // finalizer decides, at deletion time, from deletionPolicy.
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(when_deleted.to_owned()),
+                    when_deleted: Some("Retain".to_owned()),
                     when_scaled: Some("Retain".to_owned()),
                 },
             ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(super::labels(model, COMPONENT)),
+                    annotations: Some(super::credentials_annotation(model)),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: Some(vec![set_password]),
                     containers: vec![container],
                     security_context: Some(pod_security(POSTGRES_UID)),
                     termination_grace_period_seconds: Some(60),
@@ -273,19 +306,33 @@ mod tests {
     }
 
     #[test]
-    fn deletion_policy_decides_what_happens_to_the_claim() {
-        let mut m = model();
-        let policy = |m: &Model| {
-            statefulset(m)
+    fn the_claim_survives_the_statefulset_whatever_the_policy() {
+        for policy in [
+            crate::crd::DeletionPolicy::Retain,
+            crate::crd::DeletionPolicy::Delete,
+        ] {
+            let mut m = model();
+            m.spec.deletion_policy = policy;
+            let p = statefulset(&m)
                 .spec
                 .unwrap()
                 .persistent_volume_claim_retention_policy
-                .unwrap()
-                .when_deleted
-        };
-        assert_eq!(policy(&m).as_deref(), Some("Retain"));
-        m.spec.deletion_policy = DeletionPolicy::Delete;
-        assert_eq!(policy(&m).as_deref(), Some("Delete"));
+                .unwrap();
+            assert_eq!(p.when_deleted.as_deref(), Some("Retain"), "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn the_password_in_the_secret_is_set_at_every_start() {
+        let pod = statefulset(&model()).spec.unwrap().template;
+        let init = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+        let script = &init.command.as_ref().unwrap()[2];
+        assert!(script.contains("ALTER ROLE"), "{script}");
+        assert!(script.contains("listen_addresses=''"), "private socket only");
+        let env: Vec<&str> = init.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert!(env.contains(&"POSTGRES_PASSWORD") && env.contains(&"PGDATA"));
+        let annotations = pod.metadata.unwrap().annotations.unwrap();
+        assert!(annotations.contains_key(crate::build::CREDENTIALS_HASH_ANNOTATION));
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! The generated credentials: database login and the API's token-signing
-//! secret. Values come from the model (read from the existing Secrets, or
-//! generated once), so applying never rotates them by accident.
+//! The generated credentials: database login, the API's token-signing
+//! secret and the first administrator. The controller creates each once,
+//! where it reads them (dereference), and never rewrites one; they are not
+//! owned by the FoodApp: they live as long as the data does.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{DB_NAME, DB_USER, Model, meta, names};
+use super::{DB_NAME, DB_USER, Model, names, unowned_meta};
+
+/// The administrator the operator creates when the user names no Secret.
+pub const ADMIN_EMAIL: &str = "admin@foodapp.local";
 
 pub fn database(model: &Model) -> Secret {
     let host = names::db(&model.name);
@@ -15,7 +19,7 @@ pub fn database(model: &Model) -> Secret {
         model.db_password
     );
     Secret {
-        metadata: meta(model, names::db(&model.name), "database"),
+        metadata: unowned_meta(model, names::db(&model.name), "database"),
         type_: Some("Opaque".to_owned()),
         ..Default::default()
     }
@@ -29,7 +33,7 @@ pub fn database(model: &Model) -> Secret {
 
 pub fn api(model: &Model) -> Secret {
     Secret {
-        metadata: meta(model, names::api_secret(&model.name), "api"),
+        metadata: unowned_meta(model, names::api_secret(&model.name), "api"),
         type_: Some("Opaque".to_owned()),
         ..Default::default()
     }
@@ -37,6 +41,29 @@ pub fn api(model: &Model) -> Secret {
         "JWT_SECRET".to_owned(),
         model.jwt_secret.clone(),
     )]))
+}
+
+/// The first administrator's login, with a freshly generated password.
+pub fn admin(model: &Model, password: &str) -> Secret {
+    Secret {
+        metadata: unowned_meta(model, names::admin_secret(&model.name), "api"),
+        type_: Some("Opaque".to_owned()),
+        ..Default::default()
+    }
+    .with_strings(BTreeMap::from([
+        ("email".to_owned(), ADMIN_EMAIL.to_owned()),
+        ("password".to_owned(), password.to_owned()),
+    ]))
+}
+
+/// Every Secret the operator generates for this FoodApp (the admin one only
+/// when the user named none).
+pub fn generated(model: &Model, admin_password: &str) -> Vec<Secret> {
+    let mut out = vec![database(model), api(model)];
+    if model.generates_admin_secret() {
+        out.push(admin(model, admin_password));
+    }
+    out
 }
 
 trait WithStrings {
@@ -84,6 +111,19 @@ mod tests {
             value(&s, "DATABASE_URL"),
             "postgres://foodapp:db-password@shop-db:5432/foodapp?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn generated_secrets_outlive_the_foodapp() {
+        let mut m = model();
+        let all = generated(&m, "admin-password");
+        assert_eq!(all.len(), 3);
+        for s in &all {
+            assert!(s.metadata.owner_references.is_none(), "{:?}", s.metadata.name);
+        }
+        assert_eq!(value(&all[2], "email"), ADMIN_EMAIL);
+        m.spec.api.admin_secret = Some("mine".into());
+        assert_eq!(generated(&m, "x").len(), 2, "the user's Secret is theirs");
     }
 
     #[test]

@@ -1,25 +1,29 @@
-//! Server-side apply with one field manager, skipping objects that already
-//! match (so an unchanged FoodApp costs no writes), never overwriting
-//! generated Secrets, and pruning what the spec no longer wants.
+//! Server-side apply with one field manager, component by component: a
+//! failure of one is recorded and the others still go through. An object is
+//! applied unless the live one was applied from the same desired state (the
+//! hash annotation) and still matches it, so an unchanged FoodApp costs no
+//! writes, drift is corrected, and a field removed from the spec is removed
+//! from the object (the apply no longer carries it). Jobs are created once.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, Secret, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::build::{BackupObjects, Desired, MANAGER, instance_selector, names};
+use crate::build::{BackupObjects, Desired, MANAGER, instance_selector, names, short_hash};
+
+/// Annotation with a hash of what the operator last applied to an object.
+pub const APPLIED_HASH_ANNOTATION: &str = "foodapp.io/applied-hash";
 
 #[derive(Debug, thiserror::Error)]
 #[error("applying {kind} {name}: {source}")]
@@ -59,12 +63,40 @@ pub fn failed(kind: &str, name: &str) -> impl Fn(kube::Error) -> Error + use<> {
     }
 }
 
-/// What applying changed.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// The parts of a FoodApp applied on their own; each has a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Database,
+    Migration,
+    Api,
+    Gateway,
+    Backup,
+}
+
+/// What applying did.
+#[derive(Debug, Default)]
 pub struct Applied {
     pub writes: u32,
     /// Whether the migration Job was created by this pass.
     pub migration_job_created: bool,
+    /// The components the API server refused, with why.
+    pub failures: Vec<(Component, Error)>,
+}
+
+impl Applied {
+    pub fn failure(&self, component: Component) -> Option<&Error> {
+        self.failures
+            .iter()
+            .find(|(c, _)| *c == component)
+            .map(|(_, e)| e)
+    }
+
+    fn record(&mut self, component: Component, result: Result<(), Error>) {
+        if let Err(e) = result {
+            tracing::warn!(?component, error = %e, "apply failed");
+            self.failures.push((component, e));
+        }
+    }
 }
 
 /// True when every field set in `desired` has the same value in `actual`:
@@ -81,6 +113,35 @@ pub fn is_subset(desired: &Value, actual: &Value) -> bool {
     }
 }
 
+/// `obj` with the hash of its own desired state in an annotation.
+fn stamped<K: Object>(obj: &K) -> K {
+    let mut obj = obj.clone();
+    let hash = short_hash(&serde_json::to_string(&obj).unwrap_or_default());
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash);
+    obj
+}
+
+/// Whether `live` needs no apply: applied from the same desired state, and
+/// nobody changed a field the operator sets since.
+fn up_to_date<K: Object>(desired: &K, live: &K) -> bool {
+    let hash = |o: &K| {
+        o.meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+            .cloned()
+    };
+    hash(desired).is_some()
+        && hash(desired) == hash(live)
+        && is_subset(
+            &serde_json::to_value(desired).unwrap_or_default(),
+            &serde_json::to_value(live).unwrap_or_default(),
+        )
+}
+
 /// Applies `obj` server-side with the operator's field manager.
 async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Result<(), Error> {
     let name = obj.meta().name.clone().unwrap_or_default();
@@ -95,29 +156,24 @@ async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Res
     Ok(())
 }
 
-/// Creates or updates `obj`; an object that already matches is left alone.
-/// True when it wrote.
-async fn ensure<K: Object>(
-    client: &Client,
-    ns: &str,
-    obj: &K,
-    applied: &mut Applied,
-) -> Result<bool, Error> {
-    if let Some(current) = create_once(client, ns, obj).await? {
-        let desired = serde_json::to_value(obj).unwrap_or_default();
-        let actual = serde_json::to_value(&current).unwrap_or_default();
-        if is_subset(&desired, &actual) {
-            return Ok(false);
-        }
-        server_side_apply(client, ns, obj).await?;
+/// Applies `obj` unless the live object is up to date; true when it wrote.
+async fn ensure<K: Object>(client: &Client, ns: &str, obj: &K, writes: &mut u32) -> Result<bool, Error> {
+    let desired = stamped(obj);
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let live = Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .map_err(failed(&K::kind(&()), &name))?;
+    if live.as_ref().is_some_and(|l| up_to_date(&desired, l)) {
+        return Ok(false);
     }
-    applied.writes += 1;
+    server_side_apply(client, ns, &desired).await?;
+    *writes += 1;
     Ok(true)
 }
 
 /// Creates `obj` unless an object of that name exists, which is returned
-/// instead and left untouched: generated Secrets (never rewritten) and the
-/// Jobs of backups and restores (immutable once running).
+/// instead and left untouched: Jobs (immutable once running).
 pub async fn create_once<K: Object>(
     client: &Client,
     ns: &str,
@@ -134,26 +190,14 @@ pub async fn create_once<K: Object>(
     Ok(existing)
 }
 
-async fn secret(
-    client: &Client,
-    ns: &str,
-    secret: &Secret,
-    applied: &mut Applied,
-) -> Result<(), Error> {
-    if create_once(client, ns, secret).await?.is_none() {
-        applied.writes += 1;
-    }
-    Ok(())
-}
-
 /// volumeClaimTemplates cannot change after creation: keep the existing
-/// ones, and tend the claim itself (its size and who owns it).
+/// ones, and grow the claim itself when the spec asks for more.
 async fn statefulset(
     client: &Client,
     ns: &str,
     app: &str,
     desired: &StatefulSet,
-    applied: &mut Applied,
+    writes: &mut u32,
 ) -> Result<(), Error> {
     let name = desired.metadata.name.clone().unwrap_or_default();
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
@@ -161,7 +205,17 @@ async fn statefulset(
         .get_opt(&name)
         .await
         .map_err(failed("StatefulSet", &name))?;
-    let wanted = desired_claim(app, desired, current.is_some());
+    let wanted_size = current.as_ref().and_then(|_| {
+        requested_storage(
+            desired
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.as_ref())
+                .and_then(|t| t.first())
+                .and_then(|t| t.spec.as_ref()),
+        )
+        .cloned()
+    });
     let mut desired = desired.clone();
     if let (Some(spec), Some(current_spec)) = (
         desired.spec.as_mut(),
@@ -169,19 +223,11 @@ async fn statefulset(
     ) {
         spec.volume_claim_templates = current_spec.volume_claim_templates.clone();
     }
-    Box::pin(ensure(client, ns, &desired, applied)).await?;
-    Box::pin(claim(client, ns, &wanted, applied)).await
-}
-
-/// What the data claim should look like.
-struct ClaimWanted {
-    name: String,
-    /// Size the spec asks for, when the StatefulSet already existed (a new
-    /// one creates its claim at the right size).
-    size: Option<Quantity>,
-    /// The FoodApp's reference, and whether the claim should carry it.
-    owner: Option<OwnerReference>,
-    owned: bool,
+    Box::pin(ensure(client, ns, &desired, writes)).await?;
+    match wanted_size {
+        Some(size) => Box::pin(grow_claim(client, ns, &names::db_pvc(app), &size, writes)).await,
+        None => Ok(()),
+    }
 }
 
 /// The storage a claim (or claim template) requests.
@@ -189,101 +235,42 @@ fn requested_storage(spec: Option<&PersistentVolumeClaimSpec>) -> Option<&Quanti
     spec?.resources.as_ref()?.requests.as_ref()?.get("storage")
 }
 
-fn desired_claim(app: &str, desired: &StatefulSet, existed: bool) -> ClaimWanted {
-    let spec = desired.spec.as_ref();
-    let size = requested_storage(
-        spec.and_then(|s| s.volume_claim_templates.as_ref())
-            .and_then(|t| t.first())
-            .and_then(|t| t.spec.as_ref()),
-    )
-    .cloned();
-    let owned = spec
-        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
-        .and_then(|p| p.when_deleted.as_deref())
-        == Some("Delete");
-    let owner = desired
-        .metadata
-        .owner_references
-        .as_ref()
-        .and_then(|o| o.first())
-        .map(|o| OwnerReference {
-            controller: Some(false),
-            block_owner_deletion: Some(false),
-            ..o.clone()
-        });
-    ClaimWanted {
-        name: names::db_pvc(app),
-        size: size.filter(|_| existed),
-        owner,
-        owned,
-    }
-}
-
-/// Grows the claim when the spec asks for more (never shrinks it), and makes
-/// deletionPolicy hold without a finalizer: with Delete the FoodApp owns the
-/// claim, so the garbage collector removes it with the FoodApp; with Retain
-/// it does not, and the data survives.
-async fn claim(
+/// Grows the claim when the spec asks for more (never shrinks it). Who owns
+/// the claim is not decided here: nobody does, and the FoodApp's finalizer
+/// deletes it under deletionPolicy Delete.
+async fn grow_claim(
     client: &Client,
     ns: &str,
-    wanted: &ClaimWanted,
-    applied: &mut Applied,
+    name: &str,
+    size: &Quantity,
+    writes: &mut u32,
 ) -> Result<(), Error> {
-    let err = failed("PersistentVolumeClaim", &wanted.name);
+    let err = failed("PersistentVolumeClaim", name);
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let Some(pvc) = api.get_opt(&wanted.name).await.map_err(&err)? else {
+    let Some(pvc) = api.get_opt(name).await.map_err(&err)? else {
         return Ok(());
     };
-    let mut patch = serde_json::Map::new();
-    let current_size =
-        requested_storage(pvc.spec.as_ref()).and_then(|q| crate::quantity::bytes(&q.0));
-    if let Some(size) = &wanted.size
-        && let (Some(cur), Some(new)) = (current_size, crate::quantity::bytes(&size.0))
-        && new > cur
-    {
-        patch.insert(
-            "spec".into(),
-            serde_json::json!({"resources": {"requests": {"storage": size.0}}}),
-        );
-    }
-    if let Some(owner) = &wanted.owner {
-        let refs = pvc.metadata.owner_references.clone().unwrap_or_default();
-        let has = refs.iter().any(|r| r.uid == owner.uid);
-        if has != wanted.owned {
-            let mut new_refs: Vec<OwnerReference> =
-                refs.into_iter().filter(|r| r.uid != owner.uid).collect();
-            if wanted.owned {
-                new_refs.push(owner.clone());
-            }
-            patch.insert(
-                "metadata".into(),
-                serde_json::json!({"ownerReferences": new_refs}),
-            );
-        }
-    }
-    if !patch.is_empty() {
-        api.patch(
-            &wanted.name,
-            &PatchParams::default(),
-            &Patch::Merge(&Value::Object(patch)),
-        )
-        .await
-        .map_err(err)?;
-        applied.writes += 1;
+    let current = requested_storage(pvc.spec.as_ref()).and_then(|q| crate::quantity::bytes(&q.0));
+    let grows = matches!(
+        (current, crate::quantity::bytes(&size.0)),
+        (Some(cur), Some(new)) if new > cur
+    );
+    if grows {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size.0}}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(err)?;
+        *writes += 1;
     }
     Ok(())
 }
 
-pub async fn apply(
-    client: &Client,
-    ns: &str,
-    app: &str,
-    desired: &Desired,
-) -> Result<Applied, Error> {
+/// Applies every component on its own: a refused object fails its component
+/// only, and the others still converge.
+pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> Applied {
     let mut applied = Applied::default();
+    let mut writes = 0;
     let Desired {
-        db_secret,
-        api_secret,
         db_statefulset,
         db_service,
         db_headless_service,
@@ -295,39 +282,69 @@ pub async fn apply(
         gateway_service,
         backup,
     } = desired;
-    secret(client, ns, db_secret, &mut applied).await?;
-    secret(client, ns, api_secret, &mut applied).await?;
-    ensure(client, ns, db_headless_service, &mut applied).await?;
-    ensure(client, ns, db_service, &mut applied).await?;
-    statefulset(client, ns, app, db_statefulset, &mut applied).await?;
+
+    let database = async {
+        ensure(client, ns, db_headless_service, &mut writes).await?;
+        ensure(client, ns, db_service, &mut writes).await?;
+        Box::pin(statefulset(client, ns, app, db_statefulset, &mut writes)).await
+    }
+    .await;
+    applied.record(Component::Database, database);
+
     if let Some(job) = migration_job {
-        applied.migration_job_created = ensure(client, ns, job, &mut applied).await?;
-    }
-    ensure(client, ns, api_service, &mut applied).await?;
-    if let Some(deployment) = api_deployment {
-        ensure(client, ns, deployment, &mut applied).await?;
-    }
-    ensure(client, ns, gateway_config, &mut applied).await?;
-    ensure(client, ns, gateway_service, &mut applied).await?;
-    ensure(client, ns, gateway_deployment, &mut applied).await?;
-    match backup {
-        Some(BackupObjects {
-            service_account,
-            role,
-            role_binding,
-            cron_job,
-        }) => {
-            ensure(client, ns, service_account, &mut applied).await?;
-            ensure(client, ns, role, &mut applied).await?;
-            ensure(client, ns, role_binding, &mut applied).await?;
-            ensure(client, ns, cron_job, &mut applied).await?;
+        match create_once(client, ns, job).await {
+            Ok(None) => {
+                writes += 1;
+                applied.migration_job_created = true;
+            }
+            Ok(Some(_)) => {}
+            Err(e) => applied.record(Component::Migration, Err(e)),
         }
-        None => prune_backup(client, ns, app, &mut applied).await?,
     }
-    Ok(applied)
+
+    let api = async {
+        ensure(client, ns, api_service, &mut writes).await?;
+        if let Some(deployment) = api_deployment {
+            ensure(client, ns, deployment, &mut writes).await?;
+        }
+        Ok(())
+    }
+    .await;
+    applied.record(Component::Api, api);
+
+    let gateway = async {
+        ensure(client, ns, gateway_config, &mut writes).await?;
+        ensure(client, ns, gateway_service, &mut writes).await?;
+        ensure(client, ns, gateway_deployment, &mut writes).await?;
+        Ok(())
+    }
+    .await;
+    applied.record(Component::Gateway, gateway);
+
+    let backups = async {
+        match backup {
+            Some(BackupObjects {
+                service_account,
+                role,
+                role_binding,
+                cron_job,
+            }) => {
+                ensure(client, ns, service_account, &mut writes).await?;
+                ensure(client, ns, role, &mut writes).await?;
+                ensure(client, ns, role_binding, &mut writes).await?;
+                ensure(client, ns, cron_job, &mut writes).await?;
+                Ok(())
+            }
+            None => prune_backup(client, ns, app, &mut writes).await,
+        }
+    }
+    .await;
+    applied.record(Component::Backup, backups);
+    applied.writes = writes;
+    applied
 }
 
-async fn prune<K>(client: &Client, ns: &str, app: &str, applied: &mut Applied) -> Result<(), Error>
+async fn prune<K>(client: &Client, ns: &str, app: &str, writes: &mut u32) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -350,22 +367,17 @@ where
         api.delete(&name, &DeleteParams::background())
             .await
             .map_err(&err)?;
-        applied.writes += 1;
+        *writes += 1;
     }
     Ok(())
 }
 
 /// Backups were turned off: remove the CronJob and its RBAC.
-async fn prune_backup(
-    client: &Client,
-    ns: &str,
-    app: &str,
-    applied: &mut Applied,
-) -> Result<(), Error> {
-    prune::<CronJob>(client, ns, app, applied).await?;
-    prune::<RoleBinding>(client, ns, app, applied).await?;
-    prune::<Role>(client, ns, app, applied).await?;
-    prune::<ServiceAccount>(client, ns, app, applied).await
+async fn prune_backup(client: &Client, ns: &str, app: &str, writes: &mut u32) -> Result<(), Error> {
+    prune::<CronJob>(client, ns, app, writes).await?;
+    prune::<RoleBinding>(client, ns, app, writes).await?;
+    prune::<Role>(client, ns, app, writes).await?;
+    prune::<ServiceAccount>(client, ns, app, writes).await
 }
 
 #[cfg(test)]
@@ -380,6 +392,29 @@ mod tests {
             "template": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "IfNotPresent"}]}},
             "status": {"readyReplicas": 2}});
         assert!(is_subset(&desired, &actual));
+    }
+
+    #[test]
+    fn a_changed_desired_state_is_applied_even_when_the_live_object_holds_more() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let mut desired = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("c".into()),
+                ..Default::default()
+            },
+            data: Some([("a".to_owned(), "1".to_owned())].into()),
+            ..Default::default()
+        };
+        let live = stamped(&desired);
+        assert!(up_to_date(&stamped(&desired), &live));
+        // A key removed from the spec: the live object is still a superset,
+        // but it was applied from another desired state.
+        desired.data = Some(BTreeMap::new());
+        assert!(!up_to_date(&stamped(&desired), &live));
+        // Someone edited a field the operator sets.
+        let mut edited = live.clone();
+        edited.data = Some([("a".to_owned(), "2".to_owned())].into());
+        assert!(!up_to_date(&live, &edited));
     }
 
     #[test]

@@ -1,34 +1,23 @@
 //! FoodAppBackups: runs on-demand backups as Jobs, marks backups whose Job
 //! failed without reporting, and turns recorded backups into metrics and
-//! events (so failed backups do not go unnoticed).
+//! events (so failed backups do not go unnoticed). Each outcome is announced
+//! once, ever: the FoodAppBackup carries an annotation once it was, so an
+//! operator restart does not repeat the Events of every past backup.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::Mutex;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
-use super::dereference::Observed;
+use super::conditions::Reason;
 use super::validate::{self, JobState, job_state};
-use super::{Context, Error, apply, requeue_normal};
+use super::{Context, Error, apply, instrumented, requeue_normal, requeue_soon};
 use crate::build::backup;
 use crate::crd::{BackupSource, FoodApp, FoodAppBackup, FoodAppBackupStatus, JobPhase};
 
-/// Names of backups already counted, so each outcome is counted once.
-#[derive(Default)]
-pub struct Seen(Mutex<HashSet<String>>);
-
-impl Seen {
-    fn first_time(&self, key: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_owned())
-    }
-}
+/// Set on a FoodAppBackup once its outcome was announced (Event, metric).
+pub const ANNOUNCED_ANNOTATION: &str = "foodapp.io/announced";
 
 async fn set_status(
     ctx: &Context,
@@ -47,16 +36,21 @@ async fn set_status(
     Ok(())
 }
 
-fn failed(message: String) -> FoodAppBackupStatus {
+fn failed(reason: Reason, message: String) -> FoodAppBackupStatus {
     FoodAppBackupStatus {
         phase: Some(JobPhase::Failed),
         completed_at: Some(k8s_openapi::jiff::Timestamp::now().to_string()),
         error: Some(message),
+        reason: Some(reason.as_str().to_owned()),
         ..Default::default()
     }
 }
 
 pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    instrumented(b.as_ref(), &ctx, reconcile_inner(&b, &ctx)).await
+}
+
+async fn reconcile_inner(b: &Arc<FoodAppBackup>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = b.namespace().unwrap_or_default();
     let name = b.name_any();
     let phase = b.status.as_ref().and_then(|s| s.phase);
@@ -68,7 +62,7 @@ pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Actio
 
     match phase {
         Some(JobPhase::Succeeded) | Some(JobPhase::Failed) => {
-            observe_outcome(&b, app.as_ref(), &ctx).await;
+            observe_outcome(b, app.as_ref(), ctx).await?;
             return Ok(requeue_normal());
         }
         _ if b.spec.source == BackupSource::Scheduled => return Ok(requeue_normal()),
@@ -78,36 +72,42 @@ pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Actio
     // An on-demand backup: run it as a Job.
     let Some(app) = app else {
         set_status(
-            &ctx,
-            &b,
-            &failed(format!(
-                "FoodAppNotFound: FoodApp {} not found in namespace {ns}",
-                b.spec.food_app_ref
-            )),
+            ctx,
+            b,
+            &failed(
+                Reason::FoodAppNotFound,
+                format!(
+                    "FoodApp {} not found in namespace {ns}",
+                    b.spec.food_app_ref
+                ),
+            ),
         )
         .await?;
         return Ok(requeue_normal());
     };
     let Some(backup_spec) = app.spec.backup.as_ref() else {
         set_status(
-            &ctx,
-            &b,
-            &failed(format!(
-                "NotConfigured: FoodApp {} has no spec.backup: nowhere to store a backup",
-                app.name_any()
-            )),
+            ctx,
+            b,
+            &failed(
+                Reason::NotConfigured,
+                format!(
+                    "FoodApp {} has no spec.backup: nowhere to store a backup",
+                    app.name_any()
+                ),
+            ),
         )
         .await?;
         return Ok(requeue_normal());
     };
-    let model = validate::model(&app, &Observed::default(), &ctx.agent_image)?;
+    let model = validate::job_model(&app, &ctx.agent_image)?;
     let job = backup::on_demand_backup_job(&model, backup_spec, &name);
     match apply::create_once(&ctx.client, &ns, &job).await? {
         None => {
             if phase.is_none() {
                 set_status(
-                    &ctx,
-                    &b,
+                    ctx,
+                    b,
                     &FoodAppBackupStatus {
                         phase: Some(JobPhase::Pending),
                         ..Default::default()
@@ -116,9 +116,8 @@ pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Actio
                 .await?;
             }
             ctx.event(
-                &*b,
-                EventType::Normal,
-                "BackupStarted",
+                b.as_ref(),
+                Reason::Started,
                 "Backup",
                 format!("running backup Job {name}"),
             )
@@ -128,26 +127,35 @@ pub async fn reconcile(b: Arc<FoodAppBackup>, ctx: Arc<Context>) -> Result<Actio
             if let JobState::Failed { reason, message } = job_state(&job) {
                 // The agent could not report (it never started, or was killed).
                 set_status(
-                    &ctx,
-                    &b,
-                    &failed(format!(
-                        "JobFailed: the backup Job failed ({reason}): {message}"
-                    )),
+                    ctx,
+                    b,
+                    &failed(
+                        Reason::JobFailed,
+                        format!("the backup Job failed ({reason}): {message}"),
+                    ),
                 )
                 .await?;
             }
         }
     }
-    Ok(Action::requeue(std::time::Duration::from_secs(15)))
+    Ok(requeue_soon(15))
 }
 
-/// Metrics and events for a finished backup, once.
-async fn observe_outcome(b: &FoodAppBackup, app: Option<&FoodApp>, ctx: &Context) {
-    let Some(status) = &b.status else { return };
-    let key = format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any());
-    if !ctx.backup_seen.first_time(&key) {
-        return;
-    }
+fn announced(b: &FoodAppBackup) -> bool {
+    b.annotations().contains_key(ANNOUNCED_ANNOTATION)
+}
+
+/// Gauges for every finished backup (idempotent, so they survive a
+/// restart); Events and the failure counter once per backup, recorded on it.
+async fn observe_outcome(
+    b: &FoodAppBackup,
+    app: Option<&FoodApp>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let Some(status) = &b.status else {
+        return Ok(());
+    };
+    let first_time = !announced(b);
     let labels = crate::metrics::AppLabels {
         namespace: b.namespace().unwrap_or_default(),
         foodapp: b.spec.food_app_ref.clone(),
@@ -177,7 +185,7 @@ async fn observe_outcome(b: &FoodAppBackup, app: Option<&FoodApp>, ctx: &Context
                 .backup_size
                 .get_or_create(&labels)
                 .set(status.size_bytes.unwrap_or(0));
-            if let Some(app) = app {
+            if let Some(app) = app.filter(|_| first_time) {
                 let note = format!(
                     "backup {} stored as {} ({} bytes, verified: {})",
                     b.name_any(),
@@ -185,42 +193,50 @@ async fn observe_outcome(b: &FoodAppBackup, app: Option<&FoodApp>, ctx: &Context
                     status.size_bytes.unwrap_or(0),
                     status.verified.unwrap_or(false)
                 );
-                ctx.event(app, EventType::Normal, "BackupSucceeded", "Backup", note)
-                    .await;
+                ctx.note(
+                    app,
+                    kube::runtime::events::EventType::Normal,
+                    "BackupSucceeded",
+                    "Backup",
+                    note,
+                )
+                .await;
             }
         }
-        Some(JobPhase::Failed) => {
+        Some(JobPhase::Failed) if first_time => {
             let error = status.error.clone().unwrap_or_default();
-            let reason = error
-                .split(':')
-                .next()
-                .unwrap_or("Unknown")
-                .trim()
-                .to_owned();
+            let reason = status.reason.clone().unwrap_or_else(|| "Unknown".to_owned());
             ctx.metrics
                 .backup_failures
                 .get_or_create(&crate::metrics::FailureLabels {
                     namespace: labels.namespace,
                     foodapp: labels.foodapp,
-                    reason,
+                    reason: reason.clone(),
                 })
                 .inc();
             if let Some(app) = app {
-                ctx.event(
+                ctx.note(
                     app,
-                    EventType::Warning,
+                    kube::runtime::events::EventType::Warning,
                     "BackupFailed",
                     "Backup",
-                    format!("backup {} failed: {error}", b.name_any()),
+                    format!("backup {} failed ({reason}): {error}", b.name_any()),
                 )
                 .await;
             }
         }
         _ => {}
     }
+    if first_time {
+        let api: Api<FoodAppBackup> =
+            Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOUNCED_ANNOTATION: "true"}}});
+        api.patch(&b.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::Status)?;
+    }
+    Ok(())
 }
 
-pub fn error_policy(_b: Arc<FoodAppBackup>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, "backup reconcile failed");
-    Action::requeue(std::time::Duration::from_secs(30))
-}
+
+

@@ -1,14 +1,15 @@
 //! Reads what a FoodApp's spec points at and what already exists: its
 //! Secrets, the credentials Secret, and the children whose state decides the
-//! next step. The only stage besides `apply` that talks to the API server.
+//! next step. The generated Secrets are created here, once, where the client
+//! is: validation stays pure, and a value is never generated twice.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
-use crate::build::names;
+use crate::build::{self, Inputs, Model, names, secrets};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
 
 /// The world as the reconcile found it.
@@ -16,6 +17,8 @@ use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
 pub struct Observed {
     pub db_secret: Option<Secret>,
     pub api_secret: Option<Secret>,
+    /// The administrator Secret (generated, or the user's).
+    pub admin_secret: Option<Secret>,
     /// Whether the S3 credentials Secret exists (None: no backup configured).
     pub credentials_secret_found: Option<bool>,
     pub statefulset: Option<StatefulSet>,
@@ -29,6 +32,60 @@ pub struct Observed {
     pub restores: Vec<FoodAppRestore>,
 }
 
+/// Creates `secret` unless one of that name exists; returns what is there.
+/// A Secret is never overwritten: it holds a password the data depends on.
+pub async fn create_secret_once(
+    client: &Client,
+    ns: &str,
+    secret: &Secret,
+) -> Result<Secret, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    if let Some(existing) = api.get_opt(name).await? {
+        return Ok(existing);
+    }
+    match api.create(&PostParams::default(), secret).await {
+        Ok(created) => Ok(created),
+        // Created by someone else meanwhile: theirs stands.
+        Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes sure the generated Secrets exist, creating the missing ones with
+/// fresh values. The values used are those stored, whoever made them.
+async fn ensure_generated_secrets(
+    client: &Client,
+    app: &FoodApp,
+    observed: &mut Observed,
+) -> Result<(), kube::Error> {
+    let ns = app.metadata.namespace.as_deref().unwrap_or("default");
+    let fresh = Model::new(
+        app,
+        Inputs {
+            db_password: secrets::generate(),
+            jwt_secret: secrets::generate(),
+            api_rollout_image: None,
+            run_migration: false,
+            restoring: false,
+            agent_image: String::new(),
+        },
+    );
+    // Without metadata there is nothing to name; validation reports it.
+    let Ok(fresh) = fresh else { return Ok(()) };
+    if observed.db_secret.is_none() {
+        observed.db_secret = Some(create_secret_once(client, ns, &secrets::database(&fresh)).await?);
+    }
+    if observed.api_secret.is_none() {
+        observed.api_secret = Some(create_secret_once(client, ns, &secrets::api(&fresh)).await?);
+    }
+    if observed.admin_secret.is_none() && fresh.generates_admin_secret() {
+        let admin = secrets::admin(&fresh, &secrets::generate());
+        observed.admin_secret = Some(create_secret_once(client, ns, &admin).await?);
+    }
+    Ok(())
+}
+
 pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::Error> {
     let ns = app.metadata.namespace.as_deref().unwrap_or("default");
     let name = app.metadata.name.as_deref().unwrap_or_default();
@@ -38,17 +95,33 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
         Some(b) => Some(secrets.get_opt(&b.s3.credentials_secret).await?.is_some()),
         None => None,
     };
+    let admin_secret_name = app
+        .spec
+        .api
+        .admin_secret
+        .clone()
+        .unwrap_or_else(|| names::admin_secret(name));
     let backups: Api<FoodAppBackup> = Api::namespaced(client.clone(), ns);
     let restores: Api<FoodAppRestore> = Api::namespaced(client.clone(), ns);
-    Ok(Observed {
+    let retry = app
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(build::RETRY_MIGRATION_ANNOTATION));
+    let mut observed = Observed {
         db_secret: secrets.get_opt(&names::db(name)).await?,
         api_secret: secrets.get_opt(&names::api_secret(name)).await?,
+        admin_secret: secrets.get_opt(&admin_secret_name).await?,
         credentials_secret_found,
         statefulset: Api::<StatefulSet>::namespaced(client.clone(), ns)
             .get_opt(&names::db(name))
             .await?,
         migration_job: Api::<Job>::namespaced(client.clone(), ns)
-            .get_opt(&names::migration_job(name, &app.spec.api.image))
+            .get_opt(&names::migration_job(
+                name,
+                &app.spec.api.image,
+                retry.map(String::as_str),
+            ))
             .await?,
         api_deployment: deployments.get_opt(&names::api(name)).await?,
         gateway_deployment: deployments.get_opt(&names::gateway(name)).await?,
@@ -72,5 +145,7 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             .into_iter()
             .filter(|r| r.spec.food_app_ref == name)
             .collect(),
-    })
+    };
+    ensure_generated_secrets(client, app, &mut observed).await?;
+    Ok(observed)
 }

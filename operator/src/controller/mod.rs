@@ -1,15 +1,20 @@
 //! The FoodApp controller: a straight pipeline per reconcile —
 //! dereference → validate → build → apply → status — where only the ends
-//! talk to the API server.
+//! talk to the API server. A finalizer decides, at deletion time, what
+//! happens to the data. Backups and restores share the same instrumentation,
+//! backoff and jitter (`instrumented`, `error_policy`).
 
 pub mod apply;
 pub mod backups;
+pub mod conditions;
 pub mod dereference;
+pub mod finalize;
 pub mod restores;
 pub mod status;
 pub mod validate;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,13 +22,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use rand::Rng;
 use tracing::{info, instrument, warn};
 
-use crate::build;
+use crate::build::{self, MANAGER};
 use crate::crd::{FoodApp, FoodAppStatus};
 use crate::metrics::Metrics;
+use conditions::Reason;
+
+/// Held on every FoodApp until its deletion was handled (deletionPolicy).
+pub const FINALIZER: &str = "foodapp.io/cleanup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,8 +43,14 @@ pub enum Error {
     Validate(#[from] validate::Error),
     #[error(transparent)]
     Apply(#[from] apply::Error),
-    #[error("updating the FoodApp status: {0}")]
+    #[error("{count} component(s) could not be applied; first: {first}")]
+    Components { count: usize, first: String },
+    #[error("updating the status: {0}")]
     Status(#[source] kube::Error),
+    #[error("cleaning up after deletion: {0}")]
+    Cleanup(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -42,8 +58,15 @@ impl Error {
         match self {
             Error::Dereference(_) => "dereference",
             Error::Validate(_) => "validate",
-            Error::Apply(_) => "apply",
+            Error::Apply(_) | Error::Components { .. } => "apply",
             Error::Status(_) => "status",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_label()
+                }
+                _ => "finalizer",
+            },
         }
     }
 }
@@ -55,7 +78,6 @@ pub struct Context {
     /// The operator's own image, run by backup and restore Jobs.
     pub agent_image: String,
     failures: Mutex<HashMap<String, u32>>,
-    pub backup_seen: backups::Seen,
 }
 
 impl Context {
@@ -70,12 +92,36 @@ impl Context {
             metrics,
             agent_image,
             failures: Mutex::new(HashMap::new()),
-            backup_seen: backups::Seen::default(),
         }
     }
 
     /// Events are best effort: failing to record one never fails a reconcile.
     pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        reason: Reason,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if reason.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.as_str().to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, %reason, "could not record an event");
+        }
+    }
+
+    /// An event whose reason is not a condition's (a Normal one unless the
+    /// type says otherwise).
+    pub async fn note<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
@@ -96,6 +142,15 @@ impl Context {
     }
 }
 
+fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
 fn jitter(base: Duration, spread: f64) -> Duration {
     let f = rand::rng().random_range((1.0 - spread)..(1.0 + spread));
     base.mul_f64(f)
@@ -107,30 +162,77 @@ pub fn requeue_normal() -> Action {
     Action::requeue(jitter(Duration::from_secs(300), 0.1))
 }
 
-#[instrument(skip(app, ctx), fields(name = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
-pub async fn reconcile(app: Arc<FoodApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Something is in progress: look again in about `seconds`.
+pub fn requeue_soon(seconds: u64) -> Action {
+    Action::requeue(jitter(Duration::from_secs(seconds), 0.2))
+}
+
+/// Runs one reconcile of any kind with the same metrics: duration, outcome,
+/// error label; a success resets the object's backoff.
+pub async fn instrumented<K, F>(obj: &K, ctx: &Context, fut: F) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: Future<Output = Result<Action, Error>>,
+{
     let start = Instant::now();
-    // Boxed: the pipeline's future holds many large Kubernetes objects and
-    // would otherwise overflow small task stacks.
-    let result = Box::pin(reconcile_inner(&app, &ctx)).await;
+    let kind = K::kind(&()).into_owned();
+    let result = fut.await;
     ctx.metrics
         .reconcile_duration
         .observe(start.elapsed().as_secs_f64());
-    let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
     match &result {
         Ok(_) => {
-            ctx.metrics.outcome("FoodApp", "success");
+            ctx.metrics.outcome(&kind, "success");
             ctx.failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+                .remove(&key(obj));
         }
         Err(e) => {
-            ctx.metrics.outcome("FoodApp", "error");
-            ctx.metrics.error("FoodApp", e.metric_label());
+            ctx.metrics.outcome(&kind, "error");
+            ctx.metrics.error(&kind, e.metric_label());
         }
     }
     result
+}
+
+/// Requeue with exponential backoff (5 s doubling to 5 min) and jitter, for
+/// every kind.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let attempts = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key(obj.as_ref())).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let backoff = Duration::from_secs(5u64.saturating_mul(1 << attempts.min(6)).min(300));
+    warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or_default(), error = %error, attempts, ?backoff, "reconcile failed");
+    Action::requeue(jitter(backoff, 0.2))
+}
+
+#[instrument(skip(app, ctx), fields(name = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
+pub async fn reconcile(app: Arc<FoodApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<FoodApp> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let run = finalizer(&api, FINALIZER, app.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(app) => Box::pin(reconcile_inner(&app, &ctx)).await,
+            finalizer::Event::Cleanup(app) => finalize::cleanup(&app, &ctx).await,
+        }
+    });
+    // Boxed: the pipeline's future holds many large Kubernetes objects and
+    // would otherwise overflow small task stacks.
+    instrumented(app.as_ref(), &ctx, async {
+        Box::pin(run).await.map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            other => Error::Finalizer(Box::new(other)),
+        })
+    })
+    .await
 }
 
 async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> {
@@ -139,81 +241,83 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     let observed = Box::pin(dereference::observe(&ctx.client, app))
         .await
         .map_err(Error::Dereference)?;
-    let model = validate::model(app, &observed, &ctx.agent_image)?;
+    let model = match validate::model(app, &observed, &ctx.agent_image) {
+        Ok(model) => model,
+        Err(e) => {
+            ctx.event(app, Reason::Failed, "Validate", e.to_string()).await;
+            return Err(e.into());
+        }
+    };
     let desired = build::build(&model);
-    let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired)).await?;
+    let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired)).await;
     ctx.metrics.writes.inc_by(u64::from(applied.writes));
     if applied.migration_job_created {
         ctx.event(
             app,
-            EventType::Normal,
-            "MigrationStarted",
+            Reason::Running,
             "Migrate",
             format!("running the migrations of {}", app.spec.api.image),
         )
         .await;
     }
 
-    let new_status = status::compute(app, &observed, &model, Time(jiff_now()));
+    // The status is written on every pass that changes it, failures included.
+    let (new_status, checks) =
+        status::compute(app, &observed, &model, &applied, Time(jiff_now()));
     let old_status = app.status.clone().unwrap_or_default();
     if new_status != old_status {
-        announce(app, ctx, &old_status, &new_status).await;
-        let api: Api<FoodApp> = Api::namespaced(ctx.client.clone(), &ns);
-        let mut patch = serde_json::json!({ "status": new_status });
-        // Merge patches keep absent fields: clear the ones that went away.
-        for key in ["gatewayEndpoint", "apiImage", "lastBackup"] {
-            if patch["status"].get(key).is_none() {
-                patch["status"][key] = serde_json::Value::Null;
-            }
-        }
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::Status)?;
+        announce(app, ctx, &old_status, &checks).await;
+        write_status(ctx, app, &new_status).await?;
         info!(phase = ?new_status.phase, "status updated");
     }
-    let settled = status::condition(&new_status, status::READY).is_some_and(|c| c.status == "True");
+    if let Some((_, first)) = applied.failures.first() {
+        return Err(Error::Components {
+            count: applied.failures.len(),
+            first: first.to_string(),
+        });
+    }
+    let settled = conditions::is_true(&new_status.conditions, status::READY);
     Ok(if settled {
         requeue_normal()
     } else {
-        Action::requeue(jitter(Duration::from_secs(15), 0.2))
+        requeue_soon(15)
     })
 }
 
-/// One event per condition that changed, so `kubectl describe` tells the story.
-async fn announce(app: &FoodApp, ctx: &Context, old: &FoodAppStatus, new: &FoodAppStatus) {
-    for c in &new.conditions {
-        let before = status::condition(old, &c.type_);
-        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
-            continue;
+/// The whole status, by server-side apply with the operator's field
+/// manager: a field left out is removed, with no list of keys to clear.
+async fn write_status(ctx: &Context, app: &FoodApp, status: &FoodAppStatus) -> Result<(), Error> {
+    let api: Api<FoodApp> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "foodapp.io/v1alpha1",
+        "kind": "FoodApp",
+        "status": status,
+    });
+    api.patch_status(
+        &app.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// One event per condition whose status or reason changed, so `kubectl
+/// describe` tells the story; failures are Warnings.
+async fn announce(app: &FoodApp, ctx: &Context, old: &FoodAppStatus, checks: &[conditions::Wanted]) {
+    for c in checks {
+        let before = conditions::find(&old.conditions, c.type_);
+        let same = before.is_some_and(|b| {
+            (b.status == "True") == c.ok && b.reason == c.reason.as_str()
+        });
+        if !same {
+            ctx.event(app, c.reason, c.type_, c.message.clone()).await;
         }
-        let warning = matches!(
-            c.reason.as_str(),
-            "MigrationFailed" | "CredentialsSecretMissing" | "Unavailable"
-        );
-        let type_ = if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.event(app, type_, &c.reason, &c.type_, c.message.clone())
-            .await;
     }
 }
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
-}
-
-/// Requeue with exponential backoff (5 s doubling to 5 min) and jitter.
-pub fn error_policy(app: Arc<FoodApp>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
-    let attempts = {
-        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    let backoff = Duration::from_secs(5u64.saturating_mul(1 << attempts.min(6)).min(300));
-    warn!(error = %error, attempts, ?backoff, "reconcile failed");
-    Action::requeue(jitter(backoff, 0.2))
 }

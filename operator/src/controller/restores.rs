@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
+use super::conditions::{self, Reason, wanted};
 use super::dereference::Observed;
 use super::validate::{self, JobState, job_state};
-use super::{Context, Error, apply, requeue_normal};
+use super::{Context, Error, apply, instrumented, requeue_normal};
 use crate::build::{backup, migration, names};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore, FoodAppRestoreStatus, JobPhase};
 use crate::metrics::RestoreLabels;
@@ -33,21 +34,21 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.to_owned(),
-        status: if ok { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: now(),
+/// Longest name a Job may have (its pods carry it in a 63-character label).
+const MAX_JOB_NAME: usize = 63;
+
+/// What must hold before anything is stopped: the restore's Jobs can be
+/// created. Pure.
+pub fn check_names(restore: &str) -> Result<(), String> {
+    for job in [restore_job_name(restore), migrate_job_name(restore)] {
+        if job.len() > MAX_JOB_NAME {
+            return Err(format!(
+                "Job name {job} would be longer than {MAX_JOB_NAME} characters: use a restore name of at most {} characters",
+                MAX_JOB_NAME - "-restore".len()
+            ));
+        }
     }
+    Ok(())
 }
 
 struct Step<'a> {
@@ -57,14 +58,13 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
-        let generation = self.restore.metadata.generation;
-        let new = condition(type_, ok, reason, message, generation);
-        match self.status.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) if c.status == new.status && c.reason == new.reason => {}
-            Some(c) => *c = new,
-            None => self.status.conditions.push(new),
-        }
+    fn set(&mut self, type_: &'static str, ok: bool, reason: Reason, message: String) {
+        conditions::set(
+            &mut self.status.conditions,
+            &wanted(type_, ok, reason, message),
+            self.restore.metadata.generation,
+            &now(),
+        );
     }
 
     async fn save(&self) -> Result<(), Error> {
@@ -86,7 +86,23 @@ impl Step<'_> {
     }
 
     async fn finish(
+        self,
+        ok: bool,
+        message: String,
+        app: Option<&FoodApp>,
+    ) -> Result<Action, Error> {
+        self.finish_because(
+            if ok { Reason::Succeeded } else { Reason::Failed },
+            ok,
+            message,
+            app,
+        )
+        .await
+    }
+
+    async fn finish_because(
         mut self,
+        reason: Reason,
         ok: bool,
         message: String,
         app: Option<&FoodApp>,
@@ -100,12 +116,7 @@ impl Step<'_> {
         if !ok {
             self.status.error = Some(message.clone());
         }
-        self.set(
-            "Complete",
-            ok,
-            if ok { "Succeeded" } else { "Failed" },
-            message.clone(),
-        );
+        self.set("Complete", ok, reason, message.clone());
         self.save().await?;
         let outcome = if ok { "succeeded" } else { "failed" };
         self.ctx
@@ -117,22 +128,16 @@ impl Step<'_> {
                 outcome: outcome.to_owned(),
             })
             .inc();
-        let (type_, reason) = if ok {
-            (EventType::Normal, "RestoreSucceeded")
-        } else {
-            (EventType::Warning, "RestoreFailed")
-        };
         self.ctx
-            .event(self.restore, type_, reason, "Restore", message.clone())
+            .event(self.restore, reason, "Restore", message.clone())
             .await;
         if let Some(app) = app {
             self.ctx
                 .event(
                     app,
-                    type_,
                     reason,
                     "Restore",
-                    format!("{}: {message}", self.restore.name_any()),
+                    format!("restore {}: {message}", self.restore.name_any()),
                 )
                 .await;
         }
@@ -148,6 +153,10 @@ async fn run_job(ctx: &Context, ns: &str, job: &Job) -> Result<Option<JobState>,
 }
 
 pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    instrumented(restore.as_ref(), &ctx, reconcile_inner(&restore, &ctx)).await
+}
+
+async fn reconcile_inner(restore: &Arc<FoodAppRestore>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = restore.namespace().unwrap_or_default();
     let name = restore.name_any();
     let status = restore.status.clone().unwrap_or_default();
@@ -155,8 +164,8 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
         return Ok(requeue_normal());
     }
     let mut step = Step {
-        ctx: &ctx,
-        restore: &restore,
+        ctx,
+        restore,
         status,
     };
     let app = Api::<FoodApp>::namespaced(ctx.client.clone(), &ns)
@@ -165,7 +174,8 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
         .map_err(Error::Dereference)?;
     let Some(app) = app else {
         return step
-            .finish(
+            .finish_because(
+                Reason::FoodAppNotFound,
                 false,
                 format!(
                     "FoodApp {} not found in namespace {ns}",
@@ -203,11 +213,35 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
             step.set(
                 "Started",
                 false,
-                "WaitingForRestore",
+                Reason::WaitingForRestore,
                 format!("restore {} of this FoodApp is running", busy.name_any()),
             );
             step.save().await?;
             return Ok(Action::requeue(Duration::from_secs(15)));
+        }
+        // Everything is checked before the API is stopped.
+        if let Err(message) = check_names(&name) {
+            return step
+                .finish_because(Reason::InvalidRestore, false, message, Some(&app))
+                .await;
+        }
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&backup_spec.s3.credentials_secret)
+            .await
+            .map_err(Error::Dereference)?;
+        if secret.is_none() {
+            return step
+                .finish_because(
+                    Reason::CredentialsSecretMissing,
+                    false,
+                    format!(
+                        "Secret {} (backup.s3.credentials_secret of FoodApp {}) was not found; nothing was stopped",
+                        backup_spec.s3.credentials_secret,
+                        app.name_any()
+                    ),
+                    Some(&app),
+                )
+                .await;
         }
         // Resolve what to restore before stopping anything.
         let source = match (&restore.spec.backup_ref, &restore.spec.object_key) {
@@ -224,9 +258,10 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
                     Some(key) => key,
                     None => {
                         return step
-                            .finish(
+                            .finish_because(
+                                Reason::BackupNotFound,
                                 false,
-                                format!("FoodAppBackup {b} does not exist or did not succeed"),
+                                format!("FoodAppBackup {b} does not exist or did not succeed; nothing was stopped"),
                                 Some(&app),
                             )
                             .await;
@@ -239,12 +274,11 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
         step.status.phase = Some(JobPhase::Running);
         step.status.started_at = Some(now().0.to_string());
         step.status.object_key = Some(source);
-        step.set("Started", true, "Started", "stopping the API".to_owned());
+        step.set("Started", true, Reason::Started, "stopping the API".to_owned());
         step.save().await?;
         ctx.event(
-            &*restore,
-            EventType::Normal,
-            "RestoreStarted",
+            restore.as_ref(),
+            Reason::Started,
             "Restore",
             "stopping the API".to_owned(),
         )
@@ -265,7 +299,7 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
         step.set(
             "ApiStopped",
             false,
-            "ScalingDown",
+            Reason::ScalingDown,
             format!("waiting for {running} API pod(s) to stop"),
         );
         step.save().await?;
@@ -274,12 +308,12 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
     step.set(
         "ApiStopped",
         true,
-        "Stopped",
+        Reason::Stopped,
         "the API is stopped; the gateway answers 503 maintenance".to_owned(),
     );
 
     // 2. The restore Job.
-    let model = validate::model(&app, &Observed::default(), &ctx.agent_image)?;
+    let model = validate::job_model(&app, &ctx.agent_image)?;
     let source = step
         .status
         .object_key
@@ -288,7 +322,12 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
     let restore_job = backup::restore_job(&model, &backup_spec, restore_job_name(&name), &source);
     match run_job(&ctx, &ns, &restore_job).await? {
         None | Some(JobState::Running) => {
-            step.set("Restored", false, "Running", format!("restoring {source}"));
+            step.set(
+                "Restored",
+                false,
+                Reason::Running,
+                format!("restoring {source}"),
+            );
             step.save().await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
@@ -304,7 +343,12 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
                 .await;
         }
         Some(JobState::Succeeded) => {
-            step.set("Restored", true, "Succeeded", format!("{source} restored"))
+            step.set(
+            "Restored",
+            true,
+            Reason::Succeeded,
+            format!("{source} restored"),
+        )
         }
     }
 
@@ -320,14 +364,14 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
             step.set(
                 "Migrated",
                 false,
-                "Running",
+                Reason::Running,
                 "running the migrations on the restored database".to_owned(),
             );
             step.save().await?;
             Ok(Action::requeue(Duration::from_secs(10)))
         }
         Some(JobState::Failed { reason, message }) => {
-            step.set("Migrated", false, "Failed", message.clone());
+            step.set("Migrated", false, Reason::Failed, message.clone());
             step.finish(
                 false,
                 format!("restored, but the migrations failed ({reason}: {message})"),
@@ -339,7 +383,7 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
             step.set(
                 "Migrated",
                 true,
-                "Succeeded",
+                Reason::Succeeded,
                 "migrations applied".to_owned(),
             );
             step.finish(
@@ -352,7 +396,4 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
     }
 }
 
-pub fn error_policy(_r: Arc<FoodAppRestore>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, "restore reconcile failed");
-    Action::requeue(Duration::from_secs(30))
-}
+

@@ -1,13 +1,15 @@
-//! From what was observed to the FoodApp's status: conditions (Kubernetes
-//! API conventions: keyed by type, CamelCase reasons, human messages,
-//! observedGeneration), phase, rollout image, endpoint, last backup. Pure.
+//! From what was observed and applied to the FoodApp's status: conditions
+//! (Kubernetes API conventions, through `conditions`), phase, rollout image,
+//! endpoint, last backup, administrator Secret. Pure.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::apply::{Applied, Component};
+use super::conditions::{self, Reason, Wanted, wanted};
 use super::dereference::Observed;
 use super::validate::{JobState, database_ready, job_state};
-use crate::build::Model;
+use crate::build::{Model, RETRY_MIGRATION_ANNOTATION};
 use crate::crd::{FoodApp, FoodAppStatus, JobPhase, LastBackup, Phase, ServiceType};
 
 pub const DATABASE_READY: &str = "DatabaseReady";
@@ -17,19 +19,18 @@ pub const GATEWAY_READY: &str = "GatewayReady";
 pub const BACKUP_SCHEDULED: &str = "BackupScheduled";
 pub const READY: &str = "Ready";
 
-struct Check {
-    type_: &'static str,
-    ok: bool,
-    reason: String,
-    message: String,
+type Check = Wanted;
+
+fn check(type_: &'static str, ok: bool, reason: Reason, message: impl Into<String>) -> Check {
+    wanted(type_, ok, reason, message)
 }
 
-fn check(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>) -> Check {
-    Check {
-        type_,
-        ok,
-        reason: reason.to_owned(),
-        message: message.into(),
+/// A component the API server refused: its condition says so, whatever
+/// else is true of it.
+fn or_apply_failure(c: Check, applied: &Applied, component: Component) -> Check {
+    match applied.failure(component) {
+        Some(e) => check(c.type_, false, Reason::ApplyFailed, e.to_string()),
+        None => c,
     }
 }
 
@@ -82,7 +83,13 @@ fn last_backup(observed: &Observed) -> Option<LastBackup> {
         .max_by(|a, b| a.completed_at.cmp(&b.completed_at))
 }
 
-pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> FoodAppStatus {
+pub fn compute(
+    app: &FoodApp,
+    observed: &Observed,
+    model: &Model,
+    applied: &Applied,
+    now: Time,
+) -> (FoodAppStatus, Vec<Wanted>) {
     let generation = app.metadata.generation;
     let spec_image = &app.spec.api.image;
     let db = database_ready(observed);
@@ -90,19 +97,19 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
     let migrated = model.api_rollout_image.as_deref() == Some(spec_image.as_str());
 
     let db_check = if db {
-        check(DATABASE_READY, true, "Running", "PostgreSQL is ready")
+        check(DATABASE_READY, true, Reason::Running, "PostgreSQL is ready")
     } else if observed.statefulset.is_none() {
         check(
             DATABASE_READY,
             false,
-            "Creating",
+            Reason::Creating,
             "creating the PostgreSQL StatefulSet",
         )
     } else {
         check(
             DATABASE_READY,
             false,
-            "Starting",
+            Reason::Starting,
             "waiting for PostgreSQL to become ready",
         )
     };
@@ -110,27 +117,29 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         (_, true) => check(
             MIGRATIONS_COMPLETE,
             true,
-            "Succeeded",
+            Reason::Succeeded,
             format!("migrations of {spec_image} applied"),
         ),
         (Some(JobState::Failed { reason, message }), _) => check(
             MIGRATIONS_COMPLETE,
             false,
-            "MigrationFailed",
+            Reason::MigrationFailed,
             format!(
-                "the migration Job of {spec_image} failed ({reason}: {message}); the API keeps running its previous image"
+                "the migration Job of {spec_image} failed ({reason}: {message}); the API keeps running its previous image. \
+                 To retry: kubectl annotate foodapp {} {RETRY_MIGRATION_ANNOTATION}=\"$(date +%s)\" --overwrite",
+                model.name
             ),
         ),
         (Some(_), _) => check(
             MIGRATIONS_COMPLETE,
             false,
-            "Running",
+            Reason::Running,
             format!("running the migrations of {spec_image}"),
         ),
         (None, _) => check(
             MIGRATIONS_COMPLETE,
             false,
-            "WaitingForDatabase",
+            Reason::WaitingForDatabase,
             "migrations start once PostgreSQL is ready",
         ),
     };
@@ -139,39 +148,44 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         check(
             API_READY,
             false,
-            "Restoring",
+            Reason::Restoring,
             "the API is stopped while the database is restored",
         )
     } else if api_available >= 1 {
         check(
             API_READY,
             true,
-            "Available",
+            Reason::Available,
             format!("{api_available} API pod(s) available"),
         )
     } else if observed.api_deployment.is_none() {
         check(
             API_READY,
             false,
-            "WaitingForMigrations",
+            Reason::WaitingForMigrations,
             "the API starts once its migrations succeeded",
         )
     } else {
-        check(API_READY, false, "Unavailable", "no API pod is available")
+        check(
+            API_READY,
+            false,
+            Reason::Unavailable,
+            "no API pod is available",
+        )
     };
     let gw_available = available(observed.gateway_deployment.as_ref());
     let gateway_check = if gw_available >= 1 {
         check(
             GATEWAY_READY,
             true,
-            "Available",
+            Reason::Available,
             format!("{gw_available} gateway pod(s) available"),
         )
     } else {
         check(
             GATEWAY_READY,
             false,
-            "Unavailable",
+            Reason::Unavailable,
             "no gateway pod is available",
         )
     };
@@ -179,13 +193,13 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         (None, _) => check(
             BACKUP_SCHEDULED,
             false,
-            "NotConfigured",
+            Reason::NotConfigured,
             "spec.backup is not set: no backups are taken",
         ),
         (Some(b), Some(false)) => check(
             BACKUP_SCHEDULED,
             false,
-            "CredentialsSecretMissing",
+            Reason::CredentialsSecretMissing,
             format!(
                 "Secret {} (backup.s3.credentialsSecret) was not found in namespace {}; create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                 b.s3.credentials_secret, model.namespace
@@ -194,25 +208,30 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         (Some(b), _) if b.suspend => check(
             BACKUP_SCHEDULED,
             false,
-            "Suspended",
+            Reason::Suspended,
             "backup.suspend is true",
         ),
         (Some(b), _) if observed.cron_job.is_some() => check(
             BACKUP_SCHEDULED,
             true,
-            "Scheduled",
+            Reason::Scheduled,
             format!("backups run on \"{}\" (UTC)", b.schedule),
         ),
         (Some(_), _) => check(
             BACKUP_SCHEDULED,
             false,
-            "Creating",
+            Reason::Creating,
             "creating the backup CronJob",
         ),
     };
+    let db_check = or_apply_failure(db_check, applied, Component::Database);
+    let migration_check = or_apply_failure(migration_check, applied, Component::Migration);
+    let api_check = or_apply_failure(api_check, applied, Component::Api);
+    let gateway_check = or_apply_failure(gateway_check, applied, Component::Gateway);
+    let backup_check = or_apply_failure(backup_check, applied, Component::Backup);
     // Backups left unconfigured or paused on purpose do not make the app unready.
-    let backup_ok =
-        backup_check.ok || matches!(backup_check.reason.as_str(), "NotConfigured" | "Suspended");
+    let backup_ok = backup_check.ok
+        || matches!(backup_check.reason, Reason::NotConfigured | Reason::Suspended);
     let all_ok = db_check.ok && migration_check.ok && api_check.ok && gateway_check.ok && backup_ok;
     let not_ready: Vec<&str> = [&db_check, &migration_check, &api_check, &gateway_check]
         .iter()
@@ -221,12 +240,12 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         .chain((!backup_ok).then_some(BACKUP_SCHEDULED))
         .collect();
     let ready_check = if all_ok {
-        check(READY, true, "Ready", "every component is ready")
+        check(READY, true, Reason::Ready, "every component is ready")
     } else {
         check(
             READY,
             false,
-            "NotReady",
+            Reason::NotReady,
             format!("not ready: {}", not_ready.join(", ")),
         )
     };
@@ -245,40 +264,24 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         Phase::Degraded
     };
 
-    let previous = app
+    let mut conditions = app
         .status
         .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[]);
-    let conditions = [
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let checks = vec![
         db_check,
         migration_check,
         api_check,
         gateway_check,
         backup_check,
         ready_check,
-    ]
-    .into_iter()
-    .map(|c| {
-        let status = if c.ok { "True" } else { "False" }.to_owned();
-        // The transition time moves only when the status does.
-        let since = previous
-            .iter()
-            .find(|p| p.type_ == c.type_ && p.status == status)
-            .map(|p| p.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: c.type_.to_owned(),
-            status,
-            reason: c.reason,
-            message: c.message,
-            observed_generation: generation,
-            last_transition_time: since,
-        }
-    })
-    .collect();
+    ];
+    for c in &checks {
+        conditions::set(&mut conditions, c, generation, &now);
+    }
 
-    FoodAppStatus {
+    let status = FoodAppStatus {
         phase: Some(phase),
         observed_generation: generation,
         conditions,
@@ -286,9 +289,10 @@ pub fn compute(app: &FoodApp, observed: &Observed, model: &Model, now: Time) -> 
         gateway_endpoint: endpoint(app, observed),
         last_backup: last_backup(observed)
             .or_else(|| app.status.as_ref().and_then(|s| s.last_backup.clone())),
-    }
-}
-
-pub fn condition<'a>(status: &'a FoodAppStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
+        admin_secret: observed
+            .admin_secret
+            .as_ref()
+            .map(|_| model.admin_secret.clone()),
+    };
+    (status, checks)
 }

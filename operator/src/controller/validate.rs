@@ -5,15 +5,19 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::build::{Model, secrets};
+use crate::build::{Inputs, Model, ModelError, names};
 use crate::crd::{FoodApp, JobPhase};
 
 use super::dereference::Observed;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    #[error("the FoodApp has no {0}; it was not read from the API server")]
-    MissingMetadata(&'static str),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(
+        "Secret {secret} has no key {key}: restore the key, or delete the Secret to have a new one generated"
+    )]
+    SecretKeyMissing { secret: String, key: &'static str },
 }
 
 /// The state of one Job, from its conditions.
@@ -52,6 +56,10 @@ fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
     String::from_utf8(bytes.0.clone())
         .ok()
         .filter(|s| !s.is_empty())
+}
+
+fn required(secret: Option<&Secret>, name: String, key: &'static str) -> Result<String, Error> {
+    secret_value(secret, key).ok_or(Error::SecretKeyMissing { secret: name, key })
 }
 
 pub fn database_ready(observed: &Observed) -> bool {
@@ -94,22 +102,10 @@ pub fn restoring(observed: &Observed) -> bool {
     })
 }
 
+/// The validated Model: pure, from the FoodApp and what dereference found
+/// (which made sure the generated Secrets exist).
 pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Model, Error> {
-    let name = app
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
-    let namespace = app
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let uid = app
-        .metadata
-        .uid
-        .clone()
-        .ok_or(Error::MissingMetadata("uid"))?;
+    let name = app.metadata.name.clone().unwrap_or_default();
     let spec_image = app.spec.api.image.clone();
     let deployed = deployed_image(app, observed);
     let already_migrated = deployed.as_deref() == Some(spec_image.as_str());
@@ -122,25 +118,42 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
     } else {
         deployed
     };
-    let mut spec = app.spec.clone();
+    let mut model = Model::new(
+        app,
+        Inputs {
+            db_password: required(observed.db_secret.as_ref(), names::db(&name), "password")?,
+            jwt_secret: required(
+                observed.api_secret.as_ref(),
+                names::api_secret(&name),
+                "JWT_SECRET",
+            )?,
+            api_rollout_image,
+            run_migration: !already_migrated
+                && (database_ready(observed) || observed.migration_job.is_some()),
+            restoring: restoring(observed),
+            agent_image: agent_image.to_owned(),
+        },
+    )?;
     // A backup without its credentials cannot run: schedule nothing until
     // the Secret exists (the BackupScheduled condition says why).
     if observed.credentials_secret_found == Some(false) {
-        spec.backup = None;
+        model.spec.backup = None;
     }
-    Ok(Model {
-        name,
-        namespace,
-        uid,
-        spec,
-        db_password: secret_value(observed.db_secret.as_ref(), "password")
-            .unwrap_or_else(secrets::generate),
-        jwt_secret: secret_value(observed.api_secret.as_ref(), "JWT_SECRET")
-            .unwrap_or_else(secrets::generate),
-        api_rollout_image,
-        run_migration: !already_migrated
-            && (database_ready(observed) || observed.migration_job.is_some()),
-        restoring: restoring(observed),
-        agent_image: agent_image.to_owned(),
-    })
+    Ok(model)
+}
+
+/// A Model for the Jobs of backups and restores, which need the FoodApp's
+/// names and spec but none of its rollout state or secret values.
+pub fn job_model(app: &FoodApp, agent_image: &str) -> Result<Model, Error> {
+    Ok(Model::new(
+        app,
+        Inputs {
+            db_password: String::new(),
+            jwt_secret: String::new(),
+            api_rollout_image: None,
+            run_migration: false,
+            restoring: false,
+            agent_image: agent_image.to_owned(),
+        },
+    )?)
 }

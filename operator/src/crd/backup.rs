@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
     doc = "One backup of a FoodApp's database in its S3 bucket; create one to back up now.",
     derive = "Default",
     validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppBackup's spec cannot be changed; create a new one"),
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a FoodAppBackup name must be a DNS label of at most 63 characters (an on-demand backup runs as a Job of that name)"),
     namespaced,
     shortname = "fab",
     status = "FoodAppBackupStatus",
@@ -78,9 +79,12 @@ pub struct FoodAppBackupStatus {
     /// counts matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
-    /// Why the backup failed: `<Reason>: <explanation>`.
+    /// Why the backup failed, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the backup failed, as a CamelCase reason (for alerts and metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Lifecycle of a backup or restore.

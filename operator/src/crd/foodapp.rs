@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_API_IMAGE: &str = "ghcr.io/foodapp/foodapp-api:0.1.0";
 pub const DEFAULT_OPERATOR_IMAGE: &str = "ghcr.io/foodapp/foodapp-operator:0.1.0";
 
+/// A DNS-1035 label: what a Service name must be.
+pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+
 /// A FoodApp: the operator runs its PostgreSQL, the migration Job that gates
 /// each API rollout, the ordering API, the nginx gateway and scheduled backups.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -21,11 +24,14 @@ pub const DEFAULT_OPERATOR_IMAGE: &str = "ghcr.io/foodapp/foodapp-operator:0.1.0
     shortname = "fa",
     status = "FoodAppStatus",
     validation = Rule::new("self.metadata.name.size() <= 40").message("a FoodApp name has at most 40 characters: the names of its objects are derived from it"),
+    validation = Rule::new(NAME_RULE).message("a FoodApp name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, no dots): it becomes the name of its Services"),
+    validation = Rule::new("!has(oldSelf.spec.api.adminSecret) || (has(self.spec.api.adminSecret) && self.spec.api.adminSecret == oldSelf.spec.api.adminSecret)").message("spec.api.adminSecret cannot be changed after creation: the first administrator is created once"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "API image", type_ = "string", json_path = ".spec.api.image"),
     printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gatewayEndpoint"),
     printcolumn(name = "Last backup", type_ = "date", json_path = ".status.lastBackup.completedAt"),
+    printcolumn(name = "Admin secret", type_ = "string", json_path = ".status.adminSecret"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -68,9 +74,16 @@ pub struct ApiSpec {
     #[serde(default = "default_auto_reject")]
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*(s|m|h)$')").message("api.autoRejectAfter must be a whole number of seconds, minutes or hours, such as 90s, 5m or 1h"))]
     pub auto_reject_after: String,
-    /// Extra environment variables for the API container.
+    /// Extra environment variables for the API container. A name the
+    /// operator also sets (such as RUST_LOG) replaces the operator's value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub env: Vec<EnvVar>,
+    /// A Secret in the FoodApp's namespace with keys `email` and `password`
+    /// for the first administrator. Left out, the operator generates
+    /// `<name>-admin` (read it with `kubectl get secret <name>-admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret: Option<String>,
 }
 
 impl Default for ApiSpec {
@@ -81,6 +94,7 @@ impl Default for ApiSpec {
             resources: None,
             auto_reject_after: default_auto_reject(),
             env: Vec::new(),
+            admin_secret: None,
         }
     }
 }
@@ -151,6 +165,10 @@ pub struct GatewaySpec {
     /// Requests per second allowed from one client address.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// CPU and memory for each gateway pod; nginx runs one worker process
+    /// per CPU of the limit (or request), two when neither is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 impl Default for GatewaySpec {
@@ -160,6 +178,7 @@ impl Default for GatewaySpec {
             replicas: 2,
             service_type: ServiceType::default(),
             rate_limit: RateLimit::default(),
+            resources: None,
         }
     }
 }
@@ -306,6 +325,9 @@ pub struct FoodAppStatus {
     /// The newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
+    /// The Secret holding the first administrator's `email` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret: Option<String>,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

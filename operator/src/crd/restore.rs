@@ -17,6 +17,7 @@ use super::JobPhase;
     doc = "Restores a FoodApp's database in place from one backup.",
     derive = "Default",
     validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppRestore's spec cannot be changed; create a new one"),
+    validation = Rule::new("self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a FoodAppRestore name must be a DNS label of at most 55 characters (its Jobs are named <name>-restore and <name>-migrate)"),
     validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey or latest: true"),
     namespaced,
     shortname = "far",
