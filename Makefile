@@ -28,6 +28,7 @@ demo: ## Run the whole stack locally (http://127.0.0.1:8080, or DEMO_PORT)
 crds: ## Regenerate crds/, the chart's copies and its RBAC rules from the code
 	UPDATE_CRDS=1 cargo test --locked -p foodapp-operator --test crd crds_on_disk
 	cargo run --locked -q -p foodapp-operator -- rbac > charts/foodapp-operator/files/rbac-rules.yaml
+	cargo run --locked -q -p foodapp-operator -- rbac --leader-election > charts/foodapp-operator/files/leader-election-rules.yaml
 
 bench: ## Benchmarks against release builds (figures go in the README)
 	cargo build --locked --release -p foodapp-api -p foodapp-operator

@@ -5,8 +5,9 @@
   and every rendered object passes `kubernetes-validate --strict` for
   Kubernetes 1.32 and the newest version it carries;
 - values.schema.json rejects bad values files;
-- its CRDs equal crds/, and its ClusterRole rules equal `foodapp-operator rbac`
-  (which a Rust test checks against the API calls the controllers make).
+- its CRDs equal crds/, its ClusterRole rules equal `foodapp-operator rbac` and
+  its leader-election Role `foodapp-operator rbac --leader-election` (which a
+  Rust test checks against the API calls the controllers and the LeaseLock make).
 """
 
 import os
@@ -97,12 +98,19 @@ def main():
         if not copy.exists() or copy.read_text() != crd.read_text():
             fail(f"charts/foodapp-operator/crds/{crd.name} differs from crds/{crd.name}: copy it over")
 
-    generated = subprocess.run([str(OPERATOR), "rbac"], capture_output=True, text=True, check=True).stdout
-    if (CHART / "files" / "rbac-rules.yaml").read_text() != generated:
-        fail("files/rbac-rules.yaml is stale: foodapp-operator rbac > charts/foodapp-operator/files/rbac-rules.yaml")
-    role = next(o for o in defaults if o["kind"] == "ClusterRole")
-    if role["rules"] != yaml.safe_load(generated):
-        fail("the rendered ClusterRole differs from foodapp-operator rbac")
+    for args, file, kind in [(["rbac"], "rbac-rules.yaml", "ClusterRole"),
+                             (["rbac", "--leader-election"], "leader-election-rules.yaml", "Role")]:
+        generated = subprocess.run([str(OPERATOR), *args], capture_output=True, text=True, check=True).stdout
+        if (CHART / "files" / file).read_text() != generated:
+            fail(f"files/{file} is stale: foodapp-operator {' '.join(args)} > charts/foodapp-operator/files/{file} (make crds)")
+        role = next(o for o in defaults if o["kind"] == kind)
+        if role["rules"] != yaml.safe_load(generated):
+            fail(f"the rendered {kind} differs from foodapp-operator {' '.join(args)}")
+    lease_role = next(o for o in defaults if o["kind"] == "Role")
+    if lease_role["metadata"].get("namespace") != "foodapp-system":
+        fail("the leader-election Role is not in the release namespace")
+    if any("leases" in r.get("resources", []) for r in next(o for o in defaults if o["kind"] == "ClusterRole")["rules"]):
+        fail("the ClusterRole grants leases: they belong in the namespaced Role")
 
     if failures:
         sys.exit(f"chart check: {len(failures)} failure(s)")

@@ -11,7 +11,10 @@ use crate::crd::FoodApp;
 
 pub fn render(yaml: &str, agent_image: &str) -> anyhow::Result<String> {
     let mut app: FoodApp = yaml_serde::from_str(yaml).context("the file is not a FoodApp")?;
-    app.metadata.name.as_ref().context("metadata.name is required")?;
+    app.metadata
+        .name
+        .as_ref()
+        .context("metadata.name is required")?;
     let meta = &mut app.metadata;
     meta.namespace.get_or_insert_with(|| "default".to_owned());
     meta.uid

@@ -129,7 +129,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // The generated Secrets are not owned (they outlive the FoodApp with
         // its data), so they are matched by their instance label.
         .watches(Api::<Secret>::all(client.clone()), cfg, |s| {
-            let app = s.metadata.labels.as_ref()?.get("app.kubernetes.io/instance")?;
+            let app = s
+                .metadata
+                .labels
+                .as_ref()?
+                .get("app.kubernetes.io/instance")?;
             Some(ObjectRef::new(app).within(s.metadata.namespace.as_deref()?))
         })
         .watches(

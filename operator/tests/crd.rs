@@ -195,6 +195,94 @@ fn each_bad_spec_is_rejected_with_its_message() {
 }
 
 #[test]
+fn a_foodapp_name_must_be_a_dns_1035_label() {
+    for bad in ["1shop", "my.shop", "Shop", "shop-", "sh_op"] {
+        let mut app = foodapp(full_spec());
+        app["metadata"]["name"] = json!(bad);
+        let errors = check("FoodApp", &app, None).expect_err(bad);
+        assert!(
+            errors.iter().any(|e| e.contains("DNS-1035 label")),
+            "{bad}: {errors:?}"
+        );
+    }
+    for good in ["shop", "a", "my-shop-2"] {
+        let mut app = foodapp(full_spec());
+        app["metadata"]["name"] = json!(good);
+        check("FoodApp", &app, None).unwrap();
+    }
+}
+
+#[test]
+fn api_env_is_a_map_list_keyed_by_name() {
+    let s = schema("FoodApp");
+    let env = &s["properties"]["spec"]["properties"]["api"]["properties"]["env"];
+    assert_eq!(env["x-kubernetes-list-type"], "map", "{env}");
+    assert_eq!(env["x-kubernetes-list-map-keys"], json!(["name"]));
+}
+
+#[test]
+fn the_admin_secret_is_chosen_once() {
+    let admin = |name: &str| {
+        let mut spec = full_spec();
+        spec["api"]["adminSecret"] = json!(name);
+        foodapp(spec)
+    };
+    let old = admin("first");
+    check("FoodApp", &old, None).unwrap();
+    let changed = admin("second");
+    let errors = check("FoodApp", &changed, Some(&old)).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("adminSecret cannot be changed")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn backup_and_restore_names_fit_their_jobs() {
+    let obj = |kind: &str, name: &str| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": {"foodAppRef": "shop", "latest": true}});
+    check(
+        "FoodAppRestore",
+        &obj("FoodAppRestore", &"r".repeat(55)),
+        None,
+    )
+    .unwrap();
+    let errors = check(
+        "FoodAppRestore",
+        &obj("FoodAppRestore", &"r".repeat(56)),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("at most 55")),
+        "{errors:?}"
+    );
+    check(
+        "FoodAppBackup",
+        &obj("FoodAppBackup", &"b".repeat(63)),
+        None,
+    )
+    .unwrap();
+    let errors = check(
+        "FoodAppBackup",
+        &obj("FoodAppBackup", &"b".repeat(64)),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("at most 63")),
+        "{errors:?}"
+    );
+    let errors = check("FoodAppBackup", &obj("FoodAppBackup", "b.1"), None).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("DNS label")), "{errors:?}");
+    // A restore rejected at admission never reaches the controller; the
+    // controller checks the same before stopping anything.
+    assert!(foodapp_operator::controller::restores::check_names(&"r".repeat(55)).is_ok());
+    assert!(foodapp_operator::controller::restores::check_names(&"r".repeat(56)).is_err());
+}
+
+#[test]
 fn storage_never_shrinks_and_its_class_never_changes() {
     let old = foodapp(full_spec());
     let shrunk = foodapp(with(full_spec(), "/database/storage/size", json!("10Gi")));
@@ -324,6 +412,7 @@ fn printer_columns_show_what_a_platform_team_looks_for() {
             "API image",
             "Gateway",
             "Last backup",
+            "Admin secret",
             "Age"
         ]
     );

@@ -185,7 +185,11 @@ mod tests {
         let env = c.env.as_ref().unwrap();
         let rust_log: Vec<_> = env.iter().filter(|e| e.name == "RUST_LOG").collect();
         assert_eq!(rust_log.len(), 1, "one entry per name: {env:?}");
-        assert_eq!(rust_log[0].value.as_deref(), Some("debug"), "the user's value wins");
+        assert_eq!(
+            rust_log[0].value.as_deref(),
+            Some("debug"),
+            "the user's value wins"
+        );
         assert!(
             env.iter()
                 .any(|e| e.name == "ORDER_AUTO_REJECT_AFTER" && e.value.as_deref() == Some("5m"))
@@ -216,8 +220,17 @@ mod tests {
             .iter()
             .find(|e| e.name == "ADMIN_PASSWORD")
             .unwrap();
-        let from = admin.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((from.name.as_str(), from.key.as_str()), ("shop-admin", "password"));
+        let from = admin
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (from.name.as_str(), from.key.as_str()),
+            ("shop-admin", "password")
+        );
         let mut changed = model();
         changed.db_password = "another".into();
         let changed_t = deployment(&changed, "img:1").spec.unwrap().template;

@@ -14,11 +14,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::nginx::{self, GatewayConfig};
-use crate::crd::ServiceType;
 use super::{
     API_PORT, GATEWAY_PORT, Model, container_security, labels, meta, names, pod_security,
     selector_labels, short_hash,
 };
+use crate::crd::ServiceType;
 
 const COMPONENT: &str = "gateway";
 /// The nginx user of the official image.
@@ -34,7 +34,8 @@ pub fn workers(resources: Option<&ResourceRequirements>) -> u32 {
         m.and_then(|m| m.get("cpu"))
             .and_then(|q| crate::quantity::millicores(&q.0))
     };
-    let millis = resources.and_then(|r| cpu(r.limits.as_ref()).or_else(|| cpu(r.requests.as_ref())));
+    let millis =
+        resources.and_then(|r| cpu(r.limits.as_ref()).or_else(|| cpu(r.requests.as_ref())));
     match millis {
         Some(m) => u32::try_from(m.div_ceil(1000)).unwrap_or(16).clamp(1, 16),
         None => 2,
@@ -212,7 +213,10 @@ mod tests {
 
     #[test]
     fn cluster_ip_gateways_keep_the_default_traffic_policy() {
-        assert_eq!(service(&model()).spec.unwrap().external_traffic_policy, None);
+        assert_eq!(
+            service(&model()).spec.unwrap().external_traffic_policy,
+            None
+        );
     }
 
     #[test]

@@ -119,7 +119,11 @@ pub fn statefulset(model: &Model) -> StatefulSet {
     let set_password = Container {
         name: "set-password".to_owned(),
         image: Some(db.image.clone()),
-        command: Some(vec!["sh".to_owned(), "-c".to_owned(), SET_PASSWORD.to_owned()]),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            SET_PASSWORD.to_owned(),
+        ]),
         env: Some(pg_env.clone()),
         resources: db.resources.clone(),
         security_context: Some(container_security(POSTGRES_UID)),
@@ -328,8 +332,17 @@ mod tests {
         let init = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
         let script = &init.command.as_ref().unwrap()[2];
         assert!(script.contains("ALTER ROLE"), "{script}");
-        assert!(script.contains("listen_addresses=''"), "private socket only");
-        let env: Vec<&str> = init.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert!(
+            script.contains("listen_addresses=''"),
+            "private socket only"
+        );
+        let env: Vec<&str> = init
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
         assert!(env.contains(&"POSTGRES_PASSWORD") && env.contains(&"PGDATA"));
         let annotations = pod.metadata.unwrap().annotations.unwrap();
         assert!(annotations.contains_key(crate::build::CREDENTIALS_HASH_ANNOTATION));

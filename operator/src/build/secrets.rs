@@ -119,7 +119,11 @@ mod tests {
         let all = generated(&m, "admin-password");
         assert_eq!(all.len(), 3);
         for s in &all {
-            assert!(s.metadata.owner_references.is_none(), "{:?}", s.metadata.name);
+            assert!(
+                s.metadata.owner_references.is_none(),
+                "{:?}",
+                s.metadata.name
+            );
         }
         assert_eq!(value(&all[2], "email"), ADMIN_EMAIL);
         m.spec.api.admin_secret = Some("mine".into());

@@ -11,7 +11,9 @@ use std::fmt::Debug;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -157,7 +159,12 @@ async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Res
 }
 
 /// Applies `obj` unless the live object is up to date; true when it wrote.
-async fn ensure<K: Object>(client: &Client, ns: &str, obj: &K, writes: &mut u32) -> Result<bool, Error> {
+async fn ensure<K: Object>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+    writes: &mut u32,
+) -> Result<bool, Error> {
     let desired = stamped(obj);
     let name = desired.meta().name.clone().unwrap_or_default();
     let live = Api::<K>::namespaced(client.clone(), ns)

@@ -205,7 +205,10 @@ async fn observe_outcome(
         }
         Some(JobPhase::Failed) if first_time => {
             let error = status.error.clone().unwrap_or_default();
-            let reason = status.reason.clone().unwrap_or_else(|| "Unknown".to_owned());
+            let reason = status
+                .reason
+                .clone()
+                .unwrap_or_else(|| "Unknown".to_owned());
             ctx.metrics
                 .backup_failures
                 .get_or_create(&crate::metrics::FailureLabels {
@@ -230,13 +233,15 @@ async fn observe_outcome(
     if first_time {
         let api: Api<FoodAppBackup> =
             Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"metadata": {"annotations": {ANNOUNCED_ANNOTATION: "true"}}});
-        api.patch(&b.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::Status)?;
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ANNOUNCED_ANNOTATION: "true"}}});
+        api.patch(
+            &b.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
     }
     Ok(())
 }
-
-
-

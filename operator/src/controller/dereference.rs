@@ -74,7 +74,8 @@ async fn ensure_generated_secrets(
     // Without metadata there is nothing to name; validation reports it.
     let Ok(fresh) = fresh else { return Ok(()) };
     if observed.db_secret.is_none() {
-        observed.db_secret = Some(create_secret_once(client, ns, &secrets::database(&fresh)).await?);
+        observed.db_secret =
+            Some(create_secret_once(client, ns, &secrets::database(&fresh)).await?);
     }
     if observed.api_secret.is_none() {
         observed.api_secret = Some(create_secret_once(client, ns, &secrets::api(&fresh)).await?);

@@ -244,7 +244,8 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     let model = match validate::model(app, &observed, &ctx.agent_image) {
         Ok(model) => model,
         Err(e) => {
-            ctx.event(app, Reason::Failed, "Validate", e.to_string()).await;
+            ctx.event(app, Reason::Failed, "Validate", e.to_string())
+                .await;
             return Err(e.into());
         }
     };
@@ -262,8 +263,7 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     }
 
     // The status is written on every pass that changes it, failures included.
-    let (new_status, checks) =
-        status::compute(app, &observed, &model, &applied, Time(jiff_now()));
+    let (new_status, checks) = status::compute(app, &observed, &model, &applied, Time(jiff_now()));
     let old_status = app.status.clone().unwrap_or_default();
     if new_status != old_status {
         announce(app, ctx, &old_status, &checks).await;
@@ -306,12 +306,16 @@ async fn write_status(ctx: &Context, app: &FoodApp, status: &FoodAppStatus) -> R
 
 /// One event per condition whose status or reason changed, so `kubectl
 /// describe` tells the story; failures are Warnings.
-async fn announce(app: &FoodApp, ctx: &Context, old: &FoodAppStatus, checks: &[conditions::Wanted]) {
+async fn announce(
+    app: &FoodApp,
+    ctx: &Context,
+    old: &FoodAppStatus,
+    checks: &[conditions::Wanted],
+) {
     for c in checks {
         let before = conditions::find(&old.conditions, c.type_);
-        let same = before.is_some_and(|b| {
-            (b.status == "True") == c.ok && b.reason == c.reason.as_str()
-        });
+        let same =
+            before.is_some_and(|b| (b.status == "True") == c.ok && b.reason == c.reason.as_str());
         if !same {
             ctx.event(app, c.reason, c.type_, c.message.clone()).await;
         }

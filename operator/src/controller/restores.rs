@@ -92,7 +92,11 @@ impl Step<'_> {
         app: Option<&FoodApp>,
     ) -> Result<Action, Error> {
         self.finish_because(
-            if ok { Reason::Succeeded } else { Reason::Failed },
+            if ok {
+                Reason::Succeeded
+            } else {
+                Reason::Failed
+            },
             ok,
             message,
             app,
@@ -156,7 +160,10 @@ pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Resul
     instrumented(restore.as_ref(), &ctx, reconcile_inner(&restore, &ctx)).await
 }
 
-async fn reconcile_inner(restore: &Arc<FoodAppRestore>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_inner(
+    restore: &Arc<FoodAppRestore>,
+    ctx: &Arc<Context>,
+) -> Result<Action, Error> {
     let ns = restore.namespace().unwrap_or_default();
     let name = restore.name_any();
     let status = restore.status.clone().unwrap_or_default();
@@ -274,7 +281,12 @@ async fn reconcile_inner(restore: &Arc<FoodAppRestore>, ctx: &Arc<Context>) -> R
         step.status.phase = Some(JobPhase::Running);
         step.status.started_at = Some(now().0.to_string());
         step.status.object_key = Some(source);
-        step.set("Started", true, Reason::Started, "stopping the API".to_owned());
+        step.set(
+            "Started",
+            true,
+            Reason::Started,
+            "stopping the API".to_owned(),
+        );
         step.save().await?;
         ctx.event(
             restore.as_ref(),
@@ -342,14 +354,12 @@ async fn reconcile_inner(restore: &Arc<FoodAppRestore>, ctx: &Arc<Context>) -> R
                 )
                 .await;
         }
-        Some(JobState::Succeeded) => {
-            step.set(
+        Some(JobState::Succeeded) => step.set(
             "Restored",
             true,
             Reason::Succeeded,
             format!("{source} restored"),
-        )
-        }
+        ),
     }
 
     // 3. The migrations of the running API image, on the restored schema.
@@ -395,5 +405,3 @@ async fn reconcile_inner(restore: &Arc<FoodAppRestore>, ctx: &Arc<Context>) -> R
         }
     }
 }
-
-

@@ -231,7 +231,10 @@ pub fn compute(
     let backup_check = or_apply_failure(backup_check, applied, Component::Backup);
     // Backups left unconfigured or paused on purpose do not make the app unready.
     let backup_ok = backup_check.ok
-        || matches!(backup_check.reason, Reason::NotConfigured | Reason::Suspended);
+        || matches!(
+            backup_check.reason,
+            Reason::NotConfigured | Reason::Suspended
+        );
     let all_ok = db_check.ok && migration_check.ok && api_check.ok && gateway_check.ok && backup_ok;
     let not_ready: Vec<&str> = [&db_check, &migration_check, &api_check, &gateway_check]
         .iter()
