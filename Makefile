@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR
 SERVICES := scripts/test-services
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo bench crds
+.PHONY: help test lint fmt demo bench crds e2e
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,12 @@ crds: ## Regenerate crds/, the chart's copies and its RBAC rules from the code
 	UPDATE_CRDS=1 cargo test --locked -p foodapp-operator --test crd crds_on_disk
 	cargo run --locked -q -p foodapp-operator -- rbac > charts/foodapp-operator/files/rbac-rules.yaml
 	cargo run --locked -q -p foodapp-operator -- rbac --leader-election > charts/foodapp-operator/files/leader-election-rules.yaml
+
+e2e: ## The operator on a real cluster (FOODAPP_E2E_KUBECONFIG; README: End-to-end tests)
+	@if [ -z "$$FOODAPP_E2E_KUBECONFIG" ]; then \
+		echo "make e2e: SKIPPED: FOODAPP_E2E_KUBECONFIG is not set (README: End-to-end tests)"; exit 0; fi
+	$(SERVICES) install
+	cargo test --locked -p foodapp-operator --test e2e -- --ignored --nocapture --test-threads=1
 
 bench: ## Benchmarks against release builds (figures go in the README)
 	cargo build --locked --release -p foodapp-api -p foodapp-operator

@@ -1,0 +1,848 @@
+//! The operator on a real Kubernetes cluster (`make e2e`): the CRDs and the
+//! Helm chart are installed, the operator runs in the cluster with the
+//! chart's own RBAC, and both example FoodApps are driven through what a
+//! platform team does with them. Skipped, saying so, unless
+//! FOODAPP_E2E_KUBECONFIG names a kubeconfig.
+//!
+//! Settings (environment):
+//! - FOODAPP_E2E_KUBECONFIG: the cluster (required).
+//! - FOODAPP_E2E_OPERATOR_IMAGE, FOODAPP_E2E_API_IMAGE, FOODAPP_E2E_POSTGRES_IMAGE,
+//!   FOODAPP_E2E_NGINX_IMAGE: images, with their registry (defaults: the
+//!   chart's and the CRD's defaults).
+//! - FOODAPP_E2E_PULL_POLICY: the operator's imagePullPolicy (IfNotPresent).
+//! - FOODAPP_E2E_STORAGE_CLASS: storage class of the full example (default:
+//!   the cluster's default class).
+//! - FOODAPP_E2E_IDLE_SECONDS: how long the idle check watches (default 120).
+//! - FOODAPP_E2E_NAMESPACE (foodapp-e2e), FOODAPP_E2E_SYSTEM_NAMESPACE
+//!   (foodapp-system): where the FoodApps and the operator go.
+//! - FOODAPP_E2E_KEEP=1: leave everything installed afterwards.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use foodapp_operator::crd::{FoodApp, FoodAppSpec};
+use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::Discovery;
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+const MANAGER: &str = "foodapp-e2e";
+
+fn setting(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+struct Cluster {
+    client: Client,
+    ns: String,
+    system_ns: String,
+    started: Instant,
+}
+
+impl Cluster {
+    fn log(&self, what: &str) {
+        println!(
+            "[e2e {:>6.1}s] {what}",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Polls `f` every two seconds until it yields a value, or fails after
+    /// `timeout` with `what` and the last state `f` described.
+    async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let start = Instant::now();
+        loop {
+            match f().await {
+                Ok(v) => {
+                    self.log(&format!(
+                        "ok: {what} ({:.0}s)",
+                        start.elapsed().as_secs_f64()
+                    ));
+                    return v;
+                }
+                Err(state) if start.elapsed() > timeout => {
+                    self.diagnose().await;
+                    panic!("timed out after {timeout:?}: {what}; last seen: {state}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+
+    /// What a person would look at when a step times out.
+    async fn diagnose(&self) {
+        for app in self
+            .api::<FoodApp>()
+            .list(&ListParams::default())
+            .await
+            .into_iter()
+            .flat_map(|l| l.items)
+        {
+            println!(
+                "--- FoodApp {}: {}",
+                app.name_any(),
+                serde_json::to_string_pretty(&app.status).unwrap_or_default()
+            );
+        }
+        for pod in self
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .into_iter()
+            .flat_map(|l| l.items)
+        {
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let states: Vec<String> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ready={} restarts={} {:?}",
+                        c.name, c.ready, c.restart_count, c.state
+                    )
+                })
+                .collect();
+            println!("--- Pod {} {phase} {states:?}", pod.name_any());
+        }
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        for e in events
+            .list(&ListParams::default())
+            .await
+            .into_iter()
+            .flat_map(|l| l.items)
+            .rev()
+            .take(30)
+        {
+            println!(
+                "--- Event {} {} {}: {}",
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.regarding.and_then(|r| r.name).unwrap_or_default(),
+                e.note.unwrap_or_default()
+            );
+        }
+    }
+
+    /// Server-side apply of any object, as `kubectl apply --server-side`.
+    async fn apply_value(&self, discovery: &Discovery, obj: &Value, default_ns: &str) {
+        let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_owned(), v.to_owned()),
+            None => (
+                String::new(),
+                obj["apiVersion"].as_str().unwrap().to_owned(),
+            ),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, obj["kind"].as_str().unwrap());
+        let (resource, caps) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the cluster does not serve {gvk:?}"));
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or(default_ns);
+            Api::namespaced_with(self.client.clone(), ns, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        };
+        api.patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind));
+    }
+
+    async fn ensure_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        api.patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// A request to the gateway of FoodApp `app` through the API server's
+    /// service proxy (works from anywhere the kubeconfig works).
+    async fn gateway(
+        &self,
+        app: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value, http::HeaderMap) {
+        let uri = format!(
+            "/api/v1/namespaces/{}/services/{app}-gateway:http/proxy{path}",
+            self.ns
+        );
+        let mut req = http::Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&b).unwrap()),
+            None => req.body(Vec::new()),
+        }
+        .unwrap();
+        let resp = self.client.send(req.map(kube::client::Body::from)).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return (0, json!({"error": e.to_string()}), http::HeaderMap::new()),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+        (status, value, headers)
+    }
+
+    async fn secret_value(&self, name: &str, key: &str) -> Option<String> {
+        let s = self.api::<Secret>().get_opt(name).await.ok()??;
+        String::from_utf8(s.data?.get(key)?.0.clone()).ok()
+    }
+
+    /// Logs in as the first administrator named by FoodApp `app`'s status.
+    async fn admin_token(&self, app: &str) -> Result<String, String> {
+        let fa = self
+            .api::<FoodApp>()
+            .get(app)
+            .await
+            .map_err(|e| e.to_string())?;
+        let secret = fa
+            .status
+            .and_then(|s| s.admin_secret)
+            .ok_or("no status.adminSecret yet")?;
+        let email = self
+            .secret_value(&secret, "email")
+            .await
+            .ok_or("no email")?;
+        let password = self
+            .secret_value(&secret, "password")
+            .await
+            .ok_or("no password")?;
+        let (status, body, _) = self
+            .gateway(
+                app,
+                "POST",
+                "/api/v1/auth/token",
+                Some(json!({"email": email, "password": password})),
+                None,
+            )
+            .await;
+        match (status, body["access_token"].as_str()) {
+            (200, Some(t)) => Ok(t.to_owned()),
+            _ => Err(format!("login: {status} {body}")),
+        }
+    }
+
+    async fn ready(&self, app: &str) -> Result<(), String> {
+        let fa = self
+            .api::<FoodApp>()
+            .get(app)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = fa.status.ok_or("no status")?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        match ready {
+            Some(c)
+                if c.status == "True" && status.observed_generation == fa.metadata.generation =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "phase {:?}, Ready {:?}",
+                status.phase,
+                ready.map(|c| &c.message)
+            )),
+        }
+    }
+
+    /// resourceVersion of every object the operator made for `app`.
+    async fn children_versions(&self, app: &str) -> BTreeMap<String, String> {
+        let lp = ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={app},app.kubernetes.io/managed-by=foodapp-operator"
+        ));
+        let mut out = BTreeMap::new();
+        macro_rules! collect {
+            ($($k:ty),*) => {$(
+                for o in self.api::<$k>().list(&lp).await.unwrap().items {
+                    out.insert(format!("{} {}", <$k>::kind(&()), o.name_any()), o.resource_version().unwrap_or_default());
+                }
+            )*};
+        }
+        collect!(
+            StatefulSet,
+            Deployment,
+            Service,
+            ConfigMap,
+            Secret,
+            CronJob,
+            k8s_openapi::api::batch::v1::Job
+        );
+        out
+    }
+}
+
+async fn connect() -> Option<Client> {
+    let path = std::env::var("FOODAPP_E2E_KUBECONFIG")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Some(Client::try_from(config).unwrap())
+}
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The chart's objects, rendered by Helm's engine (charts/render.py).
+fn render_chart(system_ns: &str, values: &Value) -> Vec<Value> {
+    let tools = std::env::var("FOODAPP_TOOLS")
+        .unwrap_or_else(|_| format!("{}/.cache/foodapp/tools", std::env::var("HOME").unwrap()));
+    let python = format!("{tools}/venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .arg(repo().join("charts/render.py"))
+        .args(["--namespace", system_ns, "--values", &values.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run `scripts/test-services install`)"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), "latest".to_owned()),
+    }
+}
+
+/// An example FoodApp, pointed at this run's images and storage.
+fn example(file: &str, ns: &str) -> FoodApp {
+    let text = std::fs::read_to_string(repo().join("examples").join(file)).unwrap();
+    let mut app: FoodApp = yaml_serde::from_str(&text).unwrap();
+    app.metadata.namespace = Some(ns.to_owned());
+    let spec: &mut FoodAppSpec = &mut app.spec;
+    spec.api.image = setting(
+        "FOODAPP_E2E_API_IMAGE",
+        foodapp_operator::crd::DEFAULT_API_IMAGE,
+    );
+    spec.database.image = setting("FOODAPP_E2E_POSTGRES_IMAGE", "postgres:16");
+    spec.gateway.image = setting("FOODAPP_E2E_NGINX_IMAGE", "nginx:1.27");
+    spec.database.storage.storage_class_name = std::env::var("FOODAPP_E2E_STORAGE_CLASS")
+        .ok()
+        .filter(|s| !s.is_empty());
+    app
+}
+
+async fn apply_foodapp(c: &Cluster, app: &FoodApp) {
+    let mut value = serde_json::to_value(app).unwrap();
+    value.as_object_mut().unwrap().remove("status");
+    c.api::<FoodApp>()
+        .patch(
+            &app.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e with FOODAPP_E2E_KUBECONFIG"]
+async fn the_operator_on_a_real_cluster() {
+    let Some(client) = connect().await else {
+        println!(
+            "SKIPPED: FOODAPP_E2E_KUBECONFIG is not set; `make e2e` needs a cluster (README: End-to-end tests)"
+        );
+        return;
+    };
+    let c = Cluster {
+        client: client.clone(),
+        ns: setting("FOODAPP_E2E_NAMESPACE", "foodapp-e2e"),
+        system_ns: setting("FOODAPP_E2E_SYSTEM_NAMESPACE", "foodapp-system"),
+        started: Instant::now(),
+    };
+    let minute = Duration::from_secs(60);
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+
+    // 1. CRDs, then the chart, as `helm install` would.
+    c.log("installing the CRDs");
+    for file in std::fs::read_dir(repo().join("crds")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        let crd: CustomResourceDefinition =
+            yaml_serde::from_str(text.trim_start_matches("---\n")).unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    c.eventually("the CRDs are established", minute, || async {
+        for name in [
+            "foodapps.foodapp.io",
+            "foodappbackups.foodapp.io",
+            "foodapprestores.foodapp.io",
+        ] {
+            let crd = crds.get(name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if !established {
+                return Err(format!("{name} not established"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .unwrap_or(discovery);
+
+    let operator_image = setting(
+        "FOODAPP_E2E_OPERATOR_IMAGE",
+        foodapp_operator::crd::DEFAULT_OPERATOR_IMAGE,
+    );
+    let (repository, tag) = split_image(&operator_image);
+    let values = json!({"image": {"repository": repository, "tag": tag,
+        "pullPolicy": setting("FOODAPP_E2E_PULL_POLICY", "IfNotPresent")}});
+    c.log(&format!(
+        "installing the chart into {} with {operator_image}",
+        c.system_ns
+    ));
+    c.ensure_namespace(&c.system_ns).await;
+    for obj in render_chart(&c.system_ns, &values) {
+        c.apply_value(&discovery, &obj, &c.system_ns).await;
+    }
+    let system_deployments: Api<Deployment> = Api::namespaced(client.clone(), &c.system_ns);
+    c.eventually(
+        "the operator's two replicas are available",
+        3 * minute,
+        || async {
+            let d = system_deployments
+                .get("foodapp-foodapp-operator")
+                .await
+                .map_err(|e| e.to_string())?;
+            let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+            if available >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{available} available"))
+            }
+        },
+    )
+    .await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &c.system_ns);
+    let leader = c
+        .eventually("a replica holds the lease", minute, || async {
+            let l = leases
+                .get_opt("foodapp-operator-leader")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no lease")?;
+            l.spec
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| "no holder".to_owned())
+        })
+        .await;
+    c.log(&format!("leader: {leader}"));
+
+    // 2. Both examples, side by side in one namespace.
+    c.ensure_namespace(&c.ns).await;
+    let credentials = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spaces-credentials", "namespace": c.ns},
+        "stringData": {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e-not-used-before-03:00"}});
+    c.apply_value(&discovery, &credentials, &c.ns).await;
+    let shop = example("foodapp.yaml", &c.ns);
+    let bistro = example("foodapp-full.yaml", &c.ns);
+    apply_foodapp(&c, &shop).await;
+    apply_foodapp(&c, &bistro).await;
+    for name in ["shop", "bistro"] {
+        c.eventually(&format!("FoodApp {name} is Ready"), 5 * minute, || {
+            c.ready(name)
+        })
+        .await;
+    }
+
+    // 3. The gateway answers, with one request id.
+    for name in ["shop", "bistro"] {
+        let (status, body, headers) = c
+            .gateway(name, "GET", "/api/v1/menu-items", None, None)
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(
+            headers.get_all("x-request-id").iter().count(),
+            1,
+            "{name}: {headers:?}"
+        );
+        c.log(&format!("ok: {name}'s gateway serves the menu"));
+    }
+
+    // 4. The first administrator logs in and writes data.
+    let token = c
+        .eventually("the first admin of shop logs in", minute, || {
+            c.admin_token("shop")
+        })
+        .await;
+    let (status, body, _) = c
+        .gateway(
+            "shop",
+            "POST",
+            "/api/v1/categories",
+            Some(json!({"name": "E2E soups"})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let category = body["id"].as_str().unwrap().to_owned();
+
+    // 5. Idle: passes triggered by changes that touch no child write nothing.
+    let before = c.children_versions("shop").await;
+    let idle = Duration::from_secs(setting("FOODAPP_E2E_IDLE_SECONDS", "120").parse().unwrap());
+    c.log(&format!(
+        "idle check: {} children, {idle:?}, with a reconcile poked every 10 s",
+        before.len()
+    ));
+    let start = Instant::now();
+    let mut pokes = 0;
+    while start.elapsed() < idle {
+        pokes += 1;
+        c.api::<FoodApp>()
+            .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"e2e.foodapp.io/poke": pokes.to_string()}}})))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let after = c.children_versions("shop").await;
+    let changed: Vec<&String> = before
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "idle passes wrote to {changed:?}");
+    c.log(&format!(
+        "ok: {pokes} idle passes over {idle:?} wrote to none of {} children",
+        before.len()
+    ));
+
+    // 6. The leader kept its lease and nobody restarted.
+    let lease = leases
+        .get("foodapp-operator-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(
+        lease.holder_identity.as_deref(),
+        Some(leader.as_str()),
+        "the lease changed hands"
+    );
+    let renewed = lease.renew_time.unwrap().0;
+    let age = k8s_openapi::jiff::Timestamp::now().duration_since(renewed);
+    assert!(age.as_secs() < 15, "the lease was last renewed {age:?} ago");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.system_ns);
+    for p in pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=foodapp-operator"))
+        .await
+        .unwrap()
+        .items
+    {
+        let restarts: i32 = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.restart_count)
+            .sum();
+        assert_eq!(
+            restarts,
+            0,
+            "operator pod {} restarted",
+            p.metadata.name.unwrap_or_default()
+        );
+    }
+    c.log(&format!(
+        "ok: {leader} held the lease for {:.0}s, renewed {:.1}s ago, no restarts",
+        c.started.elapsed().as_secs_f64(),
+        age.as_secs_f64()
+    ));
+
+    // 7. A field removed from the spec leaves the live object.
+    let resources = |d: Deployment| {
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap_or_default()
+    };
+    c.api::<FoodApp>()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"api": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}}})))
+        .await
+        .unwrap();
+    c.eventually("api.resources reaches the Deployment", minute, || async {
+        let d = c
+            .api::<Deployment>()
+            .get("shop-api")
+            .await
+            .map_err(|e| e.to_string())?;
+        if resources(d).requests.is_some() {
+            Ok(())
+        } else {
+            Err("no requests".into())
+        }
+    })
+    .await;
+    c.api::<FoodApp>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"api": {"resources": null}}})),
+        )
+        .await
+        .unwrap();
+    c.eventually(
+        "api.resources removed from the spec leaves the Deployment",
+        minute,
+        || async {
+            let d = c
+                .api::<Deployment>()
+                .get("shop-api")
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = resources(d);
+            if r.requests.is_none() && r.limits.is_none() {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
+    c.eventually("shop is Ready again", 3 * minute, || c.ready("shop"))
+        .await;
+
+    // 8. Delete under Retain, apply again: same data, same login.
+    let password = c.secret_value("shop-db", "password").await.unwrap();
+    c.api::<FoodApp>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    c.eventually(
+        "shop is deleted (the finalizer ran)",
+        2 * minute,
+        || async {
+            match c
+                .api::<FoodApp>()
+                .get_opt("shop")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(_) => Err("still there".into()),
+            }
+        },
+    )
+    .await;
+    c.eventually("shop's pods are gone", 2 * minute, || async {
+        let pods = c
+            .api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if pods.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} pods", pods.items.len()))
+        }
+    })
+    .await;
+    assert!(
+        c.api::<PersistentVolumeClaim>()
+            .get_opt("data-shop-db-0")
+            .await
+            .unwrap()
+            .is_some(),
+        "Retain keeps the volume"
+    );
+    assert_eq!(
+        c.secret_value("shop-db", "password").await.as_deref(),
+        Some(password.as_str()),
+        "Retain keeps the login"
+    );
+    apply_foodapp(&c, &shop).await;
+    c.eventually(
+        "shop is Ready after being applied again",
+        5 * minute,
+        || c.ready("shop"),
+    )
+    .await;
+    let token = c
+        .eventually("the same admin logs in", minute, || c.admin_token("shop"))
+        .await;
+    let (status, body, _) = c
+        .gateway(
+            "shop",
+            "GET",
+            &format!("/api/v1/categories/{category}"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "the data survived: {body}");
+    c.log("ok: deleted under Retain and applied again: same data, same login");
+
+    // 9. The database Secret deleted by mistake: a new password, and access.
+    c.api::<Secret>()
+        .delete("shop-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    let new_password = c
+        .eventually("the database Secret is back", minute, || async {
+            match c.secret_value("shop-db", "password").await {
+                Some(p) if p != password => Ok(p),
+                other => Err(format!("{:?}", other.map(|_| "old password"))),
+            }
+        })
+        .await;
+    assert_ne!(new_password, password);
+    c.eventually(
+        "the API pods restarted with the new Secret and shop is Ready",
+        5 * minute,
+        || async {
+            c.ready("shop").await?;
+            let d = c
+                .api::<Deployment>()
+                .get("shop-api")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = d.status.unwrap_or_default();
+            let updated = s.updated_replicas.unwrap_or(0) == s.replicas.unwrap_or(-1)
+                && s.observed_generation == d.metadata.generation
+                && s.available_replicas.unwrap_or(0) >= 1
+                && s.unavailable_replicas.unwrap_or(0) == 0;
+            if updated {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
+    let token = c
+        .eventually(
+            "the admin logs in after the API restarted",
+            2 * minute,
+            || c.admin_token("shop"),
+        )
+        .await;
+    let (status, body, _) = c
+        .gateway(
+            "shop",
+            "GET",
+            &format!("/api/v1/categories/{category}"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    c.log("ok: the database Secret was re-created and the API still reaches its data");
+
+    if setting("FOODAPP_E2E_KEEP", "0") != "1" {
+        c.log("cleaning up (FOODAPP_E2E_KEEP=1 keeps everything)");
+        for app in ["shop", "bistro"] {
+            let _ = c
+                .api::<FoodApp>()
+                .patch(
+                    app,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"spec": {"deletionPolicy": "Delete"}})),
+                )
+                .await;
+            let _ = c
+                .api::<FoodApp>()
+                .delete(app, &DeleteParams::default())
+                .await;
+        }
+        c.eventually("the FoodApps are gone", 2 * minute, || async {
+            let left = c
+                .api::<FoodApp>()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("{left} left"))
+            }
+        })
+        .await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let _ = namespaces.delete(&c.ns, &DeleteParams::default()).await;
+        let _ = namespaces
+            .delete(&c.system_ns, &DeleteParams::default())
+            .await;
+    }
+    c.log("all end-to-end checks passed");
+}
