@@ -332,7 +332,7 @@ async fn reconcile_inner(
         .clone()
         .unwrap_or_else(|| "latest".to_owned());
     let restore_job = backup::restore_job(&model, &backup_spec, restore_job_name(&name), &source);
-    match run_job(&ctx, &ns, &restore_job).await? {
+    match run_job(ctx, &ns, &restore_job).await? {
         None | Some(JobState::Running) => {
             step.set(
                 "Restored",
@@ -369,7 +369,7 @@ async fn reconcile_inner(
     }
     let mut migrate = migration::job(&migrated_model);
     migrate.metadata.name = Some(migrate_job_name(&name));
-    match run_job(&ctx, &ns, &migrate).await? {
+    match run_job(ctx, &ns, &migrate).await? {
         None | Some(JobState::Running) => {
             step.set(
                 "Migrated",
