@@ -221,8 +221,20 @@ async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<Atomic
     }
 }
 
-async fn log_result<T, E: std::fmt::Display>(kind: &'static str, result: Result<T, E>) {
-    if let Err(e) = result {
-        warn!(kind, error = %e, "reconcile");
+async fn log_result<T, E1, E2>(
+    kind: &'static str,
+    result: Result<T, kube::runtime::controller::Error<E1, E2>>,
+) where
+    E1: std::error::Error + 'static,
+    E2: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error as ControllerError;
+    match result {
+        Ok(_) => {}
+        // A child's event after its owner was deleted: nothing to do.
+        Err(ControllerError::ObjectNotFound(obj)) => {
+            tracing::debug!(kind, object = %obj, "event for an object that is gone");
+        }
+        Err(e) => warn!(kind, error = %e, "reconcile"),
     }
 }
