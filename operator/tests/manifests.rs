@@ -73,8 +73,9 @@ fn kubernetes_validate(file: &Path) {
 #[test]
 fn rendered_objects_pass_strict_schema_validation() {
     let dir = scratch("render");
-    // Minimal: secrets, database, migration, API, gateway; full adds backups.
-    for (example, objects) in [("foodapp.yaml", 11), ("foodapp-full.yaml", 15)] {
+    // Minimal: three generated Secrets, database, migration, API, gateway;
+    // full adds backups.
+    for (example, objects) in [("foodapp.yaml", 12), ("foodapp-full.yaml", 16)] {
         let yaml = render(example);
         assert_eq!(yaml.matches("---\n").count(), objects, "{example}");
         let file = dir.join(example);
@@ -125,7 +126,7 @@ fn the_gateway_config_loads_in_a_real_nginx() {
     let conf = cm["data"]["nginx.conf"].as_str().unwrap();
     // The cluster DNS name of the API does not resolve here; everything
     // else is exactly what the gateway pod loads.
-    let upstream = "server shop-api.food.svc.cluster.local:8080";
+    let upstream = "server bistro-api.food.svc:8080";
     assert!(conf.contains(upstream));
     let local = conf.replace(upstream, "server 127.0.0.1:9");
     let dir = scratch("nginx");

@@ -984,6 +984,104 @@ async fn an_on_demand_backup_runs_as_a_job_and_a_silent_failure_is_recorded() {
 }
 
 #[tokio::test]
+async fn an_operator_restart_does_not_announce_past_backups_again() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppBackup>("old", json!({"foodAppRef": "shop", "source": "Scheduled"}))
+        .await;
+    h.set_status::<FoodAppBackup>(
+        "old",
+        json!({"phase": "Failed", "error": "the bucket refused the upload", "reason": "Storage",
+               "completedAt": "2026-11-20T03:00:05Z"}),
+    )
+    .await;
+    let announcements = async || {
+        h.api::<k8s_openapi::api::events::v1::Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("BackupFailed"))
+            .count()
+    };
+    let reconcile_with = async |ctx: Arc<Context>| {
+        let b = h.api::<FoodAppBackup>().get("old").await.unwrap();
+        foodapp_operator::controller::backups::reconcile(Arc::new(b), ctx)
+            .await
+            .unwrap();
+    };
+    reconcile_with(h.ctx.clone()).await;
+    reconcile_with(h.ctx.clone()).await;
+    assert_eq!(announcements().await, 1);
+    assert!(
+        h.ctx.metrics.encode().contains("reason=\"Storage\""),
+        "the failure is counted by its reason field"
+    );
+    // A new process: nothing in memory about what was announced.
+    let restarted = Arc::new(Context::new(
+        h.client.clone(),
+        Arc::new(Metrics::default()),
+        AGENT.to_owned(),
+    ));
+    reconcile_with(restarted).await;
+    assert_eq!(announcements().await, 1, "no second BackupFailed event");
+}
+
+#[tokio::test]
+async fn a_restore_that_cannot_work_fails_before_the_api_is_stopped() {
+    let h = ready_with_backup().await;
+    let replicas = async || {
+        h.api::<Deployment>()
+            .get("shop-api")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
+    };
+    let before = replicas().await;
+    h.create::<FoodAppRestore>(
+        "r1",
+        json!({"foodAppRef": "shop", "backupRef": "no-such-backup"}),
+    )
+    .await;
+    restore_step(&h, "r1").await;
+    h.settle().await;
+    assert_eq!(restore_phase(&h, "r1").await, "Failed");
+    let r = h
+        .api::<FoodAppRestore>()
+        .get("r1")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(r.error.unwrap().contains("nothing was stopped"));
+    assert_eq!(replicas().await, before, "the API never stopped");
+
+    h.api::<Secret>()
+        .delete("spaces", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.create::<FoodAppRestore>("r2", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    restore_step(&h, "r2").await;
+    assert_eq!(restore_phase(&h, "r2").await, "Failed");
+    let c = h
+        .api::<FoodAppRestore>()
+        .get("r2")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions;
+    assert_eq!(
+        c.iter().find(|c| c.type_ == "Complete").unwrap().reason,
+        "CredentialsSecretMissing"
+    );
+    assert_eq!(replicas().await, before);
+}
+
+#[tokio::test]
 async fn a_recorded_backup_becomes_last_backup_and_a_metric() {
     let h = ready_with_backup().await;
     h.create::<FoodAppBackup>(

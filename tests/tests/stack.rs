@@ -184,6 +184,12 @@ async fn the_whole_stack_through_the_gateway() {
         "e2e-req-1",
         "the request id passes through"
     );
+    assert_eq!(
+        menu.headers().get_all("x-request-id").iter().count(),
+        1,
+        "one X-Request-Id, not the API's and nginx's: {:?}",
+        menu.headers()
+    );
     assert!(
         menu.headers()
             .get("server")
