@@ -63,6 +63,22 @@ enum Command {
     Restore(RestoreArgs),
 }
 
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -216,7 +232,12 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let outcome = agent::restore::run(&args).await?;
+    // SIGTERM (a deleted Job, a drained node) ends the restore at once: the
+    // dropped future kills psql before any COMMIT, so nothing is applied.
+    let outcome = tokio::select! {
+        outcome = agent::restore::run(&args) => outcome?,
+        () = terminated() => anyhow::bail!("terminated: the restore was rolled back"),
+    };
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(())
 }

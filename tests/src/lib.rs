@@ -37,11 +37,18 @@ pub struct Database {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    admin: String,
 }
 
 impl Database {
+    /// A fresh, migrated database on the test server (DATABASE_URL).
     pub async fn new() -> Database {
-        let admin = env("DATABASE_URL");
+        Database::on(&env("DATABASE_URL")).await
+    }
+
+    /// A fresh, migrated database on the server of `admin`.
+    pub async fn on(admin: &str) -> Database {
+        let admin = admin.to_owned();
         let name = format!("foodapp_e2e_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin).await.expect("connect");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -59,13 +66,18 @@ impl Database {
             .run(&pool)
             .await
             .expect("migrations");
-        Database { name, url, pool }
+        Database {
+            name,
+            url,
+            pool,
+            admin,
+        }
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let (name, admin) = (self.name.clone(), env("DATABASE_URL"));
+        let (name, admin) = (self.name.clone(), self.admin.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -412,3 +412,332 @@ async fn a_failing_pg_dump_aborts_the_upload() {
         "the aborted upload left {leftovers:?}"
     );
 }
+
+/// Every table's row count and a digest of its rows, from a fresh connection
+/// (a restore ends the sessions of its database).
+async fn fingerprint(url: &str) -> Vec<(String, i64, String)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        let (n, digest): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), md5(string_agg(r::text, ',' ORDER BY r::text)) FROM {t} AS r"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        out.push((t, n, digest.unwrap_or_default()));
+    }
+    conn.close().await.ok();
+    out
+}
+
+#[tokio::test]
+async fn killing_the_agent_anywhere_in_a_restore_leaves_the_database_unchanged() {
+    let s = setup().await;
+    // Enough data that a restore takes a while, so kills land inside it.
+    sqlx::query(
+        "CREATE TABLE padding AS SELECT g AS id, repeat(md5(g::text), 16) AS filler FROM generate_series(1, 60000) g",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let backup = success(&s.agent(&["backup", "--no-verify"]).await);
+    let key = backup["objectKey"].as_str().unwrap().to_owned();
+    let backed_up = fingerprint(&s.db.url).await;
+    let started = std::time::Instant::now();
+    success(&s.agent(&["restore", "--object-key", &key]).await);
+    let full = started.elapsed();
+    assert_eq!(fingerprint(&s.db.url).await, backed_up);
+
+    // The database moves on after the backup: that is what must survive.
+    sqlx::query("CREATE TABLE after_backup AS SELECT 'kept' AS note")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM padding WHERE id % 3 = 0")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let current = fingerprint(&s.db.url).await;
+    let mut kills = 0;
+    let mut attempt = 0u32;
+    while kills < 10 {
+        attempt += 1;
+        assert!(
+            attempt < 40,
+            "could not land 10 kills inside a {full:?} restore"
+        );
+        // Spread over the restore: from before psql starts to near the end.
+        let delay = full.mul_f64(f64::from(attempt * 37 % 97) / 100.0);
+        let mut child = tokio::process::Command::new(foodapp_e2e::binary("foodapp-operator"))
+            .args(["restore", "--object-key", &key])
+            .envs(agent_env(&s))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(delay).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            // Finished before the kill: it committed; put the newer state back.
+            assert!(status.success());
+            assert_eq!(fingerprint(&s.db.url).await, backed_up);
+            let restore_current = fingerprint(&s.db.url).await;
+            assert_ne!(restore_current, current);
+            sqlx::query("CREATE TABLE after_backup AS SELECT 'kept' AS note")
+                .execute(&s.db.pool)
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM padding WHERE id % 3 = 0")
+                .execute(&s.db.pool)
+                .await
+                .unwrap();
+            assert_eq!(fingerprint(&s.db.url).await, current);
+            continue;
+        }
+        child.start_kill().unwrap(); // SIGKILL: no handler runs
+        child.wait().await.unwrap();
+        kills += 1;
+        assert_eq!(
+            fingerprint(&s.db.url).await,
+            current,
+            "kill {kills} after {delay:?} of a {full:?} restore changed the database"
+        );
+    }
+}
+
+fn agent_env(s: &Setup) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", s.db.url.clone()),
+        ("S3_ENDPOINT", s.endpoint.clone()),
+        ("S3_REGION", "us-east-1".to_owned()),
+        ("S3_BUCKET", s.bucket.clone()),
+        ("S3_PREFIX", "backups".to_owned()),
+        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", env("S3_ACCESS_KEY")),
+        ("AWS_SECRET_ACCESS_KEY", env("S3_SECRET_KEY")),
+        ("FOODAPP_NAME", "shop".to_owned()),
+        ("POD_NAMESPACE", "e2e".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Databases on the server of `admin_url` whose name starts with `prefix`.
+async fn databases_like(admin_url: &str, prefix: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    let names =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(prefix)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.ok();
+    names
+}
+
+#[tokio::test]
+async fn backup_verify_and_restore_hold_across_tool_and_server_versions() {
+    // (tools, server): newer tools against an older server (pg_restore 18
+    // writes SET transaction_timeout, which 15 refuses), and same majors.
+    let pg15_tools = "/usr/lib/postgresql/15/bin".to_owned();
+    let cases = [
+        (
+            "tools 18 -> server 15",
+            env("PG18_BIN"),
+            env("DATABASE_URL"),
+            env("VERIFY_DATABASE_URL"),
+        ),
+        (
+            "tools 15 -> server 15",
+            pg15_tools,
+            env("DATABASE_URL"),
+            env("VERIFY_DATABASE_URL"),
+        ),
+        (
+            "tools 18 -> server 18",
+            env("PG18_BIN"),
+            env("PG18_DATABASE_URL"),
+            env("PG18_DATABASE_URL"),
+        ),
+    ];
+    for (case, tools, server, verify) in cases {
+        let db = Database::on(&server).await;
+        seed(&db).await;
+        let endpoint = env("S3_ENDPOINT");
+        let s3 = s3(&endpoint);
+        let bucket = new_bucket(&s3).await;
+        let run = |args: &'static [&'static str]| {
+            let (db_url, endpoint, bucket, tools, verify) = (
+                db.url.clone(),
+                endpoint.clone(),
+                bucket.clone(),
+                tools.clone(),
+                verify.clone(),
+            );
+            async move {
+                agent(
+                    &db_url,
+                    &endpoint,
+                    &bucket,
+                    args,
+                    &[("PG_BIN", &tools), ("VERIFY_DATABASE_URL", &verify)],
+                )
+                .await
+            }
+        };
+        let before = contents(&db.pool).await;
+        let out = run(&["backup"]).await;
+        let backup = success(&out);
+        assert_eq!(backup["verified"], true, "{case}");
+        sqlx::query("DELETE FROM order_items")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let restored = run(&["restore", "--latest"]).await;
+        success(&restored);
+        assert_eq!(
+            contents(&db.pool).await,
+            before,
+            "{case}: identical content"
+        );
+        println!("{case}: backup, verify and restore ok");
+    }
+}
+
+#[tokio::test]
+async fn verification_never_touches_the_production_server() {
+    let s = setup().await;
+    let out = success(&s.agent(&["backup"]).await);
+    assert_eq!(out["verified"], true);
+    assert!(
+        databases_like(&env("DATABASE_URL"), "foodapp_verify_")
+            .await
+            .is_empty()
+    );
+    assert!(
+        databases_like(&env("VERIFY_DATABASE_URL"), "foodapp_verify_")
+            .await
+            .is_empty(),
+        "the scratch database is dropped"
+    );
+    let none = agent(
+        &s.db.url,
+        &s.endpoint,
+        &s.bucket,
+        &["backup"],
+        &[("VERIFY_DATABASE_URL", "")],
+    )
+    .await;
+    assert!(
+        !none.status.success(),
+        "no verification server: refused rather than using production"
+    );
+    assert!(String::from_utf8_lossy(&none.stderr).contains("VERIFY_DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn a_backup_that_fails_verification_is_removed_and_never_used() {
+    let s = setup().await;
+    let good = success(&s.agent(&["backup", "--keep-last", "1"]).await);
+    let good_key = good["objectKey"].as_str().unwrap().to_owned();
+    // A verification server that is not there: verification fails.
+    let unreachable = "postgres://postgres@127.0.0.1:9/postgres";
+    for _ in 0..2 {
+        let out = agent(
+            &s.db.url,
+            &s.endpoint,
+            &s.bucket,
+            &["backup", "--keep-last", "1"],
+            &[("VERIFY_DATABASE_URL", unreachable)],
+        )
+        .await;
+        assert!(!out.status.success());
+    }
+    assert_eq!(
+        keys(&s.s3, &s.bucket).await,
+        [
+            good_key.clone(),
+            good_key.replace(".dump", ".manifest.json")
+        ],
+        "failed backups left nothing, and did not push the good one out of keepLast"
+    );
+    sqlx::query("DELETE FROM order_items")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let restored = success(&s.agent(&["restore", "--latest"]).await);
+    assert_eq!(
+        restored["objectKey"],
+        good_key.as_str(),
+        "latest is the verified one"
+    );
+}
+
+#[tokio::test]
+async fn two_foodapps_sharing_a_bucket_never_see_each_others_backups() {
+    let s = setup().await;
+    let other = Database::new().await;
+    seed(&other).await;
+    // Tenant A: prefix "backups", FoodApp e2e/shop (keys backups/e2e/shop/…).
+    // Tenant B: prefix "backups/e2e/shop", FoodApp e2e/shop: its keys are
+    // nested inside A's prefix.
+    let b_env = [("S3_PREFIX", "backups/e2e/shop")];
+    let a_backup = success(&s.agent(&["backup", "--keep-last", "1"]).await);
+    let a_key = a_backup["objectKey"].as_str().unwrap().to_owned();
+    let b1 = success(&agent(&other.url, &s.endpoint, &s.bucket, &["backup"], &b_env).await);
+    let b_key = b1["objectKey"].as_str().unwrap().to_owned();
+    assert!(b_key.starts_with("backups/e2e/shop/e2e/shop/"), "{b_key}");
+    // A's retention and latest ignore B's newer, nested backup.
+    let a2 = success(&s.agent(&["backup", "--keep-last", "1"]).await);
+    let all = keys(&s.s3, &s.bucket).await;
+    assert!(
+        all.contains(&b_key),
+        "A's retention deleted B's backup: {all:?}"
+    );
+    assert!(!all.contains(&a_key), "A's own older backup was retired");
+    let restored = success(&s.agent(&["restore", "--latest"]).await);
+    assert_eq!(restored["objectKey"], a2["objectKey"]);
+    // A cannot restore B's key, nor a copy of B's backup placed in A's prefix.
+    let refused = s.agent(&["restore", "--object-key", &b_key]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not a backup of e2e/shop"));
+    let planted = "backups/e2e/shop/29990101T000000000Z.dump";
+    for (from, to) in [
+        (b_key.clone(), planted.to_owned()),
+        (
+            b_key.replace(".dump", ".manifest.json"),
+            planted.replace(".dump", ".manifest.json"),
+        ),
+    ] {
+        let body = s.object(&from).await;
+        s.s3.put_object()
+            .bucket(&s.bucket)
+            .key(&to)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap();
+    }
+    let refused = s.agent(&["restore", "--object-key", planted]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("names"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let latest = success(&s.agent(&["restore", "--latest"]).await);
+    assert_eq!(
+        latest["objectKey"], a2["objectKey"],
+        "a planted manifest is never latest"
+    );
+}

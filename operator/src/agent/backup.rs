@@ -1,7 +1,9 @@
 //! `foodapp-operator backup`: `pg_dump -Fc` streamed straight into a
 //! multipart upload (8 MiB parts in memory, nothing on disk), size and
-//! SHA-256 computed on the fly, then the manifest, verification and
-//! retention. Any failure aborts the upload: no partial object appears.
+//! SHA-256 computed on the fly, then verification on a throwaway server,
+//! the manifest, and retention. Any failure aborts the upload: no partial
+//! object appears; a dump that fails verification is deleted and gets no
+//! manifest, so it is never a restore candidate nor counted by retention.
 
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
@@ -82,12 +84,11 @@ async fn read_parts<R: AsyncRead + Unpin>(
 
 /// Streams `pg_dump` into `key`; returns size and SHA-256.
 async fn dump_and_upload(
-    args: &BackupArgs,
+    store: &StoreArgs,
     client: &aws_sdk_s3::Client,
     key: &str,
     snapshot: &str,
 ) -> Result<(u64, String), Error> {
-    let store = &args.store;
     let args = [
         "--format=custom".to_owned(),
         "--no-owner".to_owned(),
@@ -153,10 +154,13 @@ pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
     if args.create_bucket {
         s3::ensure_bucket(&client, &store.s3_bucket).await?;
     }
+    let server_major = db::server_major(&store.database_url).await?;
+    let tools = store.with_tools_for(server_major)?;
+    let store = &tools;
     let snapshot = db::snapshot(&store.database_url).await?;
     let pg_dump_version = tool_version(store, "pg_dump").await?;
     check_not_older(&pg_dump_version, &snapshot.server_version)?;
-    let result = dump_and_upload(args, &client, &key, &snapshot.id).await;
+    let result = dump_and_upload(store, &client, &key, &snapshot.id).await;
     let (counts, server_version, schema_version) = (
         snapshot.counts.clone(),
         snapshot.server_version.clone(),
@@ -164,7 +168,8 @@ pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
     );
     snapshot.release().await?;
     let (size, sha256) = result?;
-    let manifest = Manifest {
+    let verify = args.verify && !args.no_verify;
+    let mut manifest = Manifest {
         format: 1,
         object_key: key.clone(),
         size_bytes: size,
@@ -176,7 +181,28 @@ pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
         pg_dump_version,
         schema_version,
         tables: counts,
+        verified: false,
     };
+    if verify {
+        let checked = match args.verify_database_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => verify_restorable(store, &client, &manifest, url).await,
+            None => Err(Error::Verify(
+                "no verification server: set VERIFY_DATABASE_URL to a throwaway PostgreSQL (never the production one), or pass --no-verify".into(),
+            )),
+        };
+        if let Err(e) = checked {
+            // Never a restore candidate: the dump goes, and gets no manifest.
+            if let Err(d) = s3::delete(&client, &store.s3_bucket, &key).await {
+                tracing::warn!(key, error = %d, "could not delete the unverified dump; retention will");
+            }
+            return Err(e);
+        }
+        manifest.verified = true;
+        tracing::info!(
+            key,
+            "backup verified: restored on the verification server, row counts match"
+        );
+    }
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Manifest {
         key: key.clone(),
         source: e,
@@ -190,20 +216,9 @@ pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
         "application/json",
     )
     .await?;
-    tracing::info!(key, size, "backup uploaded");
-
-    let verify = args.verify && !args.no_verify;
-    if verify {
-        verify_restorable(store, &client, &manifest).await?;
-        tracing::info!(
-            key,
-            "backup verified: restored into a scratch database, row counts match"
-        );
-    }
+    tracing::info!(key, size, verified = verify, "backup stored");
     let deleted = match args.keep_last {
-        Some(keep) => {
-            retention::apply(&client, &store.s3_bucket, &store.key_prefix(), keep).await?
-        }
+        Some(keep) => retention::apply(&client, store, keep).await?,
         None => Vec::new(),
     };
     Ok(Outcome {
@@ -215,21 +230,25 @@ pub async fn run(args: &BackupArgs) -> Result<Outcome, Error> {
     })
 }
 
-/// Restores the uploaded object (as stored, read back from the bucket) into
-/// a scratch database on the same server and compares row counts.
+/// Restores the uploaded object (as stored, read back from the bucket)
+/// into a new database on the verification server — through the same path
+/// as a real restore — and compares row counts; the database is dropped
+/// whatever happens. The production server is never touched.
 async fn verify_restorable(
     store: &StoreArgs,
     client: &aws_sdk_s3::Client,
     manifest: &Manifest,
+    verify_url: &str,
 ) -> Result<(), Error> {
     let scratch = format!(
         "foodapp_verify_{}",
         &super::super::build::short_hash(&manifest.object_key)
     );
-    db::create_database(&store.database_url, &scratch).await?;
+    let major = db::server_major(verify_url).await?;
+    db::create_database(verify_url, &scratch).await?;
     let result = async {
-        let url = db::with_database(&store.database_url, &scratch)?;
-        super::restore::pg_restore_into(store, client, &manifest.object_key, &url).await?;
+        let url = db::with_database(verify_url, &scratch)?;
+        super::restore::restore_sql(store, client, manifest, &url, major).await?;
         let mut conn = db::connect(&url).await?;
         let counts = db::row_counts(&mut conn).await?;
         conn.close().await.ok();
@@ -250,7 +269,7 @@ async fn verify_restorable(
         Ok(())
     }
     .await;
-    db::drop_database(&store.database_url, &scratch).await?;
+    db::drop_database(verify_url, &scratch).await?;
     result
 }
 

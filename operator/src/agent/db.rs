@@ -16,6 +16,16 @@ pub async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
     PgConnection::connect(url).await
 }
 
+/// The server's major version (`server_version_num` / 10000).
+pub async fn server_major(url: &str) -> Result<u32, sqlx::Error> {
+    let mut conn = connect(url).await?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(num.parse::<u32>().unwrap_or(0) / 10000)
+}
+
 /// Rows per user table, `schema.table` → count.
 pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>, sqlx::Error> {
     let tables: Vec<String> = sqlx::query_scalar(

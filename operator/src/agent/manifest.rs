@@ -26,6 +26,21 @@ pub struct Manifest {
     pub schema_version: Option<i64>,
     /// Rows per table (`schema.table`) in the dumped snapshot.
     pub tables: BTreeMap<String, i64>,
+    /// Whether the stored object was restored into a throwaway server and
+    /// its row counts matched (false: verification was turned off). The
+    /// manifest is written after verification: a backup that failed it has
+    /// none, and is never used.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+impl Manifest {
+    /// Whether this manifest describes `dump` of this FoodApp: a restore or
+    /// retention never acts on another FoodApp's backup, even in a shared
+    /// bucket and prefix.
+    pub fn belongs_to(&self, namespace: &str, food_app: &str, dump: &str) -> bool {
+        self.namespace == namespace && self.food_app == food_app && self.object_key == dump
+    }
 }
 
 pub fn manifest_key(dump_key: &str) -> String {

@@ -6,7 +6,9 @@
 //! <prefix>/<namespace>/<foodapp>/<UTC timestamp>.dump            pg_dump -Fc
 //! <prefix>/<namespace>/<foodapp>/<UTC timestamp>.manifest.json   size, sha256, versions, row counts
 //! ```
-//! A backup exists once its manifest does: the manifest is written last.
+//! A backup exists once its manifest does: the manifest is written last,
+//! after verification; only keys directly under a FoodApp's own prefix whose
+//! manifest names it are ever listed, restored or deleted.
 
 pub mod backup;
 pub mod db;
@@ -119,8 +121,10 @@ pub struct StoreArgs {
     /// Its namespace (part of every key).
     #[arg(long, env = "POD_NAMESPACE", default_value = "local")]
     pub namespace: String,
-    /// Directory holding pg_dump, pg_restore and psql; PATH when unset. They
-    /// must not be older than the server.
+    /// Directory holding pg_dump, pg_restore and psql, or a directory of
+    /// majors laid out as <major>/bin (such as /usr/lib/postgresql): then the
+    /// server's major is used, else the oldest newer one. Unset:
+    /// /usr/lib/postgresql when it exists, else PATH. Never older than the server.
     #[arg(long, env = "PG_BIN")]
     pub pg_bin: Option<std::path::PathBuf>,
 }
@@ -134,6 +138,15 @@ impl StoreArgs {
         } else {
             format!("{prefix}/{}/{}/", self.namespace, self.foodapp)
         }
+    }
+
+    /// These settings with the client tools for a server of `major` (see
+    /// `tool::choose_bin`).
+    pub fn with_tools_for(&self, major: u32) -> Result<StoreArgs, Error> {
+        Ok(StoreArgs {
+            pg_bin: tool::choose_bin(self.pg_bin.as_deref(), major)?,
+            ..self.clone()
+        })
     }
 
     pub fn tool(&self, name: &str) -> std::path::PathBuf {
@@ -151,7 +164,13 @@ pub struct BackupArgs {
     /// Keep this many newest backups and delete older ones; unset keeps all.
     #[arg(long, env = "KEEP_LAST")]
     pub keep_last: Option<usize>,
-    /// Restore the new backup into a scratch database and compare row counts (default).
+    /// A throwaway PostgreSQL server (URL of a database the agent may create
+    /// databases from) where each new backup is restored and its row counts
+    /// compared: never the production server. In a cluster the backup Job
+    /// runs one beside the agent.
+    #[arg(long, env = "VERIFY_DATABASE_URL", hide_env_values = true)]
+    pub verify_database_url: Option<String>,
+    /// Restore the new backup into the verification server and compare row counts (default).
     #[arg(long, env = "VERIFY", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub verify: bool,
     /// Skip verification.

@@ -1,14 +1,32 @@
 //! `foodapp-operator restore`: checks the dump against its manifest before
 //! touching the database, then restores it in one transaction — the public
-//! schema is replaced whole, or not at all.
+//! schema is replaced whole, or not at all. The transaction is opened and
+//! committed by the agent itself: COMMIT is sent only after the whole object
+//! was read, its checksum matched and pg_restore exited 0. If the agent dies
+//! anywhere before, psql dies with it (or reads end of input without a
+//! COMMIT) and PostgreSQL rolls everything back.
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::manifest::{Manifest, manifest_key};
+use super::manifest::{DUMP_SUFFIX, Manifest, manifest_key};
+use super::retention::Backup;
 use super::tool::Tool;
-use super::{Error, RestoreArgs, StoreArgs, retention, s3};
+use super::{Error, RestoreArgs, StoreArgs, db, retention, s3};
+
+/// What psql runs before the restored SQL. Other sessions of the database
+/// (a stopped API's last connections, a running pg_dump) are ended so that
+/// DROP SCHEMA does not wait on their locks, and any lock wait is bounded:
+/// the restore fails, rolled back, rather than hang.
+const BEGIN: &str = "\\set ON_ERROR_STOP 1
+SELECT count(pg_terminate_backend(pid)) AS ended_sessions FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename = current_user;
+BEGIN;
+SET LOCAL lock_timeout = '60s';
+DROP SCHEMA IF EXISTS public CASCADE;
+CREATE SCHEMA public;
+";
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -17,30 +35,6 @@ pub struct Outcome {
     pub size_bytes: u64,
     pub sha256: String,
     pub restored: bool,
-}
-
-/// Streams an object into `pg_restore -d url` (verification's scratch database).
-pub async fn pg_restore_into(
-    store: &StoreArgs,
-    client: &aws_sdk_s3::Client,
-    key: &str,
-    url: &str,
-) -> Result<(), Error> {
-    let args = ["--no-owner", "--no-privileges", "--exit-on-error"]
-        .map(str::to_owned)
-        .into_iter()
-        .chain([format!("--dbname={url}")])
-        .collect::<Vec<_>>();
-    let mut pg_restore = Tool::spawn(store, "pg_restore", &args, true, false)?;
-    let mut stdin = pg_restore.stdin()?;
-    let mut body = s3::get_stream(client, &store.s3_bucket, key).await?;
-    while let Some(chunk) = body.try_next().await.map_err(s3::err("GetObject body"))? {
-        if stdin.write_all(&chunk).await.is_err() {
-            break; // pg_restore stopped reading: its exit status says why
-        }
-    }
-    drop(stdin);
-    pg_restore.finish().await
 }
 
 /// Size and SHA-256 of an object, read through once.
@@ -59,39 +53,75 @@ async fn digest(
     Ok((size, hex::encode(hasher.finalize())))
 }
 
-pub async fn resolve(args: &RestoreArgs, client: &aws_sdk_s3::Client) -> Result<String, Error> {
+/// The backup a restore names: `--object-key` must be one of this
+/// FoodApp's own dumps (directly under its prefix, with a manifest naming
+/// it); `--latest` is the newest of them.
+pub async fn resolve(args: &RestoreArgs, client: &aws_sdk_s3::Client) -> Result<Backup, Error> {
     let store = &args.store;
-    match &args.object_key {
-        Some(key) => Ok(key.clone()),
-        None => {
-            let keys = s3::list(client, &store.s3_bucket, &store.key_prefix()).await?;
-            retention::latest(&keys).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no complete backup under s3://{}/{}",
-                    store.s3_bucket,
-                    store.key_prefix()
-                ))
-            })
-        }
+    let prefix = store.key_prefix();
+    let owner = format!("{}/{}", store.namespace, store.foodapp);
+    let Some(key) = &args.object_key else {
+        let (backups, _) = retention::backups(client, store).await?;
+        return retention::latest(&backups).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "no complete backup of {owner} under s3://{}/{prefix}",
+                store.s3_bucket
+            ))
+        });
+    };
+    let own = key
+        .strip_prefix(&prefix)
+        .is_some_and(|name| !name.contains('/') && name.ends_with(DUMP_SUFFIX));
+    if !own {
+        return Err(Error::NotFound(format!(
+            "{key} is not a backup of {owner}: its backups are {prefix}<time>{DUMP_SUFFIX}"
+        )));
     }
-}
-
-pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
-    let store = &args.store;
-    let client = s3::client(store).await;
-    let key = resolve(args, &client).await?;
-    let manifest_bytes = s3::get_bytes(&client, &store.s3_bucket, &manifest_key(&key))
+    let bytes = s3::get_bytes(client, &store.s3_bucket, &manifest_key(key))
         .await
         .map_err(|e| {
             Error::NotFound(format!(
                 "no manifest for {key} ({e}): not a complete backup"
             ))
         })?;
-    let manifest: Manifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| Error::Manifest {
-            key: key.clone(),
-            source: e,
-        })?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Manifest {
+        key: key.clone(),
+        source: e,
+    })?;
+    if !manifest.belongs_to(&store.namespace, &store.foodapp, key) {
+        return Err(Error::NotFound(format!(
+            "the manifest of {key} names {}/{} and {}, not {owner} and this key",
+            manifest.namespace, manifest.food_app, manifest.object_key
+        )));
+    }
+    Ok(Backup {
+        dump: key.clone(),
+        manifest,
+    })
+}
+
+/// The major of the pg_dump that wrote a backup: its archive needs a
+/// pg_restore at least as new.
+fn dump_major(manifest: &Manifest) -> u32 {
+    manifest
+        .pg_dump_version
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
+    let client = s3::client(&args.store).await;
+    let Backup {
+        dump: key,
+        manifest,
+    } = resolve(args, &client).await?;
+    let server_major = db::server_major(&args.store.database_url).await?;
+    let store = args
+        .store
+        .with_tools_for(server_major.max(dump_major(&manifest)))?;
 
     // First pass: the object must be exactly what was uploaded, before the
     // database is touched at all.
@@ -103,11 +133,38 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
             actual: sha256,
         });
     }
+    restore_sql(
+        &store,
+        &client,
+        &manifest,
+        &store.database_url,
+        server_major,
+    )
+    .await?;
+    tracing::info!(key, "restore committed");
+    Ok(Outcome {
+        object_key: key,
+        size_bytes: size,
+        sha256,
+        restored: true,
+    })
+}
 
-    // Second pass: dump → pg_restore (to SQL) → psql, one transaction that
-    // first replaces the public schema. psql only gets end-of-input (and so
-    // commits) when everything upstream succeeded; otherwise it is killed and
-    // PostgreSQL rolls the whole restore back.
+/// Restores the backup `manifest` describes into `target_url`, in one
+/// transaction the agent opens and commits itself: dump → pg_restore (to
+/// SQL, without settings a `server_major` server refuses) → psql. COMMIT is
+/// written only after the whole object was read, its checksum matched and
+/// pg_restore exited 0; on any failure psql is killed first, and if the agent
+/// dies, psql dies with it or reads end of input with the transaction open.
+/// Verification restores through the same path.
+pub async fn restore_sql(
+    store: &StoreArgs,
+    client: &aws_sdk_s3::Client,
+    manifest: &Manifest,
+    target_url: &str,
+    server_major: u32,
+) -> Result<(), Error> {
+    let key = &manifest.object_key;
     let restore_args = [
         "--no-owner",
         "--no-privileges",
@@ -121,28 +178,27 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
         "-q".to_owned(),
         "-v".to_owned(),
         "ON_ERROR_STOP=1".to_owned(),
-        "--single-transaction".to_owned(),
         "--file=-".to_owned(),
-        format!("--dbname={}", store.database_url),
+        format!("--dbname={target_url}"),
     ];
     let mut psql = Tool::spawn(store, "psql", &psql_args, true, false)?;
     let mut psql_in = psql.stdin()?;
-    let mut restore_out = pg_restore.stdout()?;
+    let restore_out = pg_restore.stdout()?;
     let mut restore_in = pg_restore.stdin()?;
+    let unsupported = super::tool::unsupported_lines(server_major);
 
     let feed = async {
         psql_in
-            .write_all(b"DROP SCHEMA IF EXISTS public CASCADE;\nCREATE SCHEMA public;\n")
+            .write_all(BEGIN.as_bytes())
             .await
             .map_err(|e| Error::Io("writing to psql", e))?;
-        // Copies without closing psql's input: that is left to the end.
-        tokio::io::copy(&mut restore_out, &mut psql_in)
+        super::tool::copy_sql(restore_out, &mut psql_in, &unsupported)
             .await
             .map_err(|e| Error::Io("piping pg_restore into psql", e))?;
         Ok::<_, Error>(())
     };
     let download = async {
-        let mut body = s3::get_stream(&client, &store.s3_bucket, &key).await?;
+        let mut body = s3::get_stream(client, &store.s3_bucket, key).await?;
         let mut hasher = Sha256::new();
         // The last chunk is held back until the checksum of the whole
         // object is known, so a changed object never completes a restore.
@@ -182,17 +238,14 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
         Ok(()) => pg_restore.finish().await.and(fed),
     };
     if let Err(e) = restored_sql {
-        // Never let psql see end-of-input: killed, it commits nothing.
+        // Killed before any COMMIT: the transaction is rolled back.
         psql.kill().await;
         return Err(e);
     }
+    psql_in
+        .write_all(b"COMMIT;\n")
+        .await
+        .map_err(|e| Error::Io("writing to psql", e))?;
     drop(psql_in);
-    psql.finish().await?;
-    tracing::info!(key, "restore committed");
-    Ok(Outcome {
-        object_key: key,
-        size_bytes: size,
-        sha256,
-        restored: true,
-    })
+    psql.finish().await
 }

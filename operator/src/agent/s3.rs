@@ -206,6 +206,8 @@ pub async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Result<Vec<u
 }
 
 /// Every key under a prefix.
+/// The keys directly under `prefix` (which ends with '/'): never those of a
+/// deeper prefix, which may belong to another FoodApp sharing the bucket.
 pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, Error> {
     let mut keys = Vec::new();
     let mut token = None;
@@ -214,6 +216,7 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Str
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
+            .delimiter("/")
             .set_continuation_token(token)
             .send()
             .await

@@ -1,7 +1,9 @@
 //! Running the PostgreSQL client tools (pg_dump, pg_restore, psql): stderr
 //! is collected from the start, so a chatty tool cannot block on a full
-//! pipe, and an unsuccessful exit becomes an error quoting it.
+//! pipe, an unsuccessful exit becomes an error quoting it, and a tool never
+//! outlives the agent (killed on drop, and by the kernel if the agent dies).
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncReadExt;
@@ -25,7 +27,19 @@ impl Tool {
         stdout: bool,
     ) -> Result<Tool, Error> {
         let piped = |yes: bool| if yes { Stdio::piped() } else { Stdio::null() };
-        let mut child = Command::new(store.tool(name))
+        let mut command = Command::new(store.tool(name));
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // Killed with the agent, even by SIGKILL: psql must never
+                // outlive it (and so never see a COMMIT it did not send).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(args)
             .stdin(piped(stdin))
             .stdout(piped(stdout))
@@ -81,5 +95,134 @@ impl Tool {
                 stderr,
             })
         }
+    }
+}
+
+/// The bin directory of the client tools for a server of `server_major`.
+/// `pg_bin` names either one bin directory (used as it is) or a directory of
+/// majors laid out as `<major>/bin` (Debian's `/usr/lib/postgresql`, and the
+/// operator image, which carries several majors): then the server's own major
+/// is taken, else the oldest newer one. Unset: `/usr/lib/postgresql` when it
+/// exists, else PATH.
+pub fn choose_bin(pg_bin: Option<&Path>, server_major: u32) -> Result<Option<PathBuf>, Error> {
+    let root = match pg_bin {
+        Some(dir) if dir.join("pg_dump").exists() => return Ok(Some(dir.to_path_buf())),
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let debian = Path::new("/usr/lib/postgresql");
+            if !debian.is_dir() {
+                return Ok(None);
+            }
+            debian.to_path_buf()
+        }
+    };
+    let mut majors: Vec<u32> = std::fs::read_dir(&root)
+        .map_err(|e| Error::Io("listing the PostgreSQL client tools", e))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|m: &u32| root.join(m.to_string()).join("bin/pg_dump").exists())
+        .collect();
+    majors.sort_unstable();
+    let pick = majors
+        .iter()
+        .find(|m| **m == server_major)
+        .or_else(|| majors.iter().find(|m| **m > server_major));
+    match pick {
+        Some(m) => Ok(Some(root.join(m.to_string()).join("bin"))),
+        None => Err(Error::Tool {
+            tool: "pg_dump".into(),
+            status: "not found".into(),
+            stderr: format!(
+                "no client tools for PostgreSQL {server_major} or newer under {} (found {majors:?})",
+                root.display()
+            ),
+        }),
+    }
+}
+
+/// Statements newer pg_restore versions write that an older server refuses,
+/// by the first server major that knows them.
+const NEWER_SETTINGS: &[(&str, u32)] = &[("SET transaction_timeout = 0;", 17)];
+
+/// The lines to drop from pg_restore's SQL for a server of `server_major`.
+pub fn unsupported_lines(server_major: u32) -> Vec<&'static str> {
+    NEWER_SETTINGS
+        .iter()
+        .filter(|(_, since)| server_major < *since)
+        .map(|(line, _)| *line)
+        .collect()
+}
+
+/// Copies pg_restore's SQL to psql, dropping the `drop` lines from its
+/// preamble (everything before the first COPY, which is where session
+/// settings are written); the rest, data included, passes untouched.
+pub async fn copy_sql<R, W>(from: R, to: &mut W, drop: &[&str]) -> std::io::Result<u64>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut reader = tokio::io::BufReader::new(from);
+    let mut copied = 0u64;
+    if !drop.is_empty() {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 {
+                return Ok(copied);
+            }
+            let text = line.trim_end();
+            if !drop.contains(&text) {
+                to.write_all(line.as_bytes()).await?;
+                copied += line.len() as u64;
+            }
+            if text.starts_with("COPY ") {
+                break;
+            }
+        }
+    }
+    Ok(copied + tokio::io::copy(&mut reader, to).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn settings_an_older_server_refuses_are_dropped_from_the_preamble_only() {
+        let sql = "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nCOPY t (a) FROM stdin;\nSET transaction_timeout = 0;\n\\.\n";
+        let mut out = Vec::new();
+        copy_sql(sql.as_bytes(), &mut out, &unsupported_lines(15))
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "SET statement_timeout = 0;\nCOPY t (a) FROM stdin;\nSET transaction_timeout = 0;\n\\.\n",
+            "data rows are never touched"
+        );
+        assert!(unsupported_lines(17).is_empty());
+        let mut same = Vec::new();
+        copy_sql(sql.as_bytes(), &mut same, &[]).await.unwrap();
+        assert_eq!(same, sql.as_bytes());
+    }
+
+    #[test]
+    fn tools_of_the_servers_major_are_chosen_else_the_oldest_newer_ones() {
+        let root = std::env::temp_dir().join(format!("pgbin-{}", std::process::id()));
+        for m in ["13", "15", "18"] {
+            let bin = root.join(m).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("pg_dump"), "").unwrap();
+        }
+        let chosen = |server| choose_bin(Some(&root), server).unwrap().unwrap();
+        assert_eq!(chosen(15), root.join("15/bin"));
+        assert_eq!(chosen(14), root.join("15/bin"));
+        assert_eq!(chosen(16), root.join("18/bin"));
+        assert!(choose_bin(Some(&root), 19).is_err(), "never older tools");
+        assert_eq!(
+            choose_bin(Some(&root.join("13/bin")), 18).unwrap().unwrap(),
+            root.join("13/bin"),
+            "a bin directory given is used as it is"
+        );
+        std::fs::remove_dir_all(root).ok();
     }
 }
