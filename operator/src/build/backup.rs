@@ -1,12 +1,17 @@
 //! Scheduled backups: a CronJob running `foodapp-operator backup` (the
 //! agent) with the ServiceAccount and Role it needs to record each run as a
-//! FoodAppBackup.
+//! FoodAppBackup. A backup pod verifies in a throwaway PostgreSQL of the
+//! FoodApp's own database image, started beside the agent (a native sidecar
+//! on an emptyDir, reachable on the pod's loopback only): never on the
+//! production server or its volume.
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, ServiceAccount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, Probe, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::postgres::{database_url_env, env, secret_env};
@@ -59,6 +64,84 @@ pub fn agent_env(model: &Model, backup: &BackupSpec) -> Vec<EnvVar> {
     vars
 }
 
+/// Port of the verification server on the pod's loopback.
+const VERIFY_PORT: &str = "5433";
+/// The verification server's throwaway login: it listens on the pod's
+/// loopback only and lives as long as the pod.
+const VERIFY_USER: &str = "verify";
+
+/// The throwaway server a backup is verified in: the FoodApp's database
+/// image on an emptyDir no larger than the database's volume, started before
+/// the agent (its startup probe gates it) and stopped when the agent ends.
+fn verification_server(model: &Model) -> (Container, Vec<Volume>) {
+    let db = &model.spec.database;
+    let scratch = |name: &str, limit: Option<Quantity>| Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: limit,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "verify-db".to_owned(),
+        image: Some(db.image.clone()),
+        // A native sidecar: runs beside the agent, ends with it.
+        restart_policy: Some("Always".to_owned()),
+        args: Some(
+            [
+                "postgres",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                &format!("port={VERIFY_PORT}"),
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        env: Some(vec![
+            env("POSTGRES_USER", VERIFY_USER),
+            env("POSTGRES_PASSWORD", VERIFY_USER),
+            env("PGDATA", "/scratch/pgdata"),
+        ]),
+        startup_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(
+                    ["pg_isready", "-h", "127.0.0.1", "-p", VERIFY_PORT]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+            }),
+            period_seconds: Some(2),
+            failure_threshold: Some(150),
+            ..Default::default()
+        }),
+        resources: db.resources.clone(),
+        security_context: Some(container_security(super::postgres::POSTGRES_UID)),
+        volume_mounts: Some(vec![
+            mount("verify-data", "/scratch"),
+            mount("verify-run", "/var/run/postgresql"),
+            mount("verify-tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    };
+    let volumes = vec![
+        scratch("verify-data", Some(Quantity(db.storage.size.clone()))),
+        scratch("verify-run", None),
+        scratch("verify-tmp", None),
+    ];
+    (container, volumes)
+}
+
 /// A pod running one agent command; shared by the CronJob and the Jobs of
 /// on-demand backups and restores.
 fn agent_pod(
@@ -70,6 +153,17 @@ fn agent_pod(
 ) -> PodTemplateSpec {
     let mut env = agent_env(model, backup);
     env.extend(extra_env);
+    let verifies = component == COMPONENT && backup.verify;
+    let (init_containers, volumes) = if verifies {
+        let (server, volumes) = verification_server(model);
+        env.push(super::postgres::env(
+            "VERIFY_DATABASE_URL",
+            &format!("postgres://{VERIFY_USER}:{VERIFY_USER}@127.0.0.1:{VERIFY_PORT}/postgres"),
+        ));
+        (Some(vec![server]), Some(volumes))
+    } else {
+        (None, None)
+    };
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(model, component)),
@@ -78,6 +172,8 @@ fn agent_pod(
         spec: Some(PodSpec {
             service_account_name: Some(names::backup(&model.name)),
             restart_policy: Some("Never".to_owned()),
+            init_containers,
+            volumes,
             containers: vec![Container {
                 name: "agent".to_owned(),
                 image: Some(model.agent_image.clone()),
@@ -282,6 +378,66 @@ mod tests {
                 .suspend,
             Some(true)
         );
+    }
+
+    #[test]
+    fn backups_verify_in_a_throwaway_server_beside_the_agent_and_restores_do_not() {
+        let m = with_backup();
+        let spec = m.spec.backup.clone().unwrap();
+        let pod = on_demand_backup_job(&m, &spec, "now")
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let sidecar = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            sidecar.image.as_deref(),
+            Some("postgres:16"),
+            "the FoodApp's own image"
+        );
+        assert!(
+            sidecar
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"listen_addresses=127.0.0.1".to_owned())
+        );
+        let agent_env = pod.containers[0].env.as_ref().unwrap();
+        let url = agent_env
+            .iter()
+            .find(|e| e.name == "VERIFY_DATABASE_URL")
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        assert!(url.contains("@127.0.0.1:5433/"), "{url}");
+        let data = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "verify-data")
+            .unwrap();
+        assert_eq!(
+            data.empty_dir.as_ref().unwrap().size_limit,
+            Some(Quantity(m.spec.database.storage.size.clone()))
+        );
+        let restore = restore_job(&m, &spec, "r-restore".into(), "latest")
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(restore.init_containers.is_none());
+        let mut off = spec.clone();
+        off.verify = false;
+        let unverified = on_demand_backup_job(&m, &off, "now")
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(unverified.init_containers.is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
 
 const COMPONENT: &str = "database";
 /// The postgres user of the official image.
-const POSTGRES_UID: i64 = 999;
+pub(crate) const POSTGRES_UID: i64 = 999;
 const DATA: &str = "/var/lib/postgresql/data";
 
 /// An environment variable read from a Secret key.

@@ -102,7 +102,7 @@ impl Default for ApiSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSpec {
-    /// PostgreSQL server image (major versions 13 to 17 are supported).
+    /// PostgreSQL server image (major versions 13 to 18 are supported).
     #[serde(default = "default_postgres_image")]
     #[x_kube(validation = Rule::new("self.size() > 0").message("database.image must name a container image"))]
     pub image: String,
