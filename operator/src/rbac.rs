@@ -73,6 +73,12 @@ pub const RULES: &[Rule] = &[
     ),
     (
         "",
+        &["pods"],
+        &["list"],
+        "a restore waits until the API's pods (and an abandoned restore's Job pods) are gone",
+    ),
+    (
+        "",
         &["persistentvolumeclaims"],
         &["get", "patch", "delete"],
         "grow the data volume; delete it under deletionPolicy Delete",

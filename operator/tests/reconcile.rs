@@ -12,7 +12,7 @@ use foodapp_operator::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
 use foodapp_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use kube_fake_client::{ClientBuilder, interceptor};
@@ -791,6 +791,27 @@ async fn ready_with_backup() -> Harness {
     h
 }
 
+/// A pod of the API, as its ReplicaSet would make it.
+async fn api_pod(h: &Harness, name: &str) {
+    labelled_pod(
+        h,
+        name,
+        json!({"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "api"}),
+    )
+    .await;
+}
+
+async fn labelled_pod(h: &Harness, name: &str, labels: Value) {
+    let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+    .unwrap();
+    h.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
 async fn restore_step(h: &Harness, name: &str) {
     let r = h.api::<FoodAppRestore>().get(name).await.unwrap();
     foodapp_operator::controller::restores::reconcile(Arc::new(r), h.ctx.clone())
@@ -837,12 +858,13 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
     assert_eq!(h.phase().await, "Restoring");
 
     // A second restore of the same FoodApp waits.
-    h.create::<FoodAppRestore>("r2", json!({"foodAppRef": "shop", "objectKey": "k"}))
+    h.create::<FoodAppRestore>("r2", json!({"foodAppRef": "shop", "latest": true}))
         .await;
     restore_step(&h, "r2").await;
     assert_eq!(restore_phase(&h, "r2").await, "Pending");
 
-    // No restore Job while API pods still run.
+    // No restore Job while an API pod is still there (even terminating).
+    api_pod(&h, "shop-api-abc").await;
     restore_step(&h, "r1").await;
     assert!(
         h.api::<Job>()
@@ -851,8 +873,10 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
             .unwrap()
             .is_none()
     );
-    h.set_status::<Deployment>("shop-api", json!({"replicas": 0, "availableReplicas": 0}))
-        .await;
+    h.api::<Pod>()
+        .delete("shop-api-abc", &DeleteParams::default())
+        .await
+        .unwrap();
     restore_step(&h, "r1").await;
     let job = h.api::<Job>().get("r1-restore").await.unwrap();
     let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
@@ -861,6 +885,26 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
         Some(&["restore".to_owned(), "--latest".to_owned()][..])
     );
     assert_eq!(c.image.as_deref(), Some(AGENT));
+    assert_eq!(
+        job.metadata.owner_references.unwrap()[0].kind,
+        "FoodAppRestore",
+        "deleting the restore stops its Jobs"
+    );
+    // A new API image does not migrate while the restore runs.
+    h.set_image("registry.example/api:2").await;
+    h.settle().await;
+    assert!(
+        h.api::<Job>()
+            .get_opt(&names::migration_job(
+                "shop",
+                "registry.example/api:2",
+                None
+            ))
+            .await
+            .unwrap()
+            .is_none(),
+        "no migration during a restore"
+    );
 
     h.set_status::<Job>("r1-restore", job_done_json("Complete"))
         .await;
@@ -909,10 +953,125 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
 }
 
 #[tokio::test]
+async fn a_restore_deleted_mid_way_keeps_the_api_stopped_until_its_pods_are_gone() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    restore_step(&h, "r1").await;
+    h.settle().await;
+    restore_step(&h, "r1").await;
+    assert!(
+        h.api::<Job>()
+            .get_opt("r1-restore")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The agent's pod is still running when the FoodAppRestore goes.
+    labelled_pod(
+        &h,
+        "r1-restore-xyz",
+        json!({"batch.kubernetes.io/job-name": "r1-restore"}),
+    )
+    .await;
+    h.api::<FoodAppRestore>()
+        .delete("r1", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.settle().await;
+    let replicas = async || {
+        h.api::<Deployment>()
+            .get("shop-api")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
+    };
+    assert_eq!(
+        replicas().await,
+        Some(0),
+        "the restore may still be writing"
+    );
+    h.api::<Pod>()
+        .delete("r1-restore-xyz", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(
+        replicas().await,
+        Some(2),
+        "its pod is gone: the API comes back"
+    );
+    assert!(
+        h.app()
+            .await
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("foodapp.io/restore")
+            .eq(&false),
+        "the lock is released"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_only_takes_this_foodapps_own_backups() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppBackup>("theirs", json!({"foodAppRef": "other"}))
+        .await;
+    h.set_status::<FoodAppBackup>(
+        "theirs",
+        json!({"phase": "Succeeded", "objectKey": "foodapp/food/other/20261121T030000000Z.dump"}),
+    )
+    .await;
+    for (name, source) in [
+        ("by-ref", json!({"backupRef": "theirs"})),
+        (
+            "by-key",
+            json!({"objectKey": "foodapp/food/other/20261121T030000000Z.dump"}),
+        ),
+        (
+            "nested",
+            json!({"objectKey": "foodapp/food/shop/x/food/shop/20261121T030000000Z.dump"}),
+        ),
+    ] {
+        let mut spec = source;
+        spec["foodAppRef"] = json!("shop");
+        h.create::<FoodAppRestore>(name, spec).await;
+        restore_step(&h, name).await;
+        assert_eq!(restore_phase(&h, name).await, "Failed", "{name}");
+        let error = h
+            .api::<FoodAppRestore>()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .error
+            .unwrap();
+        assert!(error.contains("nothing was stopped"), "{name}: {error}");
+    }
+    assert_eq!(
+        h.api::<Deployment>()
+            .get("shop-api")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2)
+    );
+}
+
+#[tokio::test]
 async fn a_failed_restore_job_fails_the_restore_and_the_api_returns() {
     let h = ready_with_backup().await;
-    h.create::<FoodAppRestore>("bad", json!({"foodAppRef": "shop", "objectKey": "x.dump"}))
-        .await;
+    h.create::<FoodAppRestore>(
+        "bad",
+        json!({"foodAppRef": "shop", "objectKey": "foodapp/food/shop/20261121T030000000Z.dump"}),
+    )
+    .await;
     restore_step(&h, "bad").await;
     h.settle().await;
     h.set_status::<Deployment>("shop-api", json!({"replicas": 0}))

@@ -56,6 +56,10 @@ pub struct Model {
     pub agent_image: String,
 }
 
+/// Set on a FoodApp by the FoodAppRestore that holds it: while set, the API
+/// is stopped and no migration runs.
+pub const RESTORE_ANNOTATION: &str = "foodapp.io/restore";
+
 /// Annotation a user sets (to any new value) to run a failed migration again.
 pub const RETRY_MIGRATION_ANNOTATION: &str = "foodapp.io/retry-migration";
 

@@ -241,6 +241,10 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     let observed = Box::pin(dereference::observe(&ctx.client, app))
         .await
         .map_err(Error::Dereference)?;
+    if release_abandoned_restore(app, &observed, ctx).await? {
+        // The patch wakes the next pass, which brings the API back.
+        return Ok(requeue_soon(1));
+    }
     let model = match validate::model(app, &observed, &ctx.agent_image) {
         Ok(model) => model,
         Err(e) => {
@@ -282,6 +286,64 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     } else {
         requeue_soon(15)
     })
+}
+
+/// A restore holds the FoodApp but is gone or finished (its FoodAppRestore
+/// was deleted mid-way, say): let go once none of its Job pods is left, so
+/// the API never comes back while a restore might still write. True when
+/// the lock was released.
+async fn release_abandoned_restore(
+    app: &FoodApp,
+    observed: &dereference::Observed,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    use crate::crd::JobPhase;
+    let Some(holder) = restores::lock_holder(app) else {
+        return Ok(false);
+    };
+    let active = observed.restores.iter().any(|r| {
+        r.name_any() == holder
+            && !matches!(
+                r.status.as_ref().and_then(|s| s.phase),
+                Some(JobPhase::Succeeded | JobPhase::Failed)
+            )
+    });
+    if active {
+        return Ok(false);
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let mut left = 0;
+    for job in [
+        restores::restore_job_name(holder),
+        restores::migrate_job_name(holder),
+    ] {
+        let selector = format!("batch.kubernetes.io/job-name={job}");
+        left += pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::Dereference)?
+            .items
+            .len();
+    }
+    if left > 0 {
+        info!(
+            restore = holder,
+            pods = left,
+            "waiting for the pods of an abandoned restore to end"
+        );
+        return Ok(false);
+    }
+    let holder = holder.to_owned();
+    restores::release_lock(ctx, app, &holder).await?;
+    ctx.event(
+        app,
+        Reason::Stopped,
+        "Restore",
+        format!("restore {holder} is gone and none of its pods is left: the API comes back"),
+    )
+    .await;
+    Ok(true)
 }
 
 /// The whole status, by server-side apply with the operator's field

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -18,7 +17,7 @@ use super::conditions::{self, Reason, wanted};
 use super::dereference::Observed;
 use super::validate::{self, JobState, job_state};
 use super::{Context, Error, apply, instrumented, requeue_normal};
-use crate::build::{backup, migration, names};
+use crate::build::{RESTORE_ANNOTATION, backup, migration};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore, FoodAppRestoreStatus, JobPhase};
 use crate::metrics::RestoreLabels;
 
@@ -32,6 +31,99 @@ pub fn migrate_job_name(restore: &str) -> String {
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// How long the API may take to stop before the restore gives up (and the
+/// API comes back).
+const API_STOP_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The restore holding the FoodApp, if any.
+pub fn lock_holder(app: &FoodApp) -> Option<&str> {
+    app.metadata
+        .annotations
+        .as_ref()?
+        .get(RESTORE_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Names `restore` on the FoodApp, unless it changed since it was read (a
+/// restore created at the same moment may have taken it): true when taken.
+async fn take_lock(ctx: &Context, app: &FoodApp, restore: &str) -> Result<bool, Error> {
+    let api: Api<FoodApp> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": app.metadata.resource_version,
+        "annotations": {RESTORE_ANNOTATION: restore},
+    }});
+    match api
+        .patch(
+            &app.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(Error::Dereference(e)),
+    }
+}
+
+/// Lets go of the FoodApp if `restore` holds it: the API comes back.
+pub async fn release_lock(ctx: &Context, app: &FoodApp, restore: &str) -> Result<(), Error> {
+    if lock_holder(app) != Some(restore) {
+        return Ok(());
+    }
+    let api: Api<FoodApp> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {RESTORE_ANNOTATION: null}}});
+    api.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// `<prefix>/<namespace>/<name>/`: where this FoodApp's backups are.
+fn own_prefix(app: &FoodApp, backup: &crate::crd::BackupSpec) -> String {
+    let prefix = backup.s3.prefix.trim_matches('/');
+    let ns = app.namespace().unwrap_or_default();
+    if prefix.is_empty() {
+        format!("{ns}/{}/", app.name_any())
+    } else {
+        format!("{prefix}/{ns}/{}/", app.name_any())
+    }
+}
+
+/// Whether the restore started longer than `limit` ago.
+fn waited_longer_than(status: &FoodAppRestoreStatus, limit: Duration) -> bool {
+    status
+        .started_at
+        .as_deref()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .is_some_and(|t| {
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(t)
+                .as_secs() as u64
+                > limit.as_secs()
+        })
+}
+
+/// The restore's Jobs belong to the FoodAppRestore, not the FoodApp:
+/// deleting the restore stops its Jobs (the agent rolls back), and the
+/// FoodApp brings its API back only once their pods are gone.
+fn owned_by_restore(job: &mut Job, restore: &FoodAppRestore) {
+    job.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "foodapp.io/v1alpha1".to_owned(),
+        kind: "FoodAppRestore".to_owned(),
+        name: restore.name_any(),
+        uid: restore.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
 }
 
 /// Longest name a Job may have (its pods carry it in a 63-character label).
@@ -120,6 +212,9 @@ impl Step<'_> {
         if !ok {
             self.status.error = Some(message.clone());
         }
+        if let Some(app) = app {
+            release_lock(self.ctx, app, &self.restore.name_any()).await?;
+        }
         self.set("Complete", ok, reason, message.clone());
         self.save().await?;
         let outcome = if ok { "succeeded" } else { "failed" };
@@ -206,25 +301,18 @@ async fn reconcile_inner(
     };
 
     if step.status.phase != Some(JobPhase::Running) {
-        // One restore per FoodApp at a time; the oldest waiting goes first.
-        let others = Api::<FoodAppRestore>::namespaced(ctx.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(Error::Dereference)?;
-        if let Some(busy) = others.items.iter().find(|r| {
-            r.spec.food_app_ref == restore.spec.food_app_ref
-                && r.name_any() != name
-                && r.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Running)
-        }) {
+        // One restore per FoodApp at a time: the FoodApp names the restore
+        // that holds it (taken below, with a resourceVersion precondition).
+        if let Some(holder) = lock_holder(&app).filter(|h| *h != name) {
             step.status.phase = Some(JobPhase::Pending);
             step.set(
                 "Started",
                 false,
                 Reason::WaitingForRestore,
-                format!("restore {} of this FoodApp is running", busy.name_any()),
+                format!("restore {holder} of this FoodApp is in progress"),
             );
             step.save().await?;
-            return Ok(Action::requeue(Duration::from_secs(15)));
+            return Ok(super::requeue_soon(15));
         }
         // Everything is checked before the API is stopped.
         if let Err(message) = check_names(&name) {
@@ -256,7 +344,9 @@ async fn reconcile_inner(
                 let fab = Api::<FoodAppBackup>::namespaced(ctx.client.clone(), &ns)
                     .get_opt(b)
                     .await
-                    .map_err(Error::Dereference)?;
+                    .map_err(Error::Dereference)?
+                    // Another FoodApp's backup is not this one's to restore.
+                    .filter(|f| f.spec.food_app_ref == app.name_any());
                 match fab
                     .and_then(|f| f.status)
                     .filter(|s| s.phase == Some(JobPhase::Succeeded))
@@ -268,16 +358,37 @@ async fn reconcile_inner(
                             .finish_because(
                                 Reason::BackupNotFound,
                                 false,
-                                format!("FoodAppBackup {b} does not exist or did not succeed; nothing was stopped"),
+                                format!("FoodAppBackup {b} does not exist, is not a backup of FoodApp {}, or did not succeed; nothing was stopped", app.name_any()),
                                 Some(&app),
                             )
                             .await;
                     }
                 }
             }
-            (None, Some(key)) => key.clone(),
+            (None, Some(key)) => {
+                let own = own_prefix(&app, &backup_spec);
+                let inside = key
+                    .strip_prefix(&own)
+                    .is_some_and(|rest| !rest.contains('/') && rest.ends_with(".dump"));
+                if !inside {
+                    return step
+                        .finish_because(
+                            Reason::InvalidRestore,
+                            false,
+                            format!("objectKey {key} is not a backup of FoodApp {}: its backups are {own}<time>.dump; nothing was stopped", app.name_any()),
+                            Some(&app),
+                        )
+                        .await;
+                }
+                key.clone()
+            }
             (None, None) => "latest".to_owned(),
         };
+        // Take the FoodApp: from here its API stays stopped (and its
+        // migrations wait) until this restore lets go.
+        if !take_lock(ctx, &app, &name).await? {
+            return Ok(super::requeue_soon(5));
+        }
         step.status.phase = Some(JobPhase::Running);
         step.status.started_at = Some(now().0.to_string());
         step.status.object_key = Some(source);
@@ -298,21 +409,34 @@ async fn reconcile_inner(
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
-    // 1. The API is stopped (the FoodApp reconcile scales it to zero).
-    let api = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&names::api(&app.name_any()))
+    // 1. The API is stopped (the FoodApp reconcile scales it to zero), and
+    // its pods are gone: a terminating pod still runs the auto-reject sweeper.
+    let selector = format!(
+        "app.kubernetes.io/instance={},app.kubernetes.io/component=api",
+        app.name_any()
+    );
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(Error::Dereference)?;
-    let running = api
-        .and_then(|d| d.status)
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    if running > 0 {
+        .map_err(Error::Dereference)?
+        .items
+        .len();
+    if pods > 0 {
+        if waited_longer_than(&step.status, API_STOP_DEADLINE) {
+            return step
+                .finish_because(
+                    Reason::Timeout,
+                    false,
+                    format!("{pods} API pod(s) did not stop within {API_STOP_DEADLINE:?}; nothing was restored"),
+                    Some(&app),
+                )
+                .await;
+        }
         step.set(
             "ApiStopped",
             false,
             Reason::ScalingDown,
-            format!("waiting for {running} API pod(s) to stop"),
+            format!("waiting for {pods} API pod(s) to be gone"),
         );
         step.save().await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
@@ -331,7 +455,9 @@ async fn reconcile_inner(
         .object_key
         .clone()
         .unwrap_or_else(|| "latest".to_owned());
-    let restore_job = backup::restore_job(&model, &backup_spec, restore_job_name(&name), &source);
+    let mut restore_job =
+        backup::restore_job(&model, &backup_spec, restore_job_name(&name), &source);
+    owned_by_restore(&mut restore_job, restore);
     match run_job(ctx, &ns, &restore_job).await? {
         None | Some(JobState::Running) => {
             step.set(
@@ -369,6 +495,7 @@ async fn reconcile_inner(
     }
     let mut migrate = migration::job(&migrated_model);
     migrate.metadata.name = Some(migrate_job_name(&name));
+    owned_by_restore(&mut migrate, restore);
     match run_job(ctx, &ns, &migrate).await? {
         None | Some(JobState::Running) => {
             step.set(

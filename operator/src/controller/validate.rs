@@ -6,7 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::build::{Inputs, Model, ModelError, names};
-use crate::crd::{FoodApp, JobPhase};
+use crate::crd::FoodApp;
 
 use super::dereference::Observed;
 
@@ -93,13 +93,9 @@ pub fn deployed_image(app: &FoodApp, observed: &Observed) -> Option<String> {
         })
 }
 
-pub fn restoring(observed: &Observed) -> bool {
-    observed.restores.iter().any(|r| {
-        matches!(
-            r.status.as_ref().and_then(|s| s.phase),
-            Some(JobPhase::Running)
-        )
-    })
+/// A restore holds the FoodApp: its API is stopped and no migration runs.
+pub fn restoring(app: &FoodApp) -> bool {
+    super::restores::lock_holder(app).is_some()
 }
 
 /// The validated Model: pure, from the FoodApp and what dereference found
@@ -128,9 +124,12 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
                 "JWT_SECRET",
             )?,
             api_rollout_image,
+            // No migration of a new image while a restore runs: it would
+            // migrate the schema the restore is about to replace.
             run_migration: !already_migrated
+                && !restoring(app)
                 && (database_ready(observed) || observed.migration_job.is_some()),
-            restoring: restoring(observed),
+            restoring: restoring(app),
             agent_image: agent_image.to_owned(),
         },
     )?;
