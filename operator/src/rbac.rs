@@ -50,8 +50,8 @@ pub const RULES: &[Rule] = &[
     (
         "foodapp.io",
         &["foodappbackups"],
-        &["create", "patch"],
-        "create is granted on to the backup agent, which records each scheduled run; patch marks a backup's outcome as announced",
+        &["create", "patch", "delete"],
+        "create is granted on to the backup agent, which records each scheduled run; patch marks a backup's outcome as announced; delete applies retention to them",
     ),
     (
         "",

@@ -1391,6 +1391,38 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             )
             .await;
     }
+    // Retention of FoodAppBackups: keep one, an older one goes.
+    recorded
+        .create::<FoodAppBackup>(
+            "older",
+            json!({"foodAppRef": "shop", "source": "Scheduled"}),
+        )
+        .await;
+    recorded
+        .set_status::<FoodAppBackup>(
+            "older",
+            json!({"phase": "Succeeded", "objectKey": "k0", "completedAt": "2026-11-19T03:00:00Z"}),
+        )
+        .await;
+    recorded
+        .api::<FoodApp>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"backup": {"retention": {"keepLast": 1}}}})),
+        )
+        .await
+        .unwrap();
+    recorded.settle().await;
+    assert!(
+        recorded
+            .api::<FoodAppBackup>()
+            .get_opt("older")
+            .await
+            .unwrap()
+            .is_none(),
+        "retention deleted the older FoodAppBackup"
+    );
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "data-shop-db-0", "namespace": NS},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}))

@@ -245,3 +245,76 @@ async fn observe_outcome(
     }
     Ok(())
 }
+
+/// The FoodAppBackups to delete so that the cluster keeps what the bucket
+/// keeps: the newest `keep` succeeded ones, and as many failed ones (the
+/// recent failures stay visible). Running and pending ones stay. Pure.
+pub fn expired(backups: &[FoodAppBackup], keep: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for phase in [JobPhase::Succeeded, JobPhase::Failed] {
+        let mut done: Vec<&FoodAppBackup> = backups
+            .iter()
+            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(phase))
+            .collect();
+        // Newest first; a backup without a completion time counts as oldest.
+        done.sort_by(|a, b| completed(b).cmp(&completed(a)));
+        out.extend(done.iter().skip(keep).map(|b| b.name_any()));
+    }
+    out
+}
+
+fn completed(b: &FoodAppBackup) -> String {
+    b.status
+        .as_ref()
+        .and_then(|s| s.completed_at.clone())
+        .unwrap_or_default()
+}
+
+/// Deletes the FoodAppBackups retention let go of; returns how many.
+pub async fn apply_retention(
+    ctx: &Context,
+    ns: &str,
+    backups: &[FoodAppBackup],
+    keep: usize,
+) -> Result<u32, Error> {
+    let api: Api<FoodAppBackup> = Api::namespaced(ctx.client.clone(), ns);
+    let mut deleted = 0;
+    for name in expired(backups, keep) {
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::Cleanup(e)),
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(name: &str, phase: JobPhase, completed: &str) -> FoodAppBackup {
+        let mut b = FoodAppBackup::new(name, Default::default());
+        b.status = Some(FoodAppBackupStatus {
+            phase: Some(phase),
+            completed_at: Some(completed.to_owned()),
+            ..Default::default()
+        });
+        b
+    }
+
+    #[test]
+    fn the_cluster_keeps_what_the_bucket_keeps() {
+        let backups = vec![
+            backup("s1", JobPhase::Succeeded, "2026-11-01T03:00:00Z"),
+            backup("s3", JobPhase::Succeeded, "2026-11-03T03:00:00Z"),
+            backup("s2", JobPhase::Succeeded, "2026-11-02T03:00:00Z"),
+            backup("f1", JobPhase::Failed, "2026-11-01T04:00:00Z"),
+            backup("f2", JobPhase::Failed, "2026-11-02T04:00:00Z"),
+            backup("f3", JobPhase::Failed, "2026-11-03T04:00:00Z"),
+            backup("r", JobPhase::Running, ""),
+        ];
+        assert_eq!(expired(&backups, 2), ["s1", "f1"]);
+        assert!(expired(&backups, 3).is_empty());
+    }
+}

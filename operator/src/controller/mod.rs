@@ -256,6 +256,11 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     let desired = build::build(&model);
     let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired)).await;
     ctx.metrics.writes.inc_by(u64::from(applied.writes));
+    if let Some(backup) = &app.spec.backup {
+        let keep = usize::try_from(backup.retention.keep_last).unwrap_or(1);
+        let deleted = backups::apply_retention(ctx, &ns, &observed.backups, keep).await?;
+        ctx.metrics.writes.inc_by(u64::from(deleted));
+    }
     if applied.migration_job_created {
         ctx.event(
             app,
