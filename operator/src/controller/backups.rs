@@ -257,7 +257,7 @@ pub fn expired(backups: &[FoodAppBackup], keep: usize) -> Vec<String> {
             .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(phase))
             .collect();
         // Newest first; a backup without a completion time counts as oldest.
-        done.sort_by(|a, b| completed(b).cmp(&completed(a)));
+        done.sort_by_key(|b| std::cmp::Reverse(completed(b)));
         out.extend(done.iter().skip(keep).map(|b| b.name_any()));
     }
     out
