@@ -16,6 +16,11 @@
 //! - FOODAPP_E2E_NAMESPACE (foodapp-e2e), FOODAPP_E2E_SYSTEM_NAMESPACE
 //!   (foodapp-system): where the FoodApps and the operator go.
 //! - FOODAPP_E2E_KEEP=1: leave everything installed afterwards.
+//! - FOODAPP_E2E_S3_ENDPOINT, FOODAPP_E2E_S3_BUCKET (existing),
+//!   FOODAPP_E2E_S3_ACCESS_KEY, FOODAPP_E2E_S3_SECRET_KEY, FOODAPP_E2E_S3_REGION:
+//!   an S3 store the cluster's pods reach; with them, backups and restores
+//!   are checked too (scheduled, on demand, restore by latest, backupRef and
+//!   objectKey, a restore deleted mid-way).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -868,9 +873,11 @@ async fn the_operator_on_a_real_cluster() {
     assert_eq!(status, 200, "{body}");
     c.log("ok: the database Secret was re-created and the API still reaches its data");
 
+    backups_and_restores(&c, &discovery).await;
+
     if setting("FOODAPP_E2E_KEEP", "0") != "1" {
         c.log("cleaning up (FOODAPP_E2E_KEEP=1 keeps everything)");
-        for app in ["shop", "bistro"] {
+        for app in ["shop", "bistro", "deli"] {
             let _ = c
                 .api::<FoodApp>()
                 .patch(
@@ -906,4 +913,260 @@ async fn the_operator_on_a_real_cluster() {
             .await;
     }
     c.log("all end-to-end checks passed");
+}
+
+async fn category_names(c: &Cluster, app: &str) -> Result<Vec<String>, String> {
+    let (status, body, _) = c
+        .gateway(app, "GET", "/api/v1/categories?limit=100", None, None)
+        .await;
+    if status != 200 {
+        return Err(format!("{status} {body}"));
+    }
+    Ok(body["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+async fn add_category(c: &Cluster, app: &str, name: &str) {
+    let token = c
+        .eventually(
+            &format!("{app}'s admin logs in"),
+            Duration::from_secs(120),
+            || c.admin_token(app),
+        )
+        .await;
+    let (status, body, _) = c
+        .gateway(
+            app,
+            "POST",
+            "/api/v1/categories",
+            Some(json!({"name": name})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn backup_done(c: &Cluster, name: &str) -> Result<(String, bool), String> {
+    let b = c
+        .api::<foodapp_operator::crd::FoodAppBackup>()
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let s = b.status.ok_or("no status")?;
+    match s.phase {
+        Some(foodapp_operator::crd::JobPhase::Succeeded) => Ok((
+            s.object_key.unwrap_or_default(),
+            s.verified.unwrap_or(false),
+        )),
+        Some(foodapp_operator::crd::JobPhase::Failed) => {
+            panic!("backup {name} failed: {:?} {:?}", s.reason, s.error)
+        }
+        other => Err(format!("{other:?}")),
+    }
+}
+
+async fn restore_and_wait(c: &Cluster, name: &str, source: Value) {
+    let mut spec = source;
+    spec["foodAppRef"] = json!("deli");
+    let obj = json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+        "metadata": {"name": name, "namespace": c.ns}, "spec": spec});
+    c.api::<foodapp_operator::crd::FoodAppRestore>()
+        .create(&Default::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap();
+    c.eventually(
+        &format!("restore {name} succeeds"),
+        Duration::from_secs(600),
+        || async {
+            let r = c
+                .api::<foodapp_operator::crd::FoodAppRestore>()
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = r.status.ok_or("no status")?;
+            match s.phase {
+                Some(foodapp_operator::crd::JobPhase::Succeeded) => Ok(()),
+                Some(foodapp_operator::crd::JobPhase::Failed) => {
+                    panic!("restore {name} failed: {:?}", s.error)
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    c.eventually(
+        "deli is Ready after the restore",
+        Duration::from_secs(300),
+        || c.ready("deli"),
+    )
+    .await;
+}
+
+/// Scheduled and on-demand backups, restores by latest, backupRef and
+/// objectKey, and a restore deleted mid-way, on FoodApp `deli`.
+async fn backups_and_restores(c: &Cluster, discovery: &Discovery) {
+    let Ok(endpoint) = std::env::var("FOODAPP_E2E_S3_ENDPOINT") else {
+        c.log("backup checks SKIPPED: FOODAPP_E2E_S3_ENDPOINT is not set");
+        return;
+    };
+    let minute = Duration::from_secs(60);
+    let credentials = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "e2e-s3", "namespace": c.ns},
+        "stringData": {"AWS_ACCESS_KEY_ID": setting("FOODAPP_E2E_S3_ACCESS_KEY", ""),
+                       "AWS_SECRET_ACCESS_KEY": setting("FOODAPP_E2E_S3_SECRET_KEY", "")}});
+    c.apply_value(discovery, &credentials, &c.ns).await;
+    let mut deli = example("foodapp.yaml", &c.ns);
+    deli.metadata.name = Some("deli".to_owned());
+    deli.spec.api.replicas = 1;
+    deli.spec.gateway.replicas = 1;
+    deli.spec.backup = Some(
+        serde_json::from_value(json!({
+        "schedule": "*/2 * * * *",
+        "retention": {"keepLast": 3},
+        "s3": {"endpoint": endpoint, "region": setting("FOODAPP_E2E_S3_REGION", "us-east-1"),
+               "bucket": setting("FOODAPP_E2E_S3_BUCKET", "foodapp-e2e"), "prefix": "e2e",
+               "forcePathStyle": true, "credentialsSecret": "e2e-s3"}}))
+        .unwrap(),
+    );
+    apply_foodapp(c, &deli).await;
+    c.eventually("FoodApp deli (with backups) is Ready", 5 * minute, || {
+        c.ready("deli")
+    })
+    .await;
+    add_category(c, "deli", "before backups").await;
+
+    let scheduled = c
+        .eventually(
+            "a scheduled backup succeeds, verified",
+            6 * minute,
+            || async {
+                let list = c
+                    .api::<foodapp_operator::crd::FoodAppBackup>()
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let done = list.items.iter().find(|b| {
+                    b.spec.food_app_ref == "deli"
+                        && b.spec.source == foodapp_operator::crd::BackupSource::Scheduled
+                        && b.status.as_ref().and_then(|s| s.phase)
+                            == Some(foodapp_operator::crd::JobPhase::Succeeded)
+                });
+                match done {
+                    Some(b) => Ok((
+                        b.name_any(),
+                        b.status.as_ref().and_then(|s| s.verified).unwrap_or(false),
+                    )),
+                    None => Err(format!("{} backups, none succeeded", list.items.len())),
+                }
+            },
+        )
+        .await;
+    assert!(
+        scheduled.1,
+        "the scheduled backup {} was verified",
+        scheduled.0
+    );
+
+    let now = json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup",
+        "metadata": {"name": "deli-now", "namespace": c.ns}, "spec": {"foodAppRef": "deli"}});
+    c.api::<foodapp_operator::crd::FoodAppBackup>()
+        .create(&Default::default(), &serde_json::from_value(now).unwrap())
+        .await
+        .unwrap();
+    let (key, verified) = c
+        .eventually("an on-demand backup succeeds", 5 * minute, || {
+            backup_done(c, "deli-now")
+        })
+        .await;
+    assert!(
+        verified,
+        "verified in the throwaway server beside the agent"
+    );
+
+    add_category(c, "deli", "after backup 1").await;
+    restore_and_wait(c, "by-ref", json!({"backupRef": "deli-now"})).await;
+    let names = c
+        .eventually("deli serves after restore by backupRef", minute, || {
+            category_names(c, "deli")
+        })
+        .await;
+    assert!(
+        names.contains(&"before backups".to_owned())
+            && !names.contains(&"after backup 1".to_owned()),
+        "{names:?}"
+    );
+
+    add_category(c, "deli", "after backup 2").await;
+    restore_and_wait(c, "by-key", json!({"objectKey": key})).await;
+    let names = c
+        .eventually("deli serves after restore by objectKey", minute, || {
+            category_names(c, "deli")
+        })
+        .await;
+    assert!(!names.contains(&"after backup 2".to_owned()), "{names:?}");
+
+    restore_and_wait(c, "by-latest", json!({"latest": true})).await;
+    let names = c
+        .eventually("deli serves after restore of the latest", minute, || {
+            category_names(c, "deli")
+        })
+        .await;
+    assert!(names.contains(&"before backups".to_owned()), "{names:?}");
+
+    // A restore deleted while its Job runs: all or nothing, and the API back.
+    add_category(c, "deli", "after backup 3").await;
+    let obj = json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+        "metadata": {"name": "mid-way", "namespace": c.ns}, "spec": {"foodAppRef": "deli", "latest": true}});
+    c.api::<foodapp_operator::crd::FoodAppRestore>()
+        .create(&Default::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap();
+    c.eventually("the mid-way restore's Job pod runs", 5 * minute, || async {
+        let pods = c
+            .api::<Pod>()
+            .list(&ListParams::default().labels("batch.kubernetes.io/job-name=mid-way-restore"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if pods.items.is_empty() {
+            Err("no pod yet".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    c.api::<foodapp_operator::crd::FoodAppRestore>()
+        .delete("mid-way", &DeleteParams::default())
+        .await
+        .unwrap();
+    c.eventually(
+        "deli is Ready again after the restore was deleted",
+        5 * minute,
+        || c.ready("deli"),
+    )
+    .await;
+    let names = c
+        .eventually("deli serves after the deleted restore", 2 * minute, || {
+            category_names(c, "deli")
+        })
+        .await;
+    let untouched = names.contains(&"after backup 3".to_owned());
+    let restored = !untouched && names.contains(&"before backups".to_owned());
+    assert!(
+        untouched || restored,
+        "neither untouched nor fully restored: {names:?}"
+    );
+    c.log(&format!(
+        "ok: a restore deleted mid-way left the database {}",
+        if untouched {
+            "untouched"
+        } else {
+            "fully restored"
+        }
+    ));
 }
