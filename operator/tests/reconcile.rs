@@ -212,6 +212,12 @@ impl Harness {
         }
     }
 
+    /// The replicas the API Deployment asks for.
+    async fn api_replicas(&self) -> Option<i32> {
+        let d = self.api::<Deployment>().get("shop-api").await.unwrap();
+        d.spec.unwrap().replicas
+    }
+
     async fn api_image(&self) -> Option<String> {
         let d = self
             .api::<Deployment>()
@@ -938,16 +944,7 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
 
     // The API comes back; the waiting restore may start now.
     h.settle().await;
-    assert_eq!(
-        h.api::<Deployment>()
-            .get("shop-api")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .replicas,
-        Some(2)
-    );
+    assert_eq!(h.api_replicas().await, Some(2));
     restore_step(&h, "r2").await;
     assert_eq!(restore_phase(&h, "r2").await, "Running");
 }
@@ -1052,16 +1049,7 @@ async fn a_restore_only_takes_this_foodapps_own_backups() {
             .unwrap();
         assert!(error.contains("nothing was stopped"), "{name}: {error}");
     }
-    assert_eq!(
-        h.api::<Deployment>()
-            .get("shop-api")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .replicas,
-        Some(2)
-    );
+    assert_eq!(h.api_replicas().await, Some(2));
 }
 
 #[tokio::test]
@@ -1089,16 +1077,7 @@ async fn a_failed_restore_job_fails_the_restore_and_the_api_returns() {
     assert_eq!(serde_json::to_value(status.phase).unwrap(), "Failed");
     assert!(status.error.unwrap().contains("checksum mismatch"));
     h.settle().await;
-    assert_eq!(
-        h.api::<Deployment>()
-            .get("shop-api")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .replicas,
-        Some(2)
-    );
+    assert_eq!(h.api_replicas().await, Some(2));
 }
 
 #[tokio::test]

@@ -741,3 +741,28 @@ async fn two_foodapps_sharing_a_bucket_never_see_each_others_backups() {
         "a planted manifest is never latest"
     );
 }
+
+#[tokio::test]
+async fn a_session_holding_locks_does_not_hang_a_restore() {
+    use sqlx::Connection;
+    let s = setup().await;
+    let out = success(&s.agent(&["backup", "--no-verify"]).await);
+    let key = out["objectKey"].as_str().unwrap().to_owned();
+    // As a running pg_dump does: a transaction holding AccessShareLock.
+    let mut holder = sqlx::PgConnection::connect(&s.db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT count(*) FROM orders")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // An idle session, as an API's pool holds: left alone.
+    let mut idle = sqlx::PgConnection::connect(&s.db.url).await.unwrap();
+    let started = std::time::Instant::now();
+    success(&s.agent(&["restore", "--object-key", &key]).await);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut holder).await.is_err(),
+        "the lock holder was ended"
+    );
+    sqlx::query("SELECT 1").execute(&mut idle).await.unwrap();
+}

@@ -15,13 +15,28 @@ use super::retention::Backup;
 use super::tool::Tool;
 use super::{Error, RestoreArgs, StoreArgs, db, retention, s3};
 
-/// What psql runs before the restored SQL. Other sessions of the database
-/// (a stopped API's last connections, a running pg_dump) are ended so that
-/// DROP SCHEMA does not wait on their locks, and any lock wait is bounded:
-/// the restore fails, rolled back, rather than hang.
+/// What psql runs before the restored SQL. Sessions holding locks on the
+/// schema being replaced (a running pg_dump, a stuck transaction) are ended
+/// so that DROP SCHEMA does not wait on them; idle sessions (a running API's
+/// pool) are left alone. Any lock wait is still bounded: the restore fails,
+/// rolled back, rather than hang.
 const BEGIN: &str = "\\set ON_ERROR_STOP 1
-SELECT count(pg_terminate_backend(pid)) AS ended_sessions FROM pg_stat_activity
- WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename = current_user;
+DO $$
+DECLARE holder int;
+BEGIN
+  FOR holder IN SELECT DISTINCT l.pid
+      FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = 'public' AND l.pid <> pg_backend_pid()
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  LOOP
+    BEGIN
+      PERFORM pg_terminate_backend(holder);
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE NOTICE 'cannot end session %: the lock timeout bounds the wait', holder;
+    END;
+  END LOOP;
+END $$;
 BEGIN;
 SET LOCAL lock_timeout = '60s';
 DROP SCHEMA IF EXISTS public CASCADE;

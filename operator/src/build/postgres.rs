@@ -116,6 +116,12 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         // A subdirectory: the volume's root may hold lost+found.
         env("PGDATA", &format!("{DATA}/pgdata")),
     ];
+    // The init container works on the same data, socket and scratch space.
+    let mounts = vec![
+        mount("data", DATA),
+        mount("run", "/var/run/postgresql"),
+        mount("tmp", "/tmp"),
+    ];
     let set_password = Container {
         name: "set-password".to_owned(),
         image: Some(db.image.clone()),
@@ -127,11 +133,7 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         env: Some(pg_env.clone()),
         resources: db.resources.clone(),
         security_context: Some(container_security(POSTGRES_UID)),
-        volume_mounts: Some(vec![
-            mount("data", DATA),
-            mount("run", "/var/run/postgresql"),
-            mount("tmp", "/tmp"),
-        ]),
+        volume_mounts: Some(mounts.clone()),
         ..Default::default()
     };
     let container = Container {
@@ -148,11 +150,7 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         liveness_probe: Some(pg_isready(10, 6)),
         resources: db.resources.clone(),
         security_context: Some(container_security(POSTGRES_UID)),
-        volume_mounts: Some(vec![
-            mount("data", DATA),
-            mount("run", "/var/run/postgresql"),
-            mount("tmp", "/tmp"),
-        ]),
+        volume_mounts: Some(mounts.clone()),
         ..Default::default()
     };
     StatefulSet {
