@@ -105,6 +105,7 @@ impl ApiError {
         match self {
             ApiError::Client { status, .. } => *status,
             ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(e) if is_data_exception(e) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +124,11 @@ impl ApiError {
                 "the database is unavailable; retry shortly".to_owned(),
                 None,
             ),
+            ApiError::Database(e) if is_data_exception(e) => (
+                "validation_failed",
+                "a value cannot be stored: text with a NUL character, or a number or time out of range".to_owned(),
+                None,
+            ),
             // Never leak internals to clients; the log has the details.
             _ => ("internal", "an unexpected error occurred".to_owned(), None),
         };
@@ -137,11 +143,28 @@ impl ApiError {
     }
 }
 
+/// SQLSTATE of a database error, if it is one.
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// The database is away or restarting: the connection failed, was ended by
+/// an administrator or a shutdown (57P01-57P03), or was lost (class 08).
 fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    ) || sqlstate(e).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+}
+
+/// Class 22, data exception: a value the client sent cannot be stored (a NUL
+/// character in text is 22021, a number or time out of range 22003/22008):
+/// the client's input, not a server fault.
+fn is_data_exception(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| c.starts_with("22"))
 }
 
 impl IntoResponse for ApiError {

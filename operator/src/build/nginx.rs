@@ -130,6 +130,13 @@ http {{
         listen {listen};
         add_header X-Request-Id $request_id_out always;
 
+        # Operations endpoints stay inside the cluster: Prometheus scrapes the
+        # API pods directly; customers never see metrics.
+        location = /metrics {{
+            default_type application/problem+json;
+            return 404 '{not_found}';
+        }}
+
         # The gateway's own probe: answered by nginx, whatever the API does.
         location = /healthz {{
             access_log off;
@@ -191,6 +198,7 @@ http {{
 "#,
         workers = c.workers.max(1),
         error_log = c.error_log,
+        not_found = problem(404, "not_found", "Not Found", "no such resource"),
         access_log = c.access_log,
         body = c.max_body_kb,
         rps = c.requests_per_second,
@@ -284,6 +292,19 @@ mod tests {
         assert!(conf.contains("add_header Retry-After 1 always;"));
         // `=503`: nginx would otherwise keep the upstream's 502 status.
         assert!(conf.contains("error_page 502 503 =503 @maintenance;"));
+    }
+
+    #[test]
+    fn metrics_are_not_served_through_the_gateway() {
+        let conf = render(&config());
+        let at = conf
+            .find("location = /metrics {")
+            .expect("a /metrics location");
+        let block = &conf[at..at + conf[at..].find('}').unwrap()];
+        assert!(
+            block.contains("return 404 '{\"type\":\"https://foodapp.io/problems/not_found\""),
+            "{block}"
+        );
     }
 
     #[test]
