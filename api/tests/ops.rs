@@ -292,16 +292,36 @@ async fn a_nul_character_in_any_text_is_a_4xx_not_a_500() {
     let r = app.get("/api/v1/menu-items?q=%00", None).await;
     assert!(r.status.is_client_error(), "{} {}", r.status, r.text);
     for (path, body) in [
-        ("/api/v1/auth/token", json!({"email": "a\u{0}@b.io", "password": "a-good-password"})),
-        ("/api/v1/auth/register", json!({"email": "nul@b.io", "password": "a-good-password", "name": "N\u{0}L"})),
+        (
+            "/api/v1/auth/token",
+            json!({"email": "a\u{0}@b.io", "password": "a-good-password"}),
+        ),
+        (
+            "/api/v1/auth/register",
+            json!({"email": "nul@b.io", "password": "a-good-password", "name": "N\u{0}L"}),
+        ),
     ] {
         let r = app.post(path, None, body).await;
-        assert!(r.status.is_client_error(), "{path}: {} {}", r.status, r.text);
-        assert_eq!(r.body["type"].as_str().map(|t| t.starts_with("https://foodapp.io/problems/")), Some(true));
+        assert!(
+            r.status.is_client_error(),
+            "{path}: {} {}",
+            r.status,
+            r.text
+        );
+        assert_eq!(
+            r.body["type"]
+                .as_str()
+                .map(|t| t.starts_with("https://foodapp.io/problems/")),
+            Some(true)
+        );
     }
     let (_, manager) = app.user(&[Role::Manager]).await;
     let r = app
-        .post("/api/v1/categories", Some(&manager), json!({"name": "Soups\u{0}"}))
+        .post(
+            "/api/v1/categories",
+            Some(&manager),
+            json!({"name": "Soups\u{0}"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.code(), "validation_failed");
