@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Catalog writes clear this replica's cache at once.
     #[arg(long, env = "MENU_CACHE_TTL", default_value = "1s", value_parser = parse_duration_or_zero)]
     pub menu_cache_ttl: Duration,
+    /// Password hashes (argon2id, ~19 MiB each) computed at once; a login
+    /// waits up to 2 s for a turn, then gets 503 with Retry-After. Default:
+    /// the CPUs, at most 4.
+    #[arg(long, env = "HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
     /// Time allowed for in-flight requests to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

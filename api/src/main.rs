@@ -83,6 +83,9 @@ async fn seed_demo(args: DatabaseArgs, demo_users: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.hash_concurrency {
+        auth::password::set_concurrency(n);
+    }
     if args.jwt_secret.len() < 32 {
         anyhow::bail!("JWT_SECRET must be at least 32 bytes long");
     }

@@ -1,12 +1,53 @@
-//! Password hashing with argon2id (OWASP parameters), off the async runtime.
+//! Password hashing with argon2id (OWASP parameters), off the async runtime,
+//! and bounded: each hash takes ~19 MiB and real CPU, so at most
+//! `HASH_CONCURRENCY` (default: the CPUs, at most 4) run at once; a request
+//! waits up to two seconds for a turn, then gets `503 unavailable` with
+//! `Retry-After` rather than pushing the pod out of memory.
+
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::http::StatusCode;
 use rand::TryRngCore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
 
+/// How long a request waits for a hashing slot.
+const WAIT: Duration = Duration::from_secs(2);
+
+static CONCURRENCY: OnceLock<usize> = OnceLock::new();
+
+static SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    Semaphore::new(CONCURRENCY.get().copied().unwrap_or(cpus).max(1))
+});
+
+/// Sets the bound (`HASH_CONCURRENCY`); call before the first hash.
+pub fn set_concurrency(n: usize) {
+    let _ = CONCURRENCY.set(n);
+}
+
+/// A turn to hash, or 503 after a short wait.
+async fn slot() -> Result<SemaphorePermit<'static>, ApiError> {
+    turn(&SLOTS, WAIT).await
+}
+
+async fn turn(slots: &Semaphore, wait: Duration) -> Result<SemaphorePermit<'_>, ApiError> {
+    match tokio::time::timeout(wait, slots.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many password checks at once; retry shortly",
+        )),
+    }
+}
+
 pub async fn hash(password: String) -> Result<String, ApiError> {
+    let _slot = slot().await?;
     tokio::task::spawn_blocking(move || {
         let mut salt_bytes = [0u8; 16];
         rand::rngs::OsRng
@@ -26,6 +67,7 @@ pub async fn hash(password: String) -> Result<String, ApiError> {
 /// Verifies a password. With no stored hash (unknown user) it still does the
 /// same work against a fixed hash, so timing does not reveal which emails exist.
 pub async fn verify(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    let _slot = slot().await?;
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
@@ -47,6 +89,24 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn hashing_beyond_the_bound_waits_briefly_then_answers_503() {
+        let slots = Semaphore::new(2);
+        let wait = Duration::from_millis(200);
+        let a = turn(&slots, wait).await.unwrap();
+        let _b = turn(&slots, wait).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = turn(&slots, wait).await.unwrap_err();
+        assert!(started.elapsed() >= wait);
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(a);
+        assert!(turn(&slots, wait).await.is_ok(), "a freed turn is taken");
+        assert!(
+            SLOTS.available_permits() >= 1,
+            "the real bound is at least one"
+        );
+    }
 
     #[tokio::test]
     async fn hashes_verify_and_wrong_passwords_do_not() {
