@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API. Refuses to start when the schema is not current.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the embedded database migrations and exit (the migration Job runs this).
     Migrate(DatabaseArgs),
     /// Create the demo menu; running it again changes nothing.
@@ -36,7 +36,7 @@ async fn main() -> std::process::ExitCode {
     telemetry::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::SeedDemo {
             database,
