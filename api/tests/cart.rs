@@ -131,3 +131,58 @@ async fn bad_cart_changes_are_refused() {
     let r = app.get("/api/v1/cart", Some(&courier)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_cart_holds_at_most_an_orders_worth_of_lines() {
+    let app = TestApp::new().await;
+    let (customer_id, customer) = app.user(&[Role::Customer]).await;
+    let category = app.category("Many").await;
+    let mut items = Vec::new();
+    for i in 0..51 {
+        items.push(app.item(category, &format!("Dish {i}"), 100, None).await);
+    }
+    let put = async |item: uuid::Uuid, quantity: i32| {
+        app.call(
+            Method::PUT,
+            &format!("/api/v1/cart/items/{item}"),
+            Some(&customer),
+            Some(json!({"quantity": quantity})),
+        )
+        .await
+    };
+    for item in &items[..50] {
+        let r = put(*item, 1).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = put(items[50], 1).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "cart_full"),
+        "{}",
+        r.text
+    );
+    let r = put(items[0], 3).await;
+    assert_eq!(r.status, StatusCode::OK, "changing a quantity is fine");
+    // A cart past the limit (two additions racing) is never ordered.
+    sqlx::query("INSERT INTO cart_items (user_id, menu_item_id, quantity) VALUES ($1, $2, 1)")
+        .bind(customer_id)
+        .bind(items[50])
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let r = app
+        .call_with(
+            Method::POST,
+            "/api/v1/orders",
+            Some(&customer),
+            Some(json!({"from_cart": true, "payment": {"method": "cash"}})),
+            &[("idempotency-key", "cart-51")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        "{}",
+        r.text
+    );
+}

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, Json, Path};
+use crate::orders::place::MAX_LINES;
 
 pub const MAX_QUANTITY: i32 = 100;
 
@@ -72,7 +73,7 @@ async fn get_cart(State(state): State<AppState>, user: AuthUser) -> ApiResult<Js
 #[utoipa::path(put, path = "/cart/items/{menu_item_id}", tag = "cart", request_body = SetQuantity,
     params(("menu_item_id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Cart), (status = 404, body = crate::error::Problem),
-              (status = 409, description = "item_unavailable", body = crate::error::Problem),
+              (status = 409, description = "item_unavailable, or cart_full (50 items)", body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)))]
 async fn set_item(
     State(state): State<AppState>,
@@ -103,15 +104,28 @@ async fn set_item(
         }
         Some(true) => {}
     }
-    sqlx::query(
-        "INSERT INTO cart_items (user_id, menu_item_id, quantity) VALUES ($1, $2, $3)
+    let written = sqlx::query(
+        "INSERT INTO cart_items (user_id, menu_item_id, quantity)
+         SELECT $1, $2, $3
+          WHERE EXISTS (SELECT 1 FROM cart_items WHERE user_id = $1 AND menu_item_id = $2)
+             OR (SELECT count(*) FROM cart_items WHERE user_id = $1) < $4
          ON CONFLICT (user_id, menu_item_id) DO UPDATE SET quantity = EXCLUDED.quantity",
     )
     .bind(user.id)
     .bind(item)
     .bind(req.quantity)
+    .bind(MAX_LINES as i64)
     .execute(&state.pool)
     .await?;
+    if written.rows_affected() == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cart_full",
+            format!(
+                "a cart has at most {MAX_LINES} items, as an order does: order or remove some first"
+            ),
+        ));
+    }
     Ok(Json(load(&state.pool, user.id).await?))
 }
 

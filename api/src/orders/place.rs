@@ -267,6 +267,14 @@ async fn try_place(
             "the cart is empty",
         ));
     }
+    // The cart holds at most MAX_LINES items, but two additions racing each
+    // other can pass that check together: an order never exceeds it.
+    if wanted.len() > MAX_LINES {
+        return Err(ApiError::validation(format!(
+            "an order has 1 to {MAX_LINES} lines; this cart has {}",
+            wanted.len()
+        )));
+    }
     let ids: Vec<Uuid> = wanted.keys().copied().collect();
     let quantities: Vec<i32> = wanted.values().copied().collect();
     let order_id = Uuid::now_v7();
