@@ -49,6 +49,10 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct AppState {
     pub pool: sqlx::PgPool,
+    /// One connection of its own for `/readyz`: readiness must not depend on
+    /// winning a pooled connection under load (every replica would go
+    /// unready together), only on the database answering.
+    pub probe: sqlx::PgPool,
     pub keys: Arc<JwtKeys>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
@@ -64,8 +68,13 @@ impl AppState {
             settings.access_token_ttl,
             settings.refresh_token_ttl,
         );
+        let probe = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect_lazy_with((*pool.connect_options()).clone());
         AppState {
             pool,
+            probe,
             keys: Arc::new(keys),
             metrics: Metrics::new(),
             menu_cache: Arc::new(catalog::cache::MenuCache::new(settings.menu_cache_ttl)),

@@ -42,7 +42,7 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = crate::error::Problem)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    match crate::db::check_schema(&state.pool).await {
+    match crate::db::check_schema(&state.probe).await {
         Ok(applied) => Ok(Json(Health {
             status: "ready",
             schema_version: Some(applied),

@@ -326,3 +326,23 @@ async fn a_nul_character_in_any_text_is_a_4xx_not_a_500() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.code(), "validation_failed");
 }
+
+#[tokio::test]
+async fn readiness_does_not_wait_for_a_pooled_connection_under_load() {
+    let app = TestApp::new().await;
+    // Every connection of the request pool busy, as under a burst of orders.
+    let mut held = Vec::new();
+    while let Ok(Ok(c)) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        app.state.pool.acquire(),
+    )
+    .await
+    {
+        held.push(c);
+    }
+    assert!(!held.is_empty());
+    let started = std::time::Instant::now();
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

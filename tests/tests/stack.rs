@@ -184,12 +184,11 @@ async fn the_whole_stack_through_the_gateway() {
         "e2e-req-1",
         "the request id passes through"
     );
-    let metrics = http.get(format!("{gw}/metrics")).send().await.unwrap();
-    assert_eq!(metrics.status(), 404, "metrics stay inside the cluster");
-    assert_eq!(
-        metrics.headers()["content-type"],
-        "application/problem+json"
-    );
+    for ops in ["metrics", "readyz"] {
+        let r = http.get(format!("{gw}/{ops}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "/{ops} stays inside the cluster");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
     assert_eq!(
         menu.headers().get_all("x-request-id").iter().count(),
         1,

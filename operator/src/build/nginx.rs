@@ -131,8 +131,9 @@ http {{
         add_header X-Request-Id $request_id_out always;
 
         # Operations endpoints stay inside the cluster: Prometheus scrapes the
-        # API pods directly; customers never see metrics.
-        location = /metrics {{
+        # API pods directly and kubelet probes them; customers never see
+        # metrics, nor flood the readiness check.
+        location ~ ^/(metrics|readyz)$ {{
             default_type application/problem+json;
             return 404 '{not_found}';
         }}
@@ -295,12 +296,12 @@ mod tests {
     }
 
     #[test]
-    fn metrics_are_not_served_through_the_gateway() {
+    fn metrics_and_readiness_are_not_served_through_the_gateway() {
         let conf = render(&config());
         let at = conf
-            .find("location = /metrics {")
-            .expect("a /metrics location");
-        let block = &conf[at..at + conf[at..].find('}').unwrap()];
+            .find("location ~ ^/(metrics|readyz)$ {")
+            .expect("a location for the operations endpoints");
+        let block = &conf[at..at + conf[at..].find("\n        }").unwrap()];
         assert!(
             block.contains("return 404 '{\"type\":\"https://foodapp.io/problems/not_found\""),
             "{block}"
