@@ -423,30 +423,19 @@ async fn a_refused_object_fails_its_component_with_a_condition_and_a_warning_whi
 async fn a_deleted_database_secret_comes_back_and_restarts_the_pods_that_use_it() {
     let h = Harness::ready("registry.example/api:1").await;
     let password = |s: Secret| String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap();
-    let hash = |meta: Option<kube::api::ObjectMeta>| {
-        meta.unwrap().annotations.unwrap()["foodapp.io/credentials-hash"].clone()
+    let templates = async || {
+        let hash = |meta: Option<kube::api::ObjectMeta>| {
+            meta.unwrap().annotations.unwrap()["foodapp.io/credentials-hash"].clone()
+        };
+        let db = h.api::<StatefulSet>().get("shop-db").await.unwrap();
+        let api = h.api::<Deployment>().get("shop-api").await.unwrap();
+        (
+            hash(db.spec.unwrap().template.metadata),
+            hash(api.spec.unwrap().template.metadata),
+        )
     };
     let before = password(h.api::<Secret>().get("shop-db").await.unwrap());
-    let db_before = hash(
-        h.api::<StatefulSet>()
-            .get("shop-db")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .metadata,
-    );
-    let api_before = hash(
-        h.api::<Deployment>()
-            .get("shop-api")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .metadata,
-    );
+    let (db_before, api_before) = templates().await;
     h.api::<Secret>()
         .delete("shop-db", &DeleteParams::default())
         .await
@@ -456,32 +445,9 @@ async fn a_deleted_database_secret_comes_back_and_restarts_the_pods_that_use_it(
     assert_ne!(after, before, "a new Secret, with a new password");
     // The database sets the password from the Secret at every start (its
     // init container); a new hash on the templates restarts both.
-    assert_ne!(
-        hash(
-            h.api::<StatefulSet>()
-                .get("shop-db")
-                .await
-                .unwrap()
-                .spec
-                .unwrap()
-                .template
-                .metadata
-        ),
-        db_before
-    );
-    assert_ne!(
-        hash(
-            h.api::<Deployment>()
-                .get("shop-api")
-                .await
-                .unwrap()
-                .spec
-                .unwrap()
-                .template
-                .metadata
-        ),
-        api_before
-    );
+    let (db_after, api_after) = templates().await;
+    assert_ne!(db_after, db_before);
+    assert_ne!(api_after, api_before);
 }
 
 #[tokio::test]
