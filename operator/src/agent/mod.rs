@@ -132,12 +132,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// `<prefix>/<namespace>/<foodapp>/`
     pub fn key_prefix(&self) -> String {
-        let prefix = self.s3_prefix.trim_matches('/');
-        if prefix.is_empty() {
-            format!("{}/{}/", self.namespace, self.foodapp)
-        } else {
-            format!("{prefix}/{}/{}/", self.namespace, self.foodapp)
-        }
+        key_prefix(&self.s3_prefix, &self.namespace, &self.foodapp)
     }
 
     /// These settings with the client tools for a server of `major` (see
@@ -198,6 +193,22 @@ pub struct RestoreArgs {
     /// Restore the newest backup of this FoodApp.
     #[arg(long, group = "source")]
     pub latest: bool,
+}
+
+/// `<prefix>/<namespace>/<foodapp>/`: where a FoodApp's backups are. The
+/// agent and the operator (checking a restore's objectKey) share it.
+pub fn key_prefix(prefix: &str, namespace: &str, foodapp: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => format!("{namespace}/{foodapp}/"),
+        prefix => format!("{prefix}/{namespace}/{foodapp}/"),
+    }
+}
+
+/// Whether `key` is one of the dumps directly under `prefix` (never one of
+/// a deeper prefix, which may be another FoodApp's).
+pub fn is_own_dump(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|name| !name.contains('/') && name.ends_with(manifest::DUMP_SUFFIX))
 }
 
 /// `20261121T081543Z`: sorts by time as text.

@@ -84,10 +84,7 @@ pub async fn resolve(args: &RestoreArgs, client: &aws_sdk_s3::Client) -> Result<
             ))
         });
     };
-    let own = key
-        .strip_prefix(&prefix)
-        .is_some_and(|name| !name.contains('/') && name.ends_with(DUMP_SUFFIX));
-    if !own {
+    if !super::is_own_dump(&prefix, key) {
         return Err(Error::NotFound(format!(
             "{key} is not a backup of {owner}: its backups are {prefix}<time>{DUMP_SUFFIX}"
         )));

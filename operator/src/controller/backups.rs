@@ -231,17 +231,7 @@ async fn observe_outcome(
         _ => {}
     }
     if first_time {
-        let api: Api<FoodAppBackup> =
-            Api::namespaced(ctx.client.clone(), &b.namespace().unwrap_or_default());
-        let patch =
-            serde_json::json!({"metadata": {"annotations": {ANNOUNCED_ANNOTATION: "true"}}});
-        api.patch(
-            &b.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::Status)?;
+        super::annotate(ctx, b, ANNOUNCED_ANNOTATION, Some("true")).await?;
     }
     Ok(())
 }

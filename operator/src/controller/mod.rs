@@ -95,7 +95,7 @@ impl Context {
         }
     }
 
-    /// Events are best effort: failing to record one never fails a reconcile.
+    /// An event whose type follows its reason (Warning for failures).
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -103,24 +103,16 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if reason.is_warning() {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.as_str().to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
+        let type_ = if reason.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, %reason, "could not record an event");
-        }
+        self.note(obj, type_, reason.as_str(), action, note).await;
     }
 
-    /// An event whose reason is not a condition's (a Normal one unless the
-    /// type says otherwise).
+    /// Events are best effort: failing to record one never fails a
+    /// reconcile. This form takes a reason that is not a condition's.
     pub async fn note<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
@@ -140,6 +132,34 @@ impl Context {
             warn!(error = %e, reason, "could not record an event");
         }
     }
+}
+
+/// Sets (or, with None, removes) one annotation on `obj` with a merge patch.
+pub async fn annotate<K>(
+    ctx: &Context,
+    obj: &K,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    api.patch(
+        obj.meta().name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
 }
 
 fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {

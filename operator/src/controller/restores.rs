@@ -74,28 +74,7 @@ pub async fn release_lock(ctx: &Context, app: &FoodApp, restore: &str) -> Result
     if lock_holder(app) != Some(restore) {
         return Ok(());
     }
-    let api: Api<FoodApp> =
-        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"annotations": {RESTORE_ANNOTATION: null}}});
-    api.patch(
-        &app.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
-    Ok(())
-}
-
-/// `<prefix>/<namespace>/<name>/`: where this FoodApp's backups are.
-fn own_prefix(app: &FoodApp, backup: &crate::crd::BackupSpec) -> String {
-    let prefix = backup.s3.prefix.trim_matches('/');
-    let ns = app.namespace().unwrap_or_default();
-    if prefix.is_empty() {
-        format!("{ns}/{}/", app.name_any())
-    } else {
-        format!("{prefix}/{ns}/{}/", app.name_any())
-    }
+    super::annotate(ctx, app, RESTORE_ANNOTATION, None).await
 }
 
 /// Whether the restore started longer than `limit` ago.
@@ -366,11 +345,8 @@ async fn reconcile_inner(
                 }
             }
             (None, Some(key)) => {
-                let own = own_prefix(&app, &backup_spec);
-                let inside = key
-                    .strip_prefix(&own)
-                    .is_some_and(|rest| !rest.contains('/') && rest.ends_with(".dump"));
-                if !inside {
+                let own = crate::agent::key_prefix(&backup_spec.s3.prefix, &ns, &app.name_any());
+                if !crate::agent::is_own_dump(&own, key) {
                     return step
                         .finish_because(
                             Reason::InvalidRestore,
