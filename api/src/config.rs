@@ -46,6 +46,17 @@ pub struct ServeArgs {
     /// Catalog writes clear this replica's cache at once.
     #[arg(long, env = "MENU_CACHE_TTL", default_value = "1s", value_parser = parse_duration_or_zero)]
     pub menu_cache_ttl: Duration,
+    /// Open (not yet delivered, rejected or cancelled) cash orders a customer
+    /// may hold: they hold stock without any payment. 0: no limit.
+    #[arg(long, env = "MAX_UNPAID_ORDERS", default_value_t = 3)]
+    pub max_unpaid_orders: u32,
+    /// Live order streams (`GET /orders/{id}/events`) one user may hold open
+    /// on this replica; more get 429.
+    #[arg(long, env = "LIVE_STREAMS_PER_USER", default_value_t = 10)]
+    pub live_streams_per_user: usize,
+    /// Live order streams this replica holds open in all; more get 429.
+    #[arg(long, env = "LIVE_STREAMS_MAX", default_value_t = 2000)]
+    pub live_streams_total: usize,
     /// Password hashes (argon2id, ~19 MiB each) computed at once; a login
     /// waits up to 2 s for a turn, then gets 503 with Retry-After. Default:
     /// the CPUs, at most 4.

@@ -101,10 +101,15 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
 
+    /// Whether retrying the same work may succeed (see [`is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::Database(e) if is_transient(e))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,
-            ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(e) if is_transient(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(e) if is_data_exception(e) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,9 +124,9 @@ impl ApiError {
                 extra,
                 ..
             } => (*code, detail.clone(), extra.clone()),
-            ApiError::Database(e) if is_unavailable(e) => (
+            ApiError::Database(e) if is_transient(e) => (
                 "unavailable",
-                "the database is unavailable; retry shortly".to_owned(),
+                "the database is unavailable or busy; retry shortly".to_owned(),
                 None,
             ),
             ApiError::Database(e) if is_data_exception(e) => (
@@ -151,13 +156,18 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// The database is away or restarting: the connection failed, was ended by
-/// an administrator or a shutdown (57P01-57P03), or was lost (class 08).
-fn is_unavailable(e: &sqlx::Error) -> bool {
+/// A failure that says nothing about the request and may pass on retry:
+/// the database is away or restarting (the connection failed, was ended by
+/// an administrator or a shutdown, 57P01-57P03, or was lost, class 08), or
+/// the transaction lost a serialization conflict or a deadlock (40001,
+/// 40P01) and was rolled back.
+pub fn is_transient(e: &sqlx::Error) -> bool {
     matches!(
         e,
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    ) || sqlstate(e).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+    ) || sqlstate(e).is_some_and(|c| {
+        c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+    })
 }
 
 /// Class 22, data exception: a value the client sent cannot be stored (a NUL
@@ -231,6 +241,18 @@ impl From<QueryRejection> for ApiError {
             "invalid_query",
             rejection.body_text(),
         )
+    }
+}
+
+impl From<crate::auth::tokens::TokenError> for ApiError {
+    fn from(e: crate::auth::tokens::TokenError) -> Self {
+        use crate::auth::tokens::TokenError;
+        match e {
+            TokenError::Expired | TokenError::Invalid => ApiError::unauthorized(e.to_string()),
+            TokenError::Signing(_) | TokenError::NoRandomness(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
     }
 }
 

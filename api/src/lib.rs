@@ -44,6 +44,12 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long a menu listing may be served from memory.
     pub menu_cache_ttl: Duration,
+    /// Open cash orders a customer may hold; 0: no limit.
+    pub max_unpaid_orders: u32,
+    /// Live order streams one user may hold open at once.
+    pub live_streams_per_user: usize,
+    /// Live order streams this replica holds open at once.
+    pub live_streams_total: usize,
 }
 
 #[derive(Clone)]
@@ -57,8 +63,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub menu_cache: Arc<catalog::cache::MenuCache>,
-    /// Order status changes from every replica (fed by `start_background`).
-    pub events: tokio::sync::broadcast::Sender<orders::live::StatusChange>,
+    /// Live order streams, fed with every replica's status changes by
+    /// `start_background`.
+    pub followers: Arc<orders::live::Followers>,
 }
 
 impl AppState {
@@ -78,7 +85,10 @@ impl AppState {
             keys: Arc::new(keys),
             metrics: Metrics::new(),
             menu_cache: Arc::new(catalog::cache::MenuCache::new(settings.menu_cache_ttl)),
-            events: orders::live::channel(),
+            followers: orders::live::Followers::new(
+                settings.live_streams_per_user,
+                settings.live_streams_total,
+            ),
             settings: Arc::new(settings),
         }
     }
@@ -91,7 +101,7 @@ pub fn start_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(orders::live::listen(
             state.pool.clone(),
-            state.events.clone(),
+            state.followers.clone(),
         )),
         tokio::spawn(orders::sweeper::run(state.clone())),
     ]

@@ -111,6 +111,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             order_auto_reject_after: args.order_auto_reject_after,
             max_body_bytes: args.max_body_bytes,
             menu_cache_ttl: args.menu_cache_ttl,
+            max_unpaid_orders: args.max_unpaid_orders,
+            live_streams_per_user: args.live_streams_per_user,
+            live_streams_total: args.live_streams_total,
         },
     );
     let background = foodapp_api::start_background(&state);

@@ -74,7 +74,7 @@ async fn sigterm_finishes_in_flight_orders_and_loses_none() {
                 .post(format!("{base}/api/v1/orders"))
                 .bearer_auth(token)
                 .header("idempotency-key", format!("sd-{i}"))
-                .json(&json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": {"method": "cash"}}))
+                .json(&json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": {"method": "card", "token": "tok_visa"}}))
                 .send()
                 .await
                 .map(|r| r.status().as_u16())

@@ -36,8 +36,12 @@ impl FromRequestParts<AppState> for AuthUser {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        let (id, roles) = state.keys.verify_access(token)?;
-        Ok(AuthUser { id, roles })
+        let access = state.keys.verify_access(token)?;
+        Ok(AuthUser {
+            id: access.user,
+            roles: access.roles,
+            expires_at: access.expires_at,
+        })
     }
 }
 

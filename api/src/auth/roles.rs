@@ -47,6 +47,9 @@ impl Role {
 pub struct AuthUser {
     pub id: Uuid,
     pub roles: Vec<Role>,
+    /// When the token expires, in seconds since the epoch: long-lived
+    /// responses (live order streams) end then.
+    pub expires_at: i64,
 }
 
 impl AuthUser {

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::roles::{Role, roles_from_strings};
-use crate::error::ApiError;
 
 const ISSUER: &str = "foodapp-api";
 
@@ -48,7 +47,7 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue_access(&self, user: Uuid, roles: &[Role]) -> Result<String, ApiError> {
+    pub fn issue_access(&self, user: Uuid, roles: &[Role]) -> Result<String, TokenError> {
         self.issue_access_at(user, roles, chrono::Utc::now().timestamp())
     }
 
@@ -59,7 +58,7 @@ impl JwtKeys {
         user: Uuid,
         roles: &[Role],
         iat: i64,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, TokenError> {
         let claims = Claims {
             sub: user,
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
@@ -68,28 +67,51 @@ impl JwtKeys {
             exp: iat + self.access_ttl.as_secs() as i64,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ApiError::Internal(format!("signing token: {e}")))
+            .map_err(|e| TokenError::Signing(e.to_string()))
     }
 
-    pub fn verify_access(&self, token: &str) -> Result<(Uuid, Vec<Role>), ApiError> {
+    pub fn verify_access(&self, token: &str) -> Result<Access, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => {
-                    ApiError::unauthorized("the access token has expired; refresh it")
-                }
-                _ => ApiError::unauthorized("the access token is invalid"),
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
             })?;
-        Ok((data.claims.sub, roles_from_strings(&data.claims.roles)))
+        Ok(Access {
+            user: data.claims.sub,
+            roles: roles_from_strings(&data.claims.roles),
+            expires_at: data.claims.exp,
+        })
     }
 }
 
+/// What a valid access token proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub user: Uuid,
+    pub roles: Vec<Role>,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the access token has expired; refresh it")]
+    Expired,
+    #[error("the access token is invalid")]
+    Invalid,
+    #[error("signing a token: {0}")]
+    Signing(String),
+    #[error("no randomness for a token: {0}")]
+    NoRandomness(String),
+}
+
 /// A new random refresh token and the hash under which it is stored.
-pub fn new_refresh_token() -> Result<(String, Vec<u8>), ApiError> {
+pub fn new_refresh_token() -> Result<(String, Vec<u8>), TokenError> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng
         .try_fill_bytes(&mut bytes)
-        .map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
+        .map_err(|e| TokenError::NoRandomness(e.to_string()))?;
     let token = URL_SAFE_NO_PAD.encode(bytes);
     let hash = hash_refresh_token(&token);
     Ok((token, hash))
@@ -118,10 +140,11 @@ mod tests {
         let t = k
             .issue_access(id, &[Role::Customer, Role::Kitchen])
             .unwrap();
-        assert_eq!(
-            k.verify_access(&t).unwrap(),
-            (id, vec![Role::Customer, Role::Kitchen])
-        );
+        let access = k.verify_access(&t).unwrap();
+        assert_eq!(access.user, id);
+        assert_eq!(access.roles, vec![Role::Customer, Role::Kitchen]);
+        let lifetime = access.expires_at - chrono::Utc::now().timestamp();
+        assert!((895..=900).contains(&lifetime), "{lifetime}");
     }
 
     #[test]
@@ -131,7 +154,7 @@ mod tests {
         let old = k
             .issue_access_at(id, &[Role::Admin], chrono::Utc::now().timestamp() - 3600)
             .unwrap();
-        assert!(k.verify_access(&old).is_err());
+        assert!(matches!(k.verify_access(&old), Err(TokenError::Expired)));
 
         let good = k.issue_access(id, &[Role::Customer]).unwrap();
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();

@@ -240,11 +240,15 @@ fn check_price(price: i64) -> Result<(), ApiError> {
     }
 }
 
+/// Largest stock a menu item may be given: far below the column's limit,
+/// so units put back by rejected and cancelled orders never overflow it.
+pub const MAX_STOCK: i32 = 1_000_000_000;
+
 fn check_stock(stock: Option<i32>) -> Result<(), ApiError> {
     match stock {
-        Some(s) if s < 0 => Err(ApiError::validation(
-            "stock cannot be negative; use null for unlimited",
-        )),
+        Some(s) if !(0..=MAX_STOCK).contains(&s) => Err(ApiError::validation(format!(
+            "stock must be between 0 and {MAX_STOCK}; use null for unlimited"
+        ))),
         _ => Ok(()),
     }
 }

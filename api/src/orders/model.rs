@@ -133,35 +133,14 @@ pub struct OrderSummary {
 }
 
 /// Reads a whole order in one round trip: lines, payment and history come
-/// back as JSON aggregates beside the row.
+/// back as JSON aggregates beside the row. Placement opens the history (from
+/// the order row itself); the changes since follow.
 pub async fn load_order<'e>(
     db: impl PgExecutor<'e>,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
-    load(db, id, false).await
-}
-
-/// The order as it was when placed — lines, payment, first event — whatever
-/// happened since: what `POST /orders` answered, rebuilt for a retry.
-pub async fn load_as_placed<'e>(
-    db: impl PgExecutor<'e>,
-    id: Uuid,
-) -> Result<Option<Order>, sqlx::Error> {
-    load(db, id, true).await
-}
-
-async fn load<'e>(
-    db: impl PgExecutor<'e>,
-    id: Uuid,
-    as_placed: bool,
-) -> Result<Option<Order>, sqlx::Error> {
-    // Placement opens the history (from the order row itself); the changes
-    // since follow, unless the order is wanted as it was when placed.
     let row: Option<FullOrderRow> = sqlx::query_as(
-        "SELECT o.id, o.customer_id, o.total_cents, o.created_at,
-           CASE WHEN $2 THEN 'placed' ELSE o.status END AS status,
-           CASE WHEN $2 THEN NULL ELSE o.courier_id END AS courier_id,
-           CASE WHEN $2 THEN o.created_at ELSE o.updated_at END AS updated_at,
+        "SELECT o.id, o.customer_id, o.total_cents, o.created_at, o.status, o.courier_id, o.updated_at,
            COALESCE((SELECT json_agg(json_build_object('menu_item_id', i.menu_item_id, 'name', i.name,
                       'unit_price_cents', i.unit_price_cents, 'quantity', i.quantity,
                       'line_total_cents', i.unit_price_cents * i.quantity) ORDER BY i.menu_item_id)
@@ -171,14 +150,12 @@ async fn load<'e>(
                       'created_at', o.created_at) AS payment,
            (jsonb_build_array(jsonb_build_object('from_status', NULL, 'to_status', 'placed',
                       'actor_id', o.customer_id, 'reason', NULL, 'at', o.created_at))
-            || CASE WHEN $2 THEN '[]'::jsonb ELSE
-                 COALESCE((SELECT jsonb_agg(jsonb_build_object('from_status', e.from_status, 'to_status', e.to_status,
+            || COALESCE((SELECT jsonb_agg(jsonb_build_object('from_status', e.from_status, 'to_status', e.to_status,
                             'actor_id', e.actor_id, 'reason', e.reason, 'at', e.at) ORDER BY e.id)
-                           FROM order_events e WHERE e.order_id = o.id), '[]'::jsonb) END)::json AS history
+                         FROM order_events e WHERE e.order_id = o.id), '[]'::jsonb))::json AS history
          FROM orders o WHERE o.id = $1",
     )
     .bind(id)
-    .bind(as_placed)
     .fetch_optional(db)
     .await?;
     Ok(row.map(FullOrderRow::into_order))

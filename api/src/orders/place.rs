@@ -1,9 +1,9 @@
 //! `POST /orders`: the SQL function `place_order` does the whole
 //! transaction in one round trip — locks the ordered items in id order (so
 //! concurrent orders cannot deadlock), checks and decrements stock, claims the
-//! Idempotency-Key, snapshots prices and records the captured payment. A retry
-//! with the same key, sequential or concurrent, gets the order "as placed"
-//! rebuilt from its immutable rows: the same bytes every time.
+//! Idempotency-Key, snapshots prices, records the captured payment and
+//! stores the reply with the order. A retry with the same key, sequential or
+//! concurrent, gets that stored reply: the same bytes every time.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::model::{Order, OrderEvent, OrderLine, OrderStatus, Payment, PaymentMethod};
+use super::model::PaymentMethod;
 use crate::AppState;
 use crate::cart::MAX_QUANTITY;
 use crate::error::{ApiError, ApiResult};
@@ -152,37 +152,55 @@ pub async fn place(
     let request_hash = Sha256::digest(&fingerprint).to_vec();
     check_payment(&req.payment)?;
 
-    match try_place(state, customer, &key, &request_hash, items, &req.payment).await {
-        Ok(Some((order_id, body))) => {
-            state.metrics.orders_created.inc();
-            Ok(Placed {
-                order_id,
-                body,
-                replayed: false,
-            })
-        }
-        // The key was claimed before, or by a concurrent twin that committed first.
-        Ok(None) => replay(state, customer, &key, &request_hash)
-            .await?
-            .ok_or_else(|| ApiError::Internal("idempotency key vanished".into())),
-        Err(err) => {
-            // A concurrent twin may have taken the last units with this very
-            // key: then the answer is its order, not a stock error.
-            if let Some(found) = replay(state, customer, &key, &request_hash).await? {
-                return Ok(found);
+    // Placing is idempotent by key, so a deadlock, a serialization failure
+    // or a lost connection retries the whole transaction: either it
+    // committed (the retry replays it) or nothing happened.
+    let attempt = || async {
+        match try_place(
+            state,
+            customer,
+            &key,
+            &request_hash,
+            items.clone(),
+            &req.payment,
+        )
+        .await
+        {
+            Ok(Some((order_id, body))) => {
+                state.metrics.orders_created.inc();
+                Ok(Placed {
+                    order_id,
+                    body,
+                    replayed: false,
+                })
             }
-            if matches!(
-                &err,
-                ApiError::Client {
-                    code: "insufficient_stock",
-                    ..
+            // The key was claimed before, or by a concurrent twin that committed first.
+            Ok(None) => replay(state, customer, &key, &request_hash)
+                .await?
+                .ok_or_else(|| ApiError::Internal("idempotency key vanished".into())),
+            Err(err) => {
+                // A concurrent twin may have taken the last units (or the
+                // last unpaid slot) with this very key: then the answer is
+                // its order, not the error.
+                if !err.is_transient()
+                    && let Some(found) = replay(state, customer, &key, &request_hash).await?
+                {
+                    return Ok(found);
                 }
-            ) {
-                state.metrics.stock_conflicts.inc();
+                if matches!(
+                    &err,
+                    ApiError::Client {
+                        code: "insufficient_stock",
+                        ..
+                    }
+                ) {
+                    state.metrics.stock_conflicts.inc();
+                }
+                Err(err)
             }
-            Err(err)
         }
-    }
+    };
+    crate::db::retry_transient(attempt).await
 }
 
 async fn replay(
@@ -191,8 +209,8 @@ async fn replay(
     key: &str,
     request_hash: &[u8],
 ) -> ApiResult<Option<Placed>> {
-    let stored: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
-        "SELECT request_hash, id FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
+    let stored: Option<(Vec<u8>, Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT request_hash, id, reply FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
     )
     .bind(customer)
     .bind(key)
@@ -200,14 +218,22 @@ async fn replay(
     .await?;
     match stored {
         None => Ok(None),
-        Some((hash, order_id)) if hash == request_hash => {
-            let order = super::model::load_as_placed(&state.pool, order_id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Internal(format!("order {order_id} of an idempotency key is missing"))
-                })?;
-            let body =
-                serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Some((hash, order_id, reply)) if hash == request_hash => {
+            let body = match reply {
+                Some(body) => body,
+                // Placed by a replica of the release before replies were
+                // stored: the order as it is now is the best answer left.
+                None => {
+                    let order = super::model::load_order(&state.pool, order_id)
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::Internal(format!(
+                                "order {order_id} of an idempotency key is missing"
+                            ))
+                        })?;
+                    serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?
+                }
+            };
             Ok(Some(Placed {
                 order_id,
                 body,
@@ -235,8 +261,8 @@ struct Outcome {
     outcome: String,
     item: Option<Uuid>,
     item_name: Option<String>,
-    price_cents: Option<i64>,
     stock_left: Option<i32>,
+    reply: Option<String>,
 }
 
 /// Places the order: its id and the reply. `Ok(None)` means the key was already taken.
@@ -284,10 +310,16 @@ async fn try_place(
         &hex::encode(Sha256::digest(order_id.as_bytes()))[..24]
     );
     let now = now_micros();
+    // Times in the stored reply are written exactly as the API writes them.
+    let now_json = serde_json::to_string(&now).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let max_unpaid = match state.settings.max_unpaid_orders {
+        0 => None,
+        n => Some(i32::try_from(n).unwrap_or(i32::MAX)),
+    };
 
-    let rows: Vec<Outcome> = sqlx::query_as(
-        "SELECT outcome, item, item_name, price_cents, stock_left
-         FROM place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    let row: Outcome = sqlx::query_as(
+        "SELECT outcome, item, item_name, stock_left, reply
+         FROM place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(order_id)
     .bind(customer)
@@ -296,93 +328,55 @@ async fn try_place(
     .bind(&ids)
     .bind(&quantities)
     .bind(now)
+    .bind(&now_json)
     .bind(payment_id)
     .bind(payment.method.as_str())
     .bind(&reference)
     .bind(from_cart)
-    .fetch_all(&state.pool)
+    .bind(max_unpaid)
+    .fetch_one(&state.pool)
     .await?;
 
-    let first = rows
-        .first()
-        .ok_or_else(|| ApiError::Internal("place_order returned nothing".into()))?;
-    let item = first.item.unwrap_or_default();
-    let name = first.item_name.clone().unwrap_or_default();
-    match first.outcome.as_str() {
-        "placed" => {}
-        "duplicate" => return Ok(None),
-        "unknown_item" => {
-            return Err(ApiError::validation("an ordered menu item does not exist")
-                .with_extra(serde_json::json!({ "menu_item_id": item })));
-        }
-        "item_unavailable" => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "item_unavailable",
-                format!("{name} is not available now"),
-            )
-            .with_extra(serde_json::json!({ "menu_item_id": item })));
-        }
+    let item = row.item.unwrap_or_default();
+    let name = row.item_name.unwrap_or_default();
+    match row.outcome.as_str() {
+        "placed" => row.reply.map(|body| Some((order_id, body))).ok_or_else(|| {
+            ApiError::Internal("place_order placed an order without a reply".into())
+        }),
+        "duplicate" => Ok(None),
+        "unknown_item" => Err(ApiError::validation("an ordered menu item does not exist")
+            .with_extra(serde_json::json!({ "menu_item_id": item }))),
+        "item_unavailable" => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "item_unavailable",
+            format!("{name} is not available now"),
+        )
+        .with_extra(serde_json::json!({ "menu_item_id": item }))),
         "insufficient_stock" => {
-            let left = first.stock_left.unwrap_or(0);
+            let left = row.stock_left.unwrap_or(0);
             let requested = wanted.get(&item).copied().unwrap_or(0);
-            return Err(ApiError::new(
+            Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "insufficient_stock",
                 format!("only {left} of {name} left, {requested} requested"),
             )
-            .with_extra(serde_json::json!({ "menu_item_id": item, "requested": requested, "available": left })));
+            .with_extra(serde_json::json!({ "menu_item_id": item, "requested": requested, "available": left })))
         }
-        other => {
-            return Err(ApiError::Internal(format!(
-                "place_order: unknown outcome {other}"
-            )));
+        "unpaid_limit" => {
+            let open = row.stock_left.unwrap_or(0);
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_unpaid_orders",
+                format!(
+                    "you have {open} open cash orders, the most allowed; pay by card or wallet, or wait until one is delivered"
+                ),
+            )
+            .with_extra(serde_json::json!({ "open_cash_orders": open, "limit": max_unpaid })))
         }
+        other => Err(ApiError::Internal(format!(
+            "place_order: unknown outcome {other}"
+        ))),
     }
-
-    let lines: Vec<OrderLine> = rows
-        .into_iter()
-        .map(|r| {
-            let menu_item_id = r.item.unwrap_or_default();
-            let quantity = wanted.get(&menu_item_id).copied().unwrap_or(0);
-            let unit_price_cents = r.price_cents.unwrap_or(0);
-            OrderLine {
-                menu_item_id,
-                name: r.item_name.unwrap_or_default(),
-                unit_price_cents,
-                quantity,
-                line_total_cents: unit_price_cents * i64::from(quantity),
-            }
-        })
-        .collect();
-    let total: i64 = lines.iter().map(|l| l.line_total_cents).sum();
-    let order = Order {
-        id: order_id,
-        customer_id: customer,
-        status: OrderStatus::Placed,
-        items: lines,
-        total_cents: total,
-        payment: Some(Payment {
-            id: payment_id,
-            method: payment.method.as_str().to_owned(),
-            status: "captured".to_owned(),
-            amount_cents: total,
-            reference,
-            created_at: now,
-        }),
-        courier_id: None,
-        history: vec![OrderEvent {
-            from_status: None,
-            to_status: OrderStatus::Placed.as_str().to_owned(),
-            actor_id: Some(customer),
-            reason: None,
-            at: now,
-        }],
-        created_at: now,
-        updated_at: now,
-    };
-    let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Some((order_id, body)))
 }
 
 #[cfg(test)]

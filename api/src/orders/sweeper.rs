@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::fsm::{self, Action, Actor};
 use super::model::OrderStatus;
-use super::transitions::{Change, persist};
+use super::transitions::{Change, lock_items, persist};
 use crate::AppState;
 
 const BATCH: i64 = 100;
@@ -32,6 +32,9 @@ pub async fn sweep_once(state: &AppState) -> Result<u64, sqlx::Error> {
         .fetch_all(&mut *tx)
         .await?;
         let n = expired.len() as u64;
+        // The whole batch's items at once, in id order (as placement takes
+        // them), rather than order by order in age order: no deadlock.
+        lock_items(&mut tx, &expired).await?;
         for order_id in expired {
             let change = Change {
                 order_id,

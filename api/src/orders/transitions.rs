@@ -89,9 +89,12 @@ pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx:
     .await?;
     if matches!(change.to, OrderStatus::Rejected | OrderStatus::Cancelled) {
         // Put the stock back and refund the captured payment, exactly once:
-        // the state machine allows one such transition per order.
+        // the state machine allows one such transition per order. Items are
+        // locked in id order first, as placement locks them, so the two
+        // cannot deadlock; stock saturates instead of overflowing.
+        lock_items(tx, &[change.order_id]).await?;
         sqlx::query(
-            "UPDATE menu_items m SET stock = m.stock + i.quantity
+            "UPDATE menu_items m SET stock = LEAST(m.stock::int8 + i.quantity, 2147483647)::int4
              FROM order_items i WHERE i.order_id = $1 AND m.id = i.menu_item_id AND m.stock IS NOT NULL",
         )
         .bind(change.order_id)
@@ -110,6 +113,21 @@ pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx:
         .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Locks the stocked menu items of these orders, in id order: the order
+/// every transaction that changes stock takes its item locks in.
+pub async fn lock_items(tx: &mut PgConnection, orders: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT 1 FROM menu_items m
+         WHERE m.id IN (SELECT i.menu_item_id FROM order_items i WHERE i.order_id = ANY($1))
+           AND m.stock IS NOT NULL
+         ORDER BY m.id FOR UPDATE",
+    )
+    .bind(orders)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -105,6 +105,10 @@ pub fn settings() -> Settings {
         order_auto_reject_after: Duration::from_secs(300),
         max_body_bytes: 64 * 1024,
         menu_cache_ttl: Duration::ZERO,
+        // Tests place many cash orders per customer; the limit has its own test.
+        max_unpaid_orders: 0,
+        live_streams_per_user: 10,
+        live_streams_total: 2000,
     }
 }
 
