@@ -244,21 +244,40 @@ async fn refresh(
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let hash = tokens::hash_refresh_token(&req.refresh_token);
-    // Marking the token used is the claim: of two concurrent refreshes with the
-    // same token exactly one gets the row back.
+    let (next_token, next_hash) = tokens::new_refresh_token()?;
+    let ttl = state.keys.refresh_ttl;
+    // One statement rotates: marking the token used is the claim (of two
+    // concurrent refreshes with the same token exactly one gets the row
+    // back) and its successor is written with it. A reuse that revokes the
+    // family therefore sees the successor, or makes the claim fail.
     let claimed: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
-        "UPDATE refresh_tokens t SET used_at = now()
-         FROM users u
-         WHERE t.token_hash = $1 AND t.user_id = u.id
-           AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
-         RETURNING t.user_id, t.family_id, u.roles",
+        "WITH claimed AS (
+            UPDATE refresh_tokens t SET used_at = now()
+            FROM users u
+            WHERE t.token_hash = $1 AND t.user_id = u.id
+              AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
+            RETURNING t.user_id, t.family_id, u.roles
+         ), successor AS (
+            INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at)
+            SELECT $2, family_id, user_id, $3, now() + make_interval(secs => $4) FROM claimed
+         )
+         SELECT user_id, family_id, roles FROM claimed",
     )
     .bind(&hash)
+    .bind(Uuid::now_v7())
+    .bind(&next_hash)
+    .bind(ttl.as_secs_f64())
     .fetch_optional(&state.pool)
     .await?;
-    if let Some((user, family, roles)) = claimed {
+    if let Some((user, _, roles)) = claimed {
         let roles = roles::roles_from_strings(&roles);
-        return Ok(Json(issue_pair(&state, user, &roles, family).await?));
+        return Ok(Json(TokenResponse {
+            access_token: state.keys.issue_access(user, &roles)?,
+            token_type: "Bearer",
+            expires_in: state.keys.access_ttl.as_secs(),
+            refresh_token: next_token,
+            refresh_expires_in: ttl.as_secs(),
+        }));
     }
     let known: Option<(Uuid, bool)> = sqlx::query_as(
         "SELECT family_id, used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = $1",

@@ -188,14 +188,22 @@ pub async fn listen(pool: sqlx::PgPool, followers: Arc<Followers>) {
                     tracing::warn!(error = %e, "LISTEN failed; retrying");
                 } else {
                     followers.resync();
+                    // try_recv, not recv: recv reconnects silently and what
+                    // was sent meanwhile would be lost without anyone knowing.
                     loop {
-                        match listener.recv().await {
-                            Ok(n) => match serde_json::from_str::<StatusChange>(n.payload()) {
-                                Ok(change) => followers.publish(change),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "unreadable order notification")
+                        match listener.try_recv().await {
+                            Ok(Some(n)) => {
+                                match serde_json::from_str::<StatusChange>(n.payload()) {
+                                    Ok(change) => followers.publish(change),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "unreadable order notification")
+                                    }
                                 }
-                            },
+                            }
+                            Ok(None) => {
+                                tracing::warn!("order notifications interrupted; reconnecting");
+                                break;
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "order notifications interrupted; reconnecting");
                                 break;

@@ -134,6 +134,14 @@ async fn set_roles(
         return Err(ApiError::validation("a user needs at least one role"));
     }
     let mut tx = state.pool.begin().await?;
+    // The administrators are locked first (in id order, the same in every
+    // such change), then the target: two admins demoting each other queue
+    // here, and the second sees the first's change.
+    let admins: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM users WHERE 'admin' = ANY (roles) ORDER BY id FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let current: Option<Vec<String>> =
         sqlx::query_scalar("SELECT roles FROM users WHERE id = $1 FOR UPDATE")
             .bind(id)
@@ -144,11 +152,13 @@ async fn set_roles(
     let touches_privileged = privileged
         .iter()
         .any(|r| current.contains(r) != roles.contains(r));
-    if touches_privileged && !user.has(Role::Admin) {
+    // The token may predate a demotion: the database decides.
+    if touches_privileged && !admins.contains(&user.id) {
         return Err(ApiError::forbidden(
             "only an admin may grant or remove the manager and admin roles",
         ));
     }
+    // With the acting admin checked above, this keeps at least one admin.
     if id == user.id && current.contains(&Role::Admin) && !roles.contains(&Role::Admin) {
         return Err(ApiError::conflict(
             "admins cannot remove their own admin role",
