@@ -65,8 +65,10 @@ pub async fn check_schema(pool: &PgPool) -> Result<i64, SchemaError> {
 }
 
 /// Runs `attempt` again, up to three times in all, while it fails with a
-/// transient database error (a deadlock, a serialization failure, a lost
-/// connection), after a short jittered pause. Only for work that is safe to
+/// transient database error worth retrying at once (a deadlock, a
+/// serialization failure, a connection lost mid-way), after a short jittered
+/// pause. No pooled connection within the acquire timeout is not retried:
+/// the database is away, and the caller gets its 503 now. Only for work that is safe to
 /// repeat: a transaction that was rolled back, or one idempotent by key.
 /// The last error stands (a 503 with Retry-After).
 pub async fn retry_transient<T, F, Fut>(mut attempt: F) -> crate::error::ApiResult<T>
@@ -79,7 +81,7 @@ where
     loop {
         tries += 1;
         match attempt().await {
-            Err(e) if e.is_transient() && tries < ATTEMPTS => {
+            Err(e) if e.is_retryable() && tries < ATTEMPTS => {
                 let pause = 20 * u64::from(tries) + u64::from(rand::random::<u8>() % 30);
                 tracing::warn!(error = %e, tries, "transient database error; retrying");
                 tokio::time::sleep(Duration::from_millis(pause)).await;

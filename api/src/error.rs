@@ -106,6 +106,13 @@ impl ApiError {
         matches!(self, ApiError::Database(e) if is_transient(e))
     }
 
+    /// Transient, and worth retrying at once: not a pool that already waited
+    /// its acquire timeout for a connection.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApiError::Database(e) if is_transient(e)
+            && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,

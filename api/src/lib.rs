@@ -7,6 +7,8 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod json;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod pagination;
@@ -26,7 +28,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -95,7 +96,8 @@ impl AppState {
 }
 
 /// Starts what runs beside the request handlers in every replica: the
-/// LISTEN task feeding live order tracking, and the auto-reject sweeper.
+/// LISTEN task feeding live order tracking, the auto-reject sweeper and the
+/// refresh of the business gauges.
 /// Both stop when the returned handles are aborted or the runtime ends.
 pub fn start_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
@@ -104,40 +106,8 @@ pub fn start_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             state.followers.clone(),
         )),
         tokio::spawn(orders::sweeper::run(state.clone())),
+        tokio::spawn(state.metrics.clone().refresh_forever(state.pool.clone())),
     ]
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "FoodApp ordering API", description = "Menu, cart and orders for customers, kitchen staff, couriers and managers. Errors are RFC 9457 problem documents with a stable `code`."),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "auth", description = "Accounts and tokens"),
-        (name = "users", description = "Profiles and roles"),
-        (name = "catalog", description = "Categories and menu items"),
-        (name = "cart", description = "The customer's cart"),
-        (name = "orders", description = "Placing, moving along and following orders"),
-        (name = "refunds", description = "Refunds of rejected and cancelled orders"),
-        (name = "operations", description = "Health, readiness and metrics"),
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
 }
 
 /// Every route with its OpenAPI description; the document is built from the
@@ -150,21 +120,23 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(cart::router())
         .merge(orders::router())
         .merge(refunds::router());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router())
         .nest("/api/v1", v1)
 }
 
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi() -> serde_json::Value {
+    openapi::refine(api_routes().split_for_parts().1)
 }
 
 pub fn router(state: AppState) -> Router {
-    let (routes, openapi) = api_routes().split_for_parts();
+    let (routes, document) = api_routes().split_for_parts();
+    let document = openapi::refine(document);
     let max_body = state.settings.max_body_bytes;
     routes
         .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), telemetry::track))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed here")

@@ -16,6 +16,9 @@ use prometheus_client::registry::Registry;
 
 use crate::orders::model::OrderStatus;
 
+/// How often the business gauges are read from the database.
+pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -158,7 +161,9 @@ impl Metrics {
     }
 
     /// Reads the order and refund gauges from the database (shared by all
-    /// replicas, so each reports the same figures).
+    /// replicas, so each reports the same figures). Runs in the background
+    /// every `GAUGE_REFRESH`, never per scrape; the counts read partial
+    /// indexes of open orders and pending refunds, not the whole tables.
     pub async fn refresh_gauges(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         let open_states: Vec<&str> = OrderStatus::ALL
             .into_iter()
@@ -182,6 +187,18 @@ impl Metrics {
                 .await?;
         self.refunds_pending.set(pending);
         Ok(())
+    }
+
+    /// Refreshes the gauges forever; a failed refresh keeps the last figures.
+    pub async fn refresh_forever(self: Arc<Self>, pool: sqlx::PgPool) {
+        let mut every = tokio::time::interval(GAUGE_REFRESH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = self.refresh_gauges(&pool).await {
+                tracing::warn!(error = %e, "order gauges not refreshed");
+            }
+        }
     }
 
     pub fn encode(&self, pool: &sqlx::PgPool) -> String {

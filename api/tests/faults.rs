@@ -135,6 +135,9 @@ impl Drop for OwnPostgres {
     }
 }
 
+/// Seconds since the start, replica, status, order id.
+type Outcome = (f64, usize, u16, Option<String>);
+
 /// A replica as `serve` builds it: the production pool settings.
 async fn replica(url: &str) -> Server {
     let pool = foodapp_api::db::connect(&DatabaseArgs {
@@ -190,8 +193,7 @@ async fn postgres_restarting_under_load_loses_no_acknowledged_order() {
         .unwrap();
     let start = Instant::now();
     let load_for = Duration::from_secs(13);
-    // (seconds since start, replica, status, order id)
-    let outcomes: Arc<Mutex<Vec<(f64, usize, u16, Option<String>)>>> = Arc::default();
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let mut workers = Vec::new();
     for (w, token) in tokens.iter().enumerate() {
         let (client, token, outcomes) = (client.clone(), token.clone(), outcomes.clone());

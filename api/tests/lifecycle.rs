@@ -585,6 +585,12 @@ async fn a_day_in_the_life() {
         json!([])
     );
 
+    // The gauges are refreshed in the background; here, at once.
+    app.state
+        .metrics
+        .refresh_gauges(&app.db.pool)
+        .await
+        .unwrap();
     let m = app.get("/metrics", None).await;
     for needle in [
         "foodapp_order_transitions_total{from=\"placed\",to=\"accepted\"} 1",

@@ -43,6 +43,38 @@ async fn health_readiness_and_metrics_answer() {
 }
 
 #[tokio::test]
+async fn a_scrape_reads_memory_only_and_the_gauges_are_refreshed_apart() {
+    let app = TestApp::new().await;
+    let (_, token) = app.user(&[foodapp_api::auth::Role::Customer]).await;
+    let cat = app.category("Gauges").await;
+    let item = app.item(cat, "Counted", 100, None).await;
+    let r = app
+        .call_with(
+            axum::http::Method::POST,
+            "/api/v1/orders",
+            Some(&token),
+            Some(json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": {"method": "cash"}})),
+            &[("idempotency-key", "gauge")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    app.state
+        .metrics
+        .refresh_gauges(&app.db.pool)
+        .await
+        .unwrap();
+    // With the database gone, a scrape still answers at once: it reads nothing.
+    app.db.pool.close().await;
+    let m = app.get("/metrics", None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.text.contains("foodapp_open_orders{status=\"placed\"} 1"),
+        "{}",
+        m.text
+    );
+}
+
+#[tokio::test]
 async fn readiness_fails_while_the_schema_is_behind() {
     let app = TestApp::new().await;
     sqlx::query(

@@ -56,17 +56,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(example = "ada@example.com")]
+    #[schema(
+        example = "ada@example.com",
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )]
     pub email: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    /// 1 to 100 characters, not only spaces.
+    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub name: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schema(example = "ada@example.com", max_length = 254)]
     pub email: String,
+    #[schema(max_length = 1024)]
     pub password: String,
 }
 
@@ -181,12 +190,20 @@ async fn token(
     State(state): State<AppState>,
     Json(req): Json<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let email = req.email.trim().to_lowercase();
-    let row: Option<(Uuid, String, Vec<String>)> =
-        sqlx::query_as("SELECT id, password_hash, roles FROM users WHERE lower(email) = $1")
-            .bind(&email)
-            .fetch_optional(&state.pool)
-            .await?;
+    // An address no account can have (too long, or with a NUL, which
+    // PostgreSQL cannot even compare) is just a wrong email.
+    let email = normalize_email(&req.email)
+        .ok()
+        .filter(|e| !e.contains('\0'));
+    let row: Option<(Uuid, String, Vec<String>)> = match &email {
+        Some(email) => {
+            sqlx::query_as("SELECT id, password_hash, roles FROM users WHERE lower(email) = $1")
+                .bind(email)
+                .fetch_optional(&state.pool)
+                .await?
+        }
+        None => None,
+    };
     let (stored, found) = match row {
         Some((id, hash, roles)) => (Some(hash), Some((id, roles))),
         None => (None, None),

@@ -38,6 +38,8 @@ pub struct Cart {
 #[serde(deny_unknown_fields)]
 pub struct SetQuantity {
     /// 1 to 100.
+    #[serde(deserialize_with = "crate::json::int")]
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i32,
 }
 

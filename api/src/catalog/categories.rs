@@ -39,6 +39,7 @@ const COLUMNS: &str = "id, name, description, position, created_at";
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -101,18 +102,26 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResu
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCategory {
+    /// 1 to 100 characters, not only spaces; unique regardless of case.
+    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub name: String,
+    /// Up to 1000 characters.
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: String,
-    #[serde(default)]
+    /// Sort key of the menu's sections, smallest first.
+    #[serde(default, deserialize_with = "crate::json::int")]
     pub position: i32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryPatch {
+    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "crate::json::opt_int")]
     pub position: Option<i32>,
 }
 

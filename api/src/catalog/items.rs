@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{check_text, double_option};
+use super::check_text;
 use crate::AppState;
 use crate::auth::{AuthUser, Role};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, foreign_key_violation};
@@ -62,13 +62,15 @@ pub enum Sort {
 pub struct ListQuery {
     /// Only items of this category.
     category: Option<Uuid>,
-    /// Case-insensitive text search in name and description.
+    /// Case-insensitive text search in name and description, up to 100 characters.
+    #[param(max_length = 100, pattern = r"^[^\x00]*$")]
     q: Option<String>,
     /// Only items whose availability is this.
     available: Option<bool>,
     /// `price`, `-price` or `name` (default).
     sort: Option<Sort>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -201,12 +203,20 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResu
 #[serde(deny_unknown_fields)]
 pub struct NewMenuItem {
     pub category_id: Uuid,
+    /// 1 to 100 characters, not only spaces.
+    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub name: String,
+    /// Up to 1000 characters.
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: String,
+    /// 0 to 100,000,000.
+    #[serde(deserialize_with = "crate::json::int")]
+    #[schema(minimum = 0, maximum = 100_000_000)]
     pub price_cents: i64,
-    /// Units in stock; leave out or null for unlimited.
-    #[serde(default)]
+    /// Units in stock, 0 to 1,000,000,000; leave out or null for unlimited.
+    #[serde(default, deserialize_with = "crate::json::opt_int")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<i32>,
     #[serde(default = "yes")]
     pub available: bool,
@@ -220,12 +230,17 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct MenuItemPatch {
     pub category_id: Option<Uuid>,
+    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "crate::json::opt_int")]
+    #[schema(minimum = 0, maximum = 100_000_000)]
     pub price_cents: Option<i64>,
-    /// A number sets the stock; null makes it unlimited; absent leaves it.
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i32>)]
+    /// A number (0 to 1,000,000,000) sets the stock; null makes it
+    /// unlimited; absent leaves it.
+    #[serde(default, deserialize_with = "crate::json::patch_int")]
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<Option<i32>>,
     pub available: Option<bool>,
 }

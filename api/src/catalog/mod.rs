@@ -2,7 +2,7 @@
 
 pub mod cache;
 mod categories;
-mod items;
+pub mod items;
 
 pub use items::MenuItem;
 
@@ -12,16 +12,6 @@ use crate::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     categories::router().merge(items::router())
-}
-
-/// Distinguishes a field left out of a PATCH body (`None`) from one set to
-/// null (`Some(None)`).
-pub(crate) fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    serde::Deserialize::deserialize(de).map(Some)
 }
 
 pub(crate) fn check_text(

@@ -76,6 +76,7 @@ pub struct ListQuery {
     /// Only orders in this state.
     status: Option<OrderStatus>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

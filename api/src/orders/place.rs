@@ -25,8 +25,9 @@ pub const MAX_KEY_LEN: usize = 200;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
-    /// What to order. Give either `items` or `from_cart: true`.
+    /// What to order, 1 to 50 lines. Give either `items` or `from_cart: true`.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Option<Vec<LineRequest>>,
     /// Order the caller's cart (and empty it).
     #[serde(default)]
@@ -38,7 +39,9 @@ pub struct PlaceOrder {
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     pub menu_item_id: Uuid,
-    /// 1 to 100.
+    /// 1 to 100 (lines of the same item add up, to 100 at most).
+    #[serde(deserialize_with = "crate::json::int")]
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i32,
 }
 

@@ -71,6 +71,7 @@ pub struct ListUsersQuery {
     /// Only users holding this role.
     role: Option<Role>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
