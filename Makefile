@@ -10,8 +10,8 @@ SERVICES := scripts/test-services
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-test: lint ## Every check: format, clippy, all tests, chart and Dockerfile checks
-	$(SERVICES) run -- sh -c 'cargo test --workspace --locked --no-fail-fast && python3 charts/check.py'
+test: lint ## Every check: format, clippy, all tests, API fuzzing, chart and Dockerfile checks
+	$(SERVICES) run -- sh -c 'cargo test --workspace --locked --no-fail-fast && python3 charts/check.py && scripts/fuzz-api'
 	python3 scripts/check-dockerfiles.py
 
 lint: ## cargo fmt --check and clippy with warnings as errors

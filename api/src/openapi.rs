@@ -55,6 +55,15 @@ impl utoipa::Modify for BearerAuth {
 /// Operations that never touch the database.
 const NO_DATABASE: &[&str] = &["/healthz", "/metrics"];
 
+/// Signed-in operations open to every role (the rest answer 403 to roles
+/// they are not for).
+const ANY_ROLE: &[(&str, &str)] = &[
+    ("get", "/api/v1/users/me"),
+    ("get", "/api/v1/orders"),
+    ("get", "/api/v1/orders/{id}"),
+    ("get", "/api/v1/orders/{id}/events"),
+];
+
 /// Applies the rules above, on the document as JSON, where they are
 /// easiest to state.
 pub fn refine(doc: utoipa::openapi::OpenApi) -> Value {
@@ -72,13 +81,75 @@ fn refine_json(doc: &mut Value) {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
-        for operation in item.values_mut().filter_map(Value::as_object_mut) {
+        for (method, operation) in item.iter_mut() {
+            let Some(operation) = operation.as_object_mut() else {
+                continue;
+            };
             optional_not_nullable(operation);
-            shared_errors(path, operation);
+            shared_errors(method, path, operation);
             problems_as_problem_json(operation);
         }
     }
     links(doc);
+    exclusive_choices(doc);
+}
+
+/// Request shapes serde checks in code that the derived schemas cannot say:
+/// an order is either items or the cart; card and wallet payments carry a
+/// token, cash payments none.
+fn exclusive_choices(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let line = json!({"$ref": "#/components/schemas/LineRequest"});
+    let payment = json!({"$ref": "#/components/schemas/PaymentRequest"});
+    schemas["PlaceOrder"] = json!({
+        "description": "Either `items` (1 to 50 lines) or `from_cart: true`, and the payment.",
+        "oneOf": [
+            {
+                "title": "Items",
+                "type": "object",
+                "properties": {
+                    "items": {"type": "array", "items": line, "minItems": 1, "maxItems": 50},
+                    "from_cart": {"type": "boolean", "enum": [false]},
+                    "payment": payment
+                },
+                "required": ["items", "payment"],
+                "additionalProperties": false
+            },
+            {
+                "title": "Cart",
+                "type": "object",
+                "properties": {
+                    "from_cart": {"type": "boolean", "enum": [true], "description": "Order the caller's cart (and empty it)."},
+                    "payment": payment
+                },
+                "required": ["from_cart", "payment"],
+                "additionalProperties": false
+            }
+        ]
+    });
+    schemas["PaymentRequest"] = json!({
+        "description": "How the order is paid. The mock provider declines the token `tok_declined` (402).",
+        "oneOf": [
+            {
+                "title": "Card or wallet",
+                "type": "object",
+                "properties": {
+                    "method": {"type": "string", "enum": ["card", "wallet"]},
+                    "token": {"type": "string", "minLength": 1, "maxLength": 200,
+                              "description": "The payment provider's token for this payment."}
+                },
+                "required": ["method", "token"],
+                "additionalProperties": false
+            },
+            {
+                "title": "Cash",
+                "type": "object",
+                "properties": {"method": {"type": "string", "enum": ["cash"]}},
+                "required": ["method"],
+                "additionalProperties": false
+            }
+        ]
+    });
 }
 
 /// utoipa names operations after their functions: `list`, `create`… in
@@ -163,7 +234,7 @@ fn problem(description: &str) -> Value {
 
 /// Adds the statuses every operation of a kind can return, unless the
 /// handler documents them itself.
-fn shared_errors(path: &str, operation: &mut Map<String, Value>) {
+fn shared_errors(method: &str, path: &str, operation: &mut Map<String, Value>) {
     let params: Vec<Value> = operation
         .get("parameters")
         .and_then(Value::as_array)
@@ -188,6 +259,9 @@ fn shared_errors(path: &str, operation: &mut Map<String, Value>) {
             "401",
             "unauthorized: no token, or an invalid or expired one",
         ));
+        if !ANY_ROLE.contains(&(method, path)) {
+            add.push(("403", "forbidden: the caller's roles do not allow this"));
+        }
     }
     if has("path") {
         add.push(("404", "not_found"));

@@ -234,9 +234,10 @@ async fn managers_create_update_and_delete_menu_items() {
     for bad in [
         json!({"category_id": cat, "name": "X", "price_cents": -1}),
         json!({"category_id": cat, "name": "X", "price_cents": 100, "stock": -2}),
-        json!({"category_id": uuid::Uuid::new_v4(), "name": "X", "price_cents": 100}),
         json!({"category_id": cat, "name": "X", "price_cents": "ten"}),
+        json!({"category_id": cat, "name": "X", "price_cents": 1.5}),
         json!({"category_id": cat, "price_cents": 100}),
+        json!([cat, "X", 100]),
     ] {
         let r = app
             .post("/api/v1/menu-items", Some(&manager), bad.clone())
@@ -247,6 +248,28 @@ async fn managers_create_update_and_delete_menu_items() {
             "{bad}"
         );
     }
+    // A category that does not exist (any more) conflicts with the menu.
+    let r = app
+        .post(
+            "/api/v1/menu-items",
+            Some(&manager),
+            json!({"category_id": uuid::Uuid::new_v4(), "name": "X", "price_cents": 100}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "unknown_category")
+    );
+    // Integers written as whole decimals are integers.
+    let r = app
+        .post(
+            "/api/v1/menu-items",
+            Some(&manager),
+            json!({"category_id": cat, "name": "Y", "price_cents": 250.0, "stock": 3.0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["price_cents"], 250);
 
     let path = format!("/api/v1/menu-items/{id}");
     let r = app

@@ -144,8 +144,8 @@ async fn each_action_answers_each_role_as_specified() {
             &c.manager,
             "assign",
             Some(json!({"courier_id": c.customer.0})),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            StatusCode::CONFLICT,
+            "not_a_courier",
         ),
         (
             &c.manager,

@@ -113,7 +113,7 @@ async fn ordering_from_the_cart_empties_it() {
         json!({"from_cart": true, "payment": cash()}),
     )
     .await;
-    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(empty.status, StatusCode::CONFLICT);
     assert_eq!(empty.code(), "cart_empty");
 }
 
@@ -267,8 +267,8 @@ async fn bad_orders_get_precise_4xx_and_change_nothing() {
         (
             line(Uuid::new_v4(), 1),
             Some("c"),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            StatusCode::CONFLICT,
+            "unknown_item",
         ),
         (
             line(pizza, 0),

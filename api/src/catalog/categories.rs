@@ -166,7 +166,8 @@ async fn create(
 /// Change some fields of a category.
 #[utoipa::path(patch, path = "/categories/{id}", tag = "catalog", request_body = CategoryPatch,
     params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Category), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = Category), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "conflict: another category has this name", body = crate::error::Problem)))]
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,

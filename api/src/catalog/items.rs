@@ -270,7 +270,11 @@ fn check_stock(stock: Option<i32>) -> Result<(), ApiError> {
 
 fn unknown_category(e: sqlx::Error) -> ApiError {
     if foreign_key_violation(&e) {
-        ApiError::validation("category_id does not name an existing category")
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "unknown_category",
+            "category_id does not name an existing category",
+        )
     } else {
         e.into()
     }
@@ -279,6 +283,7 @@ fn unknown_category(e: sqlx::Error) -> ApiError {
 /// Create a menu item.
 #[utoipa::path(post, path = "/menu-items", tag = "catalog", request_body = NewMenuItem, security(("bearer" = [])),
     responses((status = 201, body = MenuItem), (status = 403, body = crate::error::Problem),
+              (status = 409, description = "unknown_category", body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)))]
 async fn create(
     State(state): State<AppState>,
@@ -313,6 +318,7 @@ async fn create(
 #[utoipa::path(patch, path = "/menu-items/{id}", tag = "catalog", request_body = MenuItemPatch,
     params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = MenuItem), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "unknown_category", body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)))]
 async fn update(
     State(state): State<AppState>,

@@ -38,13 +38,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `Idempotency-Key` per order: retries with the same key and body return the
 /// same order (header `Idempotent-Replayed: true`) and charge nothing twice.
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder, security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "Unique per order, 1 to 200 visible ASCII characters")),
+    params(("Idempotency-Key" = String, Header, pattern = r"^[!-~]{1,200}$", description = "Unique per order, 1 to 200 visible ASCII characters")),
     responses(
         (status = 201, body = Order),
         (status = 400, description = "missing_idempotency_key", body = crate::error::Problem),
         (status = 402, description = "payment_declined", body = crate::error::Problem),
-        (status = 409, description = "insufficient_stock or item_unavailable", body = crate::error::Problem),
-        (status = 422, description = "validation_failed, cart_empty or idempotency_key_reused", body = crate::error::Problem)))]
+        (status = 403, description = "forbidden: only customers order", body = crate::error::Problem),
+        (status = 409, description = "insufficient_stock, item_unavailable, unknown_item, cart_empty, cart_full or too_many_unpaid_orders", body = crate::error::Problem),
+        (status = 422, description = "validation_failed or idempotency_key_reused", body = crate::error::Problem)))]
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,

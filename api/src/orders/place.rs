@@ -291,7 +291,7 @@ async fn try_place(
     };
     if wanted.is_empty() {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "cart_empty",
             "the cart is empty",
         ));
@@ -347,8 +347,12 @@ async fn try_place(
             ApiError::Internal("place_order placed an order without a reply".into())
         }),
         "duplicate" => Ok(None),
-        "unknown_item" => Err(ApiError::validation("an ordered menu item does not exist")
-            .with_extra(serde_json::json!({ "menu_item_id": item }))),
+        "unknown_item" => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "unknown_item",
+            "an ordered menu item does not exist (any more)",
+        )
+        .with_extra(serde_json::json!({ "menu_item_id": item }))),
         "item_unavailable" => Err(ApiError::new(
             StatusCode::CONFLICT,
             "item_unavailable",

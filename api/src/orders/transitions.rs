@@ -188,10 +188,12 @@ async fn act(
                 .fetch_optional(&mut *tx)
                 .await?;
         if is_courier != Some(true) {
-            return Err(
-                ApiError::validation("courier_id must name a user with the courier role")
-                    .with_extra(serde_json::json!({ "courier_id": courier })),
-            );
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_a_courier",
+                "courier_id must name a user with the courier role",
+            )
+            .with_extra(serde_json::json!({ "courier_id": courier })));
         }
     }
     let change = Change {

@@ -111,7 +111,8 @@ async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRolesRequest {
-    /// The complete new set of roles.
+    /// The complete new set of roles, at least one.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
 }
 
