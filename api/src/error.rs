@@ -280,7 +280,13 @@ where
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .is_some_and(|m| {
                 m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
             });
@@ -304,7 +310,9 @@ where
                 }
             })?;
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::validation("the request body must be a JSON object"));
+            return Err(ApiError::validation(
+                "the request body must be a JSON object",
+            ));
         }
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(value)| Json(value))
