@@ -71,17 +71,21 @@ pub async fn check_schema(pool: &PgPool) -> Result<i64, SchemaError> {
 /// the database is away, and the caller gets its 503 now. Only for work that is safe to
 /// repeat: a transaction that was rolled back, or one idempotent by key.
 /// The last error stands (a 503 with Retry-After).
-pub async fn retry_transient<T, F, Fut>(mut attempt: F) -> crate::error::ApiResult<T>
+pub async fn retry_transient<T, E, F, Fut>(
+    mut attempt: F,
+    retryable: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::error::ApiResult<T>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     const ATTEMPTS: u32 = 3;
     let mut tries = 0;
     loop {
         tries += 1;
         match attempt().await {
-            Err(e) if e.is_retryable() && tries < ATTEMPTS => {
+            Err(e) if retryable(&e) && tries < ATTEMPTS => {
                 let pause = 20 * u64::from(tries) + u64::from(rand::random::<u8>() % 30);
                 tracing::warn!(error = %e, tries, "transient database error; retrying");
                 tokio::time::sleep(Duration::from_millis(pause)).await;

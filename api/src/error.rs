@@ -106,11 +106,9 @@ impl ApiError {
         matches!(self, ApiError::Database(e) if is_transient(e))
     }
 
-    /// Transient, and worth retrying at once: not a pool that already waited
-    /// its acquire timeout for a connection.
+    /// Transient, and worth retrying at once (see [`is_retryable`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ApiError::Database(e) if is_transient(e)
-            && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+        matches!(self, ApiError::Database(e) if is_retryable(e))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -175,6 +173,12 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     ) || sqlstate(e).is_some_and(|c| {
         c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
     })
+}
+
+/// Transient, and worth retrying at once: not a pool that already waited
+/// its acquire timeout for a connection (the database is away; say so now).
+pub fn is_retryable(e: &sqlx::Error) -> bool {
+    is_transient(e) && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
 }
 
 /// Class 22, data exception: a value the client sent cannot be stored (a NUL
@@ -248,6 +252,85 @@ impl From<QueryRejection> for ApiError {
             "invalid_query",
             rejection.body_text(),
         )
+    }
+}
+
+impl From<crate::orders::error::OrderError> for ApiError {
+    fn from(e: crate::orders::error::OrderError) -> Self {
+        use crate::orders::error::OrderError as E;
+        use serde_json::json;
+        let detail = e.to_string();
+        let (status, code, extra) = match e {
+            E::Database(db) => return ApiError::Database(db),
+            E::Internal(_) => return ApiError::Internal(detail),
+            E::MissingKey => (StatusCode::BAD_REQUEST, "missing_idempotency_key", None),
+            E::InvalidKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key", None),
+            E::KeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                None,
+            ),
+            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", None),
+            E::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "payment_declined", None),
+            E::CartEmpty => (StatusCode::CONFLICT, "cart_empty", None),
+            E::UnknownItem { item } => (
+                StatusCode::CONFLICT,
+                "unknown_item",
+                Some(json!({ "menu_item_id": item })),
+            ),
+            E::ItemUnavailable { item, .. } => (
+                StatusCode::CONFLICT,
+                "item_unavailable",
+                Some(json!({ "menu_item_id": item })),
+            ),
+            E::InsufficientStock {
+                item,
+                requested,
+                available,
+                ..
+            } => (
+                StatusCode::CONFLICT,
+                "insufficient_stock",
+                Some(
+                    json!({ "menu_item_id": item, "requested": requested, "available": available }),
+                ),
+            ),
+            E::TooManyUnpaid { open, limit } => (
+                StatusCode::CONFLICT,
+                "too_many_unpaid_orders",
+                Some(json!({ "open_cash_orders": open, "limit": limit })),
+            ),
+            E::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            E::InvalidTransition { from, .. } => {
+                let allowed: Vec<&str> = crate::orders::fsm::allowed_actions(from)
+                    .into_iter()
+                    .map(crate::orders::fsm::Action::as_str)
+                    .collect();
+                let now = if allowed.is_empty() {
+                    "nothing (final state)".to_owned()
+                } else {
+                    allowed.join(", ")
+                };
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "invalid_transition",
+                    format!("{detail}; allowed now: {now}"),
+                )
+                .with_extra(json!({ "status": from, "allowed_actions": allowed }));
+            }
+            E::NotACourier { courier } => (
+                StatusCode::CONFLICT,
+                "not_a_courier",
+                Some(json!({ "courier_id": courier })),
+            ),
+        };
+        ApiError::Client {
+            status,
+            code,
+            detail,
+            extra,
+        }
     }
 }
 

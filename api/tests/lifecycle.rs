@@ -83,12 +83,13 @@ async fn each_action_answers_each_role_as_specified() {
             StatusCode::FORBIDDEN,
             "forbidden",
         ),
+        // A courier with no part in the order (yet) does not see it.
         (
             &c.courier.1,
             "accept",
             None,
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
         (
             &c.other_customer,

@@ -7,17 +7,16 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::error::OrderError;
 use super::model::PaymentMethod;
 use crate::AppState;
 use crate::cart::MAX_QUANTITY;
-use crate::error::{ApiError, ApiResult};
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_KEY_LEN: usize = 200;
@@ -69,37 +68,24 @@ pub struct Placed {
     pub replayed: bool,
 }
 
-pub fn check_key(key: Option<&str>) -> Result<String, ApiError> {
-    let key = key.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing_idempotency_key",
-            "POST /orders needs an Idempotency-Key header (for example a random UUID) so retries cannot order twice",
-        )
-    })?;
+pub fn check_key(key: Option<&str>) -> Result<String, OrderError> {
+    let key = key.ok_or(OrderError::MissingKey)?;
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_idempotency_key",
-            format!("the Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-        ));
+        return Err(OrderError::InvalidKey);
     }
     Ok(key.to_owned())
 }
 
 /// Validates the request shape and merges repeated items.
-fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, ApiError> {
+fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, OrderError> {
+    let invalid = |s: &str| OrderError::Invalid(s.to_owned());
     match (&req.items, req.from_cart) {
-        (Some(_), true) => Err(ApiError::validation(
-            "give either items or from_cart, not both",
-        )),
-        (None, false) => Err(ApiError::validation(
-            "give the items to order, or from_cart: true",
-        )),
+        (Some(_), true) => Err(invalid("give either items or from_cart, not both")),
+        (None, false) => Err(invalid("give the items to order, or from_cart: true")),
         (None, true) => Ok(None),
         (Some(items), false) => {
             if items.is_empty() || items.len() > MAX_LINES {
-                return Err(ApiError::validation(format!(
+                return Err(OrderError::Invalid(format!(
                     "an order has 1 to {MAX_LINES} lines"
                 )));
             }
@@ -108,10 +94,10 @@ fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, ApiError> 
                 let q = merged.entry(line.menu_item_id).or_insert(0i32);
                 *q = q.saturating_add(line.quantity);
                 if line.quantity < 1 || *q > MAX_QUANTITY {
-                    return Err(ApiError::validation(format!(
-                        "quantity of each item must be between 1 and {MAX_QUANTITY}"
-                    ))
-                    .with_extra(serde_json::json!({ "menu_item_id": line.menu_item_id })));
+                    return Err(OrderError::Invalid(format!(
+                        "quantity of each item ({}) must be between 1 and {MAX_QUANTITY}, repeated lines added up",
+                        line.menu_item_id
+                    )));
                 }
             }
             Ok(Some(merged))
@@ -119,22 +105,18 @@ fn normalize(req: &PlaceOrder) -> Result<Option<BTreeMap<Uuid, i32>>, ApiError> 
     }
 }
 
-fn check_payment(p: &PaymentRequest) -> Result<(), ApiError> {
+fn check_payment(p: &PaymentRequest) -> Result<(), OrderError> {
     let token = p.token.as_deref().unwrap_or("");
     match p.method {
         PaymentMethod::Cash if !token.is_empty() => {
-            Err(ApiError::validation("cash payments take no token"))
+            Err(OrderError::Invalid("cash payments take no token".into()))
         }
         PaymentMethod::Card | PaymentMethod::Wallet if token.is_empty() || token.len() > 200 => {
-            Err(ApiError::validation(
-                "card and wallet payments need a token of 1 to 200 characters",
+            Err(OrderError::Invalid(
+                "card and wallet payments need a token of 1 to 200 characters".into(),
             ))
         }
-        _ if token == "tok_declined" => Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "payment_declined",
-            "the payment provider declined the payment; nothing was ordered",
-        )),
+        _ if token == "tok_declined" => Err(OrderError::PaymentDeclined),
         _ => Ok(()),
     }
 }
@@ -144,14 +126,14 @@ pub async fn place(
     customer: Uuid,
     key: String,
     req: PlaceOrder,
-) -> ApiResult<Placed> {
+) -> Result<Placed, OrderError> {
     let items = normalize(&req)?;
     let fingerprint = serde_json::to_vec(&Fingerprint {
         items: items.as_ref(),
         from_cart: req.from_cart,
         payment: &req.payment,
     })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .map_err(|e| OrderError::Internal(e.to_string()))?;
     let request_hash = Sha256::digest(&fingerprint).to_vec();
     check_payment(&req.payment)?;
 
@@ -180,30 +162,24 @@ pub async fn place(
             // The key was claimed before, or by a concurrent twin that committed first.
             Ok(None) => replay(state, customer, &key, &request_hash)
                 .await?
-                .ok_or_else(|| ApiError::Internal("idempotency key vanished".into())),
+                .ok_or_else(|| OrderError::Internal("idempotency key vanished".into())),
             Err(err) => {
                 // A concurrent twin may have taken the last units (or the
                 // last unpaid slot) with this very key: then the answer is
                 // its order, not the error.
-                if !err.is_transient()
+                if !matches!(err, OrderError::Database(_))
                     && let Some(found) = replay(state, customer, &key, &request_hash).await?
                 {
                     return Ok(found);
                 }
-                if matches!(
-                    &err,
-                    ApiError::Client {
-                        code: "insufficient_stock",
-                        ..
-                    }
-                ) {
+                if matches!(err, OrderError::InsufficientStock { .. }) {
                     state.metrics.stock_conflicts.inc();
                 }
                 Err(err)
             }
         }
     };
-    crate::db::retry_transient(attempt).await
+    crate::db::retry_transient(attempt, OrderError::is_retryable).await
 }
 
 async fn replay(
@@ -211,7 +187,7 @@ async fn replay(
     customer: Uuid,
     key: &str,
     request_hash: &[u8],
-) -> ApiResult<Option<Placed>> {
+) -> Result<Option<Placed>, OrderError> {
     let stored: Option<(Vec<u8>, Uuid, Option<String>)> = sqlx::query_as(
         "SELECT request_hash, id, reply FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
     )
@@ -230,11 +206,12 @@ async fn replay(
                     let order = super::model::load_order(&state.pool, order_id)
                         .await?
                         .ok_or_else(|| {
-                            ApiError::Internal(format!(
+                            OrderError::Internal(format!(
                                 "order {order_id} of an idempotency key is missing"
                             ))
                         })?;
-                    serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.to_string()))?
+                    serde_json::to_string(&order)
+                        .map_err(|e| OrderError::Internal(e.to_string()))?
                 }
             };
             Ok(Some(Placed {
@@ -243,11 +220,7 @@ async fn replay(
                 replayed: true,
             }))
         }
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different order; use a new key for a new order",
-        )),
+        Some(_) => Err(OrderError::KeyReused),
     }
 }
 
@@ -276,7 +249,7 @@ async fn try_place(
     request_hash: &[u8],
     items: Option<BTreeMap<Uuid, i32>>,
     payment: &PaymentRequest,
-) -> ApiResult<Option<(Uuid, String)>> {
+) -> Result<Option<(Uuid, String)>, OrderError> {
     let from_cart = items.is_none();
     let wanted: BTreeMap<Uuid, i32> = match items {
         Some(items) => items,
@@ -290,16 +263,12 @@ async fn try_place(
         .collect(),
     };
     if wanted.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "cart_empty",
-            "the cart is empty",
-        ));
+        return Err(OrderError::CartEmpty);
     }
     // The cart holds at most MAX_LINES items, but two additions racing each
     // other can pass that check together: an order never exceeds it.
     if wanted.len() > MAX_LINES {
-        return Err(ApiError::validation(format!(
+        return Err(OrderError::Invalid(format!(
             "an order has 1 to {MAX_LINES} lines; this cart has {}",
             wanted.len()
         )));
@@ -314,7 +283,7 @@ async fn try_place(
     );
     let now = now_micros();
     // Times in the stored reply are written exactly as the API writes them.
-    let now_json = serde_json::to_string(&now).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now_json = serde_json::to_string(&now).map_err(|e| OrderError::Internal(e.to_string()))?;
     let max_unpaid = match state.settings.max_unpaid_orders {
         0 => None,
         n => Some(i32::try_from(n).unwrap_or(i32::MAX)),
@@ -344,43 +313,22 @@ async fn try_place(
     let name = row.item_name.unwrap_or_default();
     match row.outcome.as_str() {
         "placed" => row.reply.map(|body| Some((order_id, body))).ok_or_else(|| {
-            ApiError::Internal("place_order placed an order without a reply".into())
+            OrderError::Internal("place_order placed an order without a reply".into())
         }),
         "duplicate" => Ok(None),
-        "unknown_item" => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "unknown_item",
-            "an ordered menu item does not exist (any more)",
-        )
-        .with_extra(serde_json::json!({ "menu_item_id": item }))),
-        "item_unavailable" => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "item_unavailable",
-            format!("{name} is not available now"),
-        )
-        .with_extra(serde_json::json!({ "menu_item_id": item }))),
-        "insufficient_stock" => {
-            let left = row.stock_left.unwrap_or(0);
-            let requested = wanted.get(&item).copied().unwrap_or(0);
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "insufficient_stock",
-                format!("only {left} of {name} left, {requested} requested"),
-            )
-            .with_extra(serde_json::json!({ "menu_item_id": item, "requested": requested, "available": left })))
-        }
-        "unpaid_limit" => {
-            let open = row.stock_left.unwrap_or(0);
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "too_many_unpaid_orders",
-                format!(
-                    "you have {open} open cash orders, the most allowed; pay by card or wallet, or wait until one is delivered"
-                ),
-            )
-            .with_extra(serde_json::json!({ "open_cash_orders": open, "limit": max_unpaid })))
-        }
-        other => Err(ApiError::Internal(format!(
+        "unknown_item" => Err(OrderError::UnknownItem { item }),
+        "item_unavailable" => Err(OrderError::ItemUnavailable { item, name }),
+        "insufficient_stock" => Err(OrderError::InsufficientStock {
+            item,
+            name,
+            requested: wanted.get(&item).copied().unwrap_or(0),
+            available: row.stock_left.unwrap_or(0),
+        }),
+        "unpaid_limit" => Err(OrderError::TooManyUnpaid {
+            open: row.stock_left.unwrap_or(0),
+            limit: max_unpaid.unwrap_or(0),
+        }),
+        other => Err(OrderError::Internal(format!(
             "place_order: unknown outcome {other}"
         ))),
     }
@@ -434,7 +382,7 @@ mod tests {
         assert!(check_payment(&p(PaymentMethod::Card, None)).is_err());
         assert!(check_payment(&p(PaymentMethod::Card, Some("tok_visa"))).is_ok());
         let declined = check_payment(&p(PaymentMethod::Card, Some("tok_declined"))).unwrap_err();
-        assert_eq!(declined.status(), StatusCode::PAYMENT_REQUIRED);
+        assert!(matches!(declined, OrderError::PaymentDeclined));
     }
 
     #[test]

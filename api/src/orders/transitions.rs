@@ -4,7 +4,6 @@
 //! one transaction with the order row locked.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -13,10 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::fsm::{self, Action, TransitionError};
+use super::error::OrderError;
+use super::fsm::{self, Action, TransitionError, Visibility};
 use super::model::{Order, OrderStatus, load_order};
 use crate::AppState;
-use crate::auth::{AuthUser, Role};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Json, Path};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -132,28 +132,6 @@ pub async fn lock_items(tx: &mut PgConnection, orders: &[Uuid]) -> Result<(), sq
     Ok(())
 }
 
-fn invalid(from: OrderStatus, action: Action) -> ApiError {
-    let allowed: Vec<&str> = fsm::allowed_actions(from)
-        .into_iter()
-        .map(Action::as_str)
-        .collect();
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "invalid_transition",
-        format!(
-            "cannot {} an order that is {}; allowed now: {}",
-            action.as_str(),
-            from.as_str(),
-            if allowed.is_empty() {
-                "nothing (final state)".to_owned()
-            } else {
-                allowed.join(", ")
-            }
-        ),
-    )
-    .with_extra(serde_json::json!({ "status": from, "allowed_actions": allowed }))
-}
-
 async fn act(
     state: &AppState,
     user: &AuthUser,
@@ -161,7 +139,7 @@ async fn act(
     action: Action,
     reason: Option<String>,
     courier_id: Option<Uuid>,
-) -> ApiResult<Order> {
+) -> Result<Order, OrderError> {
     let mut tx: Transaction<'_, Postgres> = state.pool.begin().await?;
     let locked: Locked = sqlx::query_as(
         "SELECT status, customer_id, courier_id FROM orders WHERE id = $1 FOR UPDATE",
@@ -169,17 +147,16 @@ async fn act(
     .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ApiError::not_found("order"))?;
+    .ok_or(OrderError::NotFound)?;
     let from = OrderStatus::parse(&locked.status)
-        .ok_or_else(|| ApiError::Internal("unknown status".into()))?;
+        .ok_or_else(|| OrderError::Internal(format!("unknown status {}", locked.status)))?;
     // Someone with no part in the order does not learn that it exists.
-    let actor = fsm::actor_for(user, action, locked.customer_id, locked.courier_id)
-        .ok_or_else(|| ApiError::not_found("order"))?;
+    let actor = Visibility::of(user)
+        .actor(action, locked.customer_id, locked.courier_id)
+        .ok_or(OrderError::NotFound)?;
     let to = fsm::transition(from, action, actor).map_err(|e| match e {
-        TransitionError::Forbidden { .. } => {
-            ApiError::forbidden(format!("you may not {} this order", action.as_str()))
-        }
-        TransitionError::Invalid { from, action } => invalid(from, action),
+        TransitionError::Forbidden { action, .. } => OrderError::Forbidden(action),
+        TransitionError::Invalid { from, action } => OrderError::InvalidTransition { from, action },
     })?;
     if let Some(courier) = courier_id {
         let is_courier: Option<bool> =
@@ -188,12 +165,7 @@ async fn act(
                 .fetch_optional(&mut *tx)
                 .await?;
         if is_courier != Some(true) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "not_a_courier",
-                "courier_id must name a user with the courier role",
-            )
-            .with_extra(serde_json::json!({ "courier_id": courier })));
+            return Err(OrderError::NotACourier { courier });
         }
     }
     let change = Change {
@@ -209,7 +181,7 @@ async fn act(
     state.metrics.transition(from.as_str(), to.as_str(), 1);
     load_order(&state.pool, order_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("order"))
+        .ok_or(OrderError::NotFound)
 }
 
 /// Kitchen accepts a placed order.
@@ -221,10 +193,10 @@ async fn accept(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
     act(&state, &user, id, Action::Accept, None, None)
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// Kitchen rejects a placed order: stock goes back and a refund is created.
@@ -238,12 +210,9 @@ async fn reject(
     Path(id): Path<Uuid>,
     Json(req): Json<RejectRequest>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
     let reason = req.reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::validation(
-            "reason must be 1 to 500 characters long",
-        ));
+        return Err(OrderError::Invalid("reason must be 1 to 500 characters long".into()).into());
     }
     act(
         &state,
@@ -255,6 +224,7 @@ async fn reject(
     )
     .await
     .map(Json)
+    .map_err(ApiError::from)
 }
 
 /// Kitchen marks an accepted order ready for pickup.
@@ -265,10 +235,10 @@ async fn ready(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
     act(&state, &user, id, Action::Ready, None, None)
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// Assign (or reassign) a courier to an accepted or ready order.
@@ -282,7 +252,6 @@ async fn assign(
     Path(id): Path<Uuid>,
     Json(req): Json<AssignRequest>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Kitchen, Role::Manager, Role::Admin])?;
     let reason = Some(format!("courier {} assigned", req.courier_id));
     act(
         &state,
@@ -294,6 +263,7 @@ async fn assign(
     )
     .await
     .map(Json)
+    .map_err(ApiError::from)
 }
 
 /// The assigned courier picks a ready order up.
@@ -305,10 +275,10 @@ async fn pickup(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Courier])?;
     act(&state, &user, id, Action::Pickup, None, None)
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// The assigned courier delivers the order.
@@ -320,10 +290,10 @@ async fn deliver(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Courier])?;
     act(&state, &user, id, Action::Deliver, None, None)
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 /// The customer cancels their order while it is still placed: stock goes back
@@ -336,8 +306,8 @@ async fn cancel(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Order>> {
-    user.require_any(&[Role::Customer])?;
     act(&state, &user, id, Action::Cancel, None, None)
         .await
         .map(Json)
+        .map_err(ApiError::from)
 }
