@@ -334,15 +334,60 @@ impl From<crate::orders::error::OrderError> for ApiError {
     }
 }
 
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        use crate::catalog::CatalogError as E;
+        let detail = e.to_string();
+        let (status, code) = match e {
+            E::Database(db) => return ApiError::Database(db),
+            E::Internal(_) => return ApiError::Internal(detail),
+            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            E::CategoryNotFound | E::ItemNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            E::NameTaken | E::CategoryHasItems | E::CategoryInHistory => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            E::UnknownCategory => (StatusCode::CONFLICT, "unknown_category"),
+            E::CursorOfAnotherSort => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+        };
+        ApiError::new(status, code, detail)
+    }
+}
+
 impl From<crate::auth::tokens::TokenError> for ApiError {
     fn from(e: crate::auth::tokens::TokenError) -> Self {
+        crate::auth::AuthError::Token(e).into()
+    }
+}
+
+impl From<crate::auth::error::PasswordError> for ApiError {
+    fn from(e: crate::auth::error::PasswordError) -> Self {
+        crate::auth::AuthError::Password(e).into()
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as E;
+        use crate::auth::error::PasswordError;
         use crate::auth::tokens::TokenError;
-        match e {
-            TokenError::Expired | TokenError::Invalid => ApiError::unauthorized(e.to_string()),
-            TokenError::Signing(_) | TokenError::NoRandomness(_) => {
-                ApiError::Internal(e.to_string())
+        let detail = e.to_string();
+        let (status, code) = match e {
+            E::Database(db) => return ApiError::Database(db),
+            E::Token(TokenError::Signing(_) | TokenError::NoRandomness(_))
+            | E::Password(PasswordError::Failed(_)) => return ApiError::Internal(detail),
+            E::MissingToken
+            | E::MalformedAuthorization
+            | E::Token(TokenError::Expired | TokenError::Invalid) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
             }
-        }
+            E::Password(PasswordError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            E::EmailTaken => (StatusCode::CONFLICT, "email_taken"),
+            E::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            E::InvalidRefreshToken => (StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
+            E::RefreshTokenReused => (StatusCode::UNAUTHORIZED, "refresh_token_reused"),
+        };
+        ApiError::new(status, code, detail)
     }
 }
 

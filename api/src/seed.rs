@@ -114,10 +114,7 @@ pub async fn seed_demo(pool: &PgPool, with_users: bool) -> anyhow::Result<Seeded
         for (email, name, roles) in DEMO_USERS {
             match auth::create_user(pool, email, name, &hash, roles).await {
                 Ok(_) => seeded.users += 1,
-                Err(crate::error::ApiError::Client {
-                    code: "email_taken",
-                    ..
-                }) => {}
+                Err(auth::AuthError::EmailTaken) => {}
                 Err(e) => return Err(anyhow::anyhow!("{e}")),
             }
         }

@@ -1,6 +1,7 @@
 //! Authentication: registration, password login, rotating refresh tokens,
 //! logout, and the extractor that turns a bearer token into an `AuthUser`.
 
+pub mod error;
 pub mod password;
 pub mod roles;
 pub mod tokens;
@@ -19,23 +20,23 @@ pub use roles::{AuthUser, Role};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Json, unique_violation};
 use crate::users::{User, UserRow};
+pub use error::AuthError;
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("this endpoint needs an Authorization: Bearer token")
-        })?;
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthError::MissingToken)?;
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
+            .ok_or(AuthError::MalformedAuthorization)?;
         let access = state.keys.verify_access(token)?;
         Ok(AuthUser {
             id: access.user,
@@ -97,7 +98,7 @@ pub struct TokenResponse {
     pub refresh_expires_in: u64,
 }
 
-pub fn normalize_email(email: &str) -> Result<String, ApiError> {
+pub fn normalize_email(email: &str) -> Result<String, AuthError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
@@ -110,19 +111,19 @@ pub fn normalize_email(email: &str) -> Result<String, ApiError> {
     if valid {
         Ok(email)
     } else {
-        Err(ApiError::validation(
-            "email must be a valid address such as ada@example.com",
+        Err(AuthError::Invalid(
+            "email must be a valid address such as ada@example.com".into(),
         ))
     }
 }
 
-pub fn check_password(password: &str) -> Result<(), ApiError> {
+pub fn check_password(password: &str) -> Result<(), AuthError> {
     let n = password.chars().count();
     if (8..=128).contains(&n) {
         Ok(())
     } else {
-        Err(ApiError::validation(
-            "password must be 8 to 128 characters long",
+        Err(AuthError::Invalid(
+            "password must be 8 to 128 characters long".into(),
         ))
     }
 }
@@ -139,9 +140,7 @@ async fn register(
     check_password(&req.password)?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation(
-            "name must be 1 to 100 characters long",
-        ));
+        return Err(AuthError::Invalid("name must be 1 to 100 characters long".into()).into());
     }
     let hash = password::hash(req.password).await?;
     let user = create_user(&state.pool, &email, name, &hash, &[Role::Customer]).await?;
@@ -154,7 +153,7 @@ pub async fn create_user(
     name: &str,
     password_hash: &str,
     roles: &[Role],
-) -> ApiResult<User> {
+) -> Result<User, AuthError> {
     let mut roles = roles.to_vec();
     roles.sort();
     roles.dedup();
@@ -171,11 +170,7 @@ pub async fn create_user(
     .await
     .map_err(|e| {
         if unique_violation(&e, "users_email_key") {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "email_taken",
-                "an account with this email already exists",
-            )
+            AuthError::EmailTaken
         } else {
             e.into()
         }
@@ -214,11 +209,7 @@ async fn token(
             let roles = roles::roles_from_strings(&roles);
             Ok(Json(issue_pair(&state, id, &roles, Uuid::now_v7()).await?))
         }
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "the email or password is wrong",
-        )),
+        _ => Err(AuthError::InvalidCredentials.into()),
     }
 }
 
@@ -306,17 +297,9 @@ async fn refresh(
         Some((family, true)) => {
             revoke_family(&state.pool, family).await?;
             tracing::warn!(%family, "refresh token reused; family revoked");
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "refresh_token_reused",
-                "this refresh token was already used; every session it belongs to is now signed out",
-            ))
+            Err(AuthError::RefreshTokenReused.into())
         }
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_refresh_token",
-            "the refresh token is unknown, expired or revoked",
-        )),
+        _ => Err(AuthError::InvalidRefreshToken.into()),
     }
 }
 
@@ -380,10 +363,7 @@ pub async fn bootstrap_admin(
     {
         Ok(_) => Ok(true),
         // Another replica created it at the same moment.
-        Err(ApiError::Client {
-            code: "email_taken",
-            ..
-        }) => Ok(false),
+        Err(AuthError::EmailTaken) => Ok(false),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }
 }

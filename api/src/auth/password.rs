@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::http::StatusCode;
 use rand::TryRngCore;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::error::ApiError;
+use super::error::PasswordError;
 
 /// How long a request waits for a hashing slot.
 const WAIT: Duration = Duration::from_secs(2);
@@ -30,43 +29,40 @@ pub fn set_concurrency(n: usize) {
     let _ = CONCURRENCY.set(n);
 }
 
-/// A turn to hash, or 503 after a short wait.
-async fn slot() -> Result<SemaphorePermit<'static>, ApiError> {
+/// A turn to hash, or `Busy` after a short wait.
+async fn slot() -> Result<SemaphorePermit<'static>, PasswordError> {
     turn(&SLOTS, WAIT).await
 }
 
-async fn turn(slots: &Semaphore, wait: Duration) -> Result<SemaphorePermit<'_>, ApiError> {
+async fn turn(slots: &Semaphore, wait: Duration) -> Result<SemaphorePermit<'_>, PasswordError> {
     match tokio::time::timeout(wait, slots.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "too many password checks at once; retry shortly",
-        )),
+        _ => Err(PasswordError::Busy),
     }
 }
 
-pub async fn hash(password: String) -> Result<String, ApiError> {
+pub async fn hash(password: String) -> Result<String, PasswordError> {
     let _slot = slot().await?;
+    let failed =
+        |what: &str, e: &dyn std::fmt::Display| PasswordError::Failed(format!("{what}: {e}"));
     tokio::task::spawn_blocking(move || {
         let mut salt_bytes = [0u8; 16];
         rand::rngs::OsRng
             .try_fill_bytes(&mut salt_bytes)
-            .map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
-        let salt = SaltString::encode_b64(&salt_bytes)
-            .map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
+            .map_err(|e| failed("no randomness", &e))?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| failed("salt", &e))?;
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(format!("hash: {e}")))
+            .map_err(|e| failed("hash", &e))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("hashing task: {e}")))?
+    .map_err(|e| failed("hashing task", &e))?
 }
 
 /// Verifies a password. With no stored hash (unknown user) it still does the
 /// same work against a fixed hash, so timing does not reveal which emails exist.
-pub async fn verify(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+pub async fn verify(password: String, stored: Option<String>) -> Result<bool, PasswordError> {
     let _slot = slot().await?;
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
@@ -80,7 +76,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Ap
         ok && known
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("verify task: {e}")))
+    .map_err(|e| PasswordError::Failed(format!("verify task: {e}")))
 }
 
 // argon2id hash of a random password nobody knows, with the default parameters.
@@ -99,7 +95,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = turn(&slots, wait).await.unwrap_err();
         assert!(started.elapsed() >= wait);
-        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(err, PasswordError::Busy));
         drop(a);
         assert!(turn(&slots, wait).await.is_ok(), "a freed turn is taken");
         assert!(

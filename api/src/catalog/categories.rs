@@ -9,12 +9,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::check_text;
+use super::{CatalogError, check_text};
 use crate::AppState;
 use crate::auth::{AuthUser, Role};
-use crate::error::{
-    ApiError, ApiResult, Json, Path, Query, foreign_key_violation, unique_violation,
-};
+use crate::error::{ApiResult, Json, Path, Query, foreign_key_violation, unique_violation};
 use crate::pagination::{self, Page};
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -96,7 +94,7 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResu
     .fetch_optional(&state.pool)
     .await?
     .map(Json)
-    .ok_or_else(|| ApiError::not_found("category"))
+    .ok_or_else(|| CatalogError::CategoryNotFound.into())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -125,13 +123,9 @@ pub struct CategoryPatch {
     pub position: Option<i32>,
 }
 
-fn name_taken(e: sqlx::Error) -> ApiError {
+fn name_taken(e: sqlx::Error) -> CatalogError {
     if unique_violation(&e, "categories_name_key") {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "a category with this name already exists",
-        )
+        CatalogError::NameTaken
     } else {
         e.into()
     }
@@ -194,7 +188,7 @@ async fn update(
         .await
         .map_err(name_taken)?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found("category"))
+        .ok_or_else(|| CatalogError::CategoryNotFound.into())
 }
 
 /// Delete an empty category. One that still holds menu items answers 409.
@@ -213,9 +207,7 @@ async fn delete(
     .fetch_one(&state.pool)
     .await?;
     if in_use {
-        return Err(ApiError::conflict(
-            "the category still has menu items; move or delete them first",
-        ));
+        return Err(CatalogError::CategoryHasItems.into());
     }
     // Deleted items still point at their category (past orders show them),
     // so the foreign key refuses to drop a category that ever had items sold.
@@ -225,10 +217,8 @@ async fn delete(
         .await;
     match result {
         Ok(r) if r.rows_affected() == 1 => Ok(StatusCode::NO_CONTENT),
-        Ok(_) => Err(ApiError::not_found("category")),
-        Err(e) if foreign_key_violation(&e) => Err(ApiError::conflict(
-            "the category is referenced by past orders' items and cannot be deleted",
-        )),
+        Ok(_) => Err(CatalogError::CategoryNotFound.into()),
+        Err(e) if foreign_key_violation(&e) => Err(CatalogError::CategoryInHistory.into()),
         Err(e) => Err(e.into()),
     }
 }

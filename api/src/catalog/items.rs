@@ -12,10 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::check_text;
+use super::{CatalogError, check_text};
 use crate::AppState;
 use crate::auth::{AuthUser, Role};
-use crate::error::{ApiError, ApiResult, Json, Path, Query, foreign_key_violation};
+use crate::error::{ApiResult, Json, Path, Query, foreign_key_violation};
 use crate::pagination::{self, Page};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -110,7 +110,8 @@ async fn list(
         Some(body) => body,
         None => {
             let page = list_page(&state, q).await?;
-            let body = serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body =
+                serde_json::to_vec(&page).map_err(|e| CatalogError::Internal(e.to_string()))?;
             let body = axum::body::Bytes::from(body);
             state.menu_cache.put(key, body.clone());
             body
@@ -128,11 +129,7 @@ async fn list_page(state: &AppState, q: ListQuery) -> ApiResult<Page<MenuItem>> 
     let (limit, after): (i64, Option<Cursor>) = pagination::start(q.limit, q.cursor.as_deref())?;
     let sort = q.sort.unwrap_or_default();
     if after.as_ref().is_some_and(|c| c.sort != sort) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_cursor",
-            "the cursor belongs to a different sort order",
-        ));
+        return Err(CatalogError::CursorOfAnotherSort.into());
     }
     if let Some(text) = &q.q {
         check_text("q", text, 100, false)?;
@@ -196,7 +193,7 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResu
         .fetch_optional(&state.pool)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found("menu item"))
+        .ok_or_else(|| CatalogError::ItemNotFound.into())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -245,12 +242,12 @@ pub struct MenuItemPatch {
     pub available: Option<bool>,
 }
 
-fn check_price(price: i64) -> Result<(), ApiError> {
+fn check_price(price: i64) -> Result<(), CatalogError> {
     if (0..=100_000_000).contains(&price) {
         Ok(())
     } else {
-        Err(ApiError::validation(
-            "price_cents must be between 0 and 100000000",
+        Err(CatalogError::Invalid(
+            "price_cents must be between 0 and 100000000".into(),
         ))
     }
 }
@@ -259,22 +256,18 @@ fn check_price(price: i64) -> Result<(), ApiError> {
 /// so units put back by rejected and cancelled orders never overflow it.
 pub const MAX_STOCK: i32 = 1_000_000_000;
 
-fn check_stock(stock: Option<i32>) -> Result<(), ApiError> {
+fn check_stock(stock: Option<i32>) -> Result<(), CatalogError> {
     match stock {
-        Some(s) if !(0..=MAX_STOCK).contains(&s) => Err(ApiError::validation(format!(
+        Some(s) if !(0..=MAX_STOCK).contains(&s) => Err(CatalogError::Invalid(format!(
             "stock must be between 0 and {MAX_STOCK}; use null for unlimited"
         ))),
         _ => Ok(()),
     }
 }
 
-fn unknown_category(e: sqlx::Error) -> ApiError {
+fn unknown_category(e: sqlx::Error) -> CatalogError {
     if foreign_key_violation(&e) {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "unknown_category",
-            "category_id does not name an existing category",
-        )
+        CatalogError::UnknownCategory
     } else {
         e.into()
     }
@@ -365,7 +358,7 @@ async fn update(
     state.menu_cache.clear();
     updated
         .map(Json)
-        .ok_or_else(|| ApiError::not_found("menu item"))
+        .ok_or_else(|| CatalogError::ItemNotFound.into())
 }
 
 /// Remove a menu item from the menu. Past orders keep showing it.
@@ -386,7 +379,7 @@ async fn delete(
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
-        return Err(ApiError::not_found("menu item"));
+        return Err(CatalogError::ItemNotFound.into());
     }
     sqlx::query("DELETE FROM cart_items WHERE menu_item_id = $1")
         .bind(id)

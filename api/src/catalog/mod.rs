@@ -2,6 +2,7 @@
 
 pub mod cache;
 mod categories;
+pub mod error;
 pub mod items;
 
 pub use items::MenuItem;
@@ -9,6 +10,7 @@ pub use items::MenuItem;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
+pub use error::CatalogError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     categories::router().merge(items::router())
@@ -19,11 +21,11 @@ pub(crate) fn check_text(
     value: &str,
     max: usize,
     required: bool,
-) -> Result<(), crate::error::ApiError> {
+) -> Result<(), CatalogError> {
     let n = value.trim().chars().count();
     if (required && n == 0) || n > max {
         let need = if required { "1" } else { "0" };
-        return Err(crate::error::ApiError::validation(format!(
+        return Err(CatalogError::Invalid(format!(
             "{field} must be {need} to {max} characters long"
         )));
     }
