@@ -5,13 +5,13 @@ export CARGO_TARGET_DIR
 SERVICES := scripts/test-services
 
 .DEFAULT_GOAL := help
-.PHONY: help test lint fmt demo bench crds e2e
+.PHONY: help test lint fmt demo bench crds e2e sqlx
 
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 test: lint ## Every check: format, clippy, all tests, API fuzzing, chart and Dockerfile checks
-	$(SERVICES) run -- sh -c 'cargo test --workspace --locked --no-fail-fast && python3 charts/check.py && scripts/fuzz-api'
+	$(SERVICES) run -- sh -c 'cargo test --workspace --locked --no-fail-fast && python3 charts/check.py && scripts/fuzz-api && scripts/sqlx-prepare --check'
 	python3 scripts/check-dockerfiles.py
 
 lint: ## cargo fmt --check and clippy with warnings as errors
@@ -29,6 +29,9 @@ crds: ## Regenerate crds/, the chart's copies and its RBAC rules from the code
 	UPDATE_CRDS=1 cargo test --locked -p foodapp-operator --test crd crds_on_disk
 	cargo run --locked -q -p foodapp-operator -- rbac > charts/foodapp-operator/files/rbac-rules.yaml
 	cargo run --locked -q -p foodapp-operator -- rbac --leader-election > charts/foodapp-operator/files/leader-election-rules.yaml
+
+sqlx: ## Refresh api/.sqlx, the query data the build checks the API's SQL against
+	$(SERVICES) run -- scripts/sqlx-prepare
 
 e2e: ## The operator on a real cluster (FOODAPP_E2E_KUBECONFIG; README: End-to-end tests)
 	@if [ -z "$$FOODAPP_E2E_KUBECONFIG" ]; then \

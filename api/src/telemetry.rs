@@ -189,24 +189,25 @@ impl Metrics {
     /// every `GAUGE_REFRESH`, never per scrape; the counts read partial
     /// indexes of open orders and pending refunds, not the whole tables.
     pub async fn refresh_gauges(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-        let open_states: Vec<&str> = OrderStatus::ALL
+        let open_states: Vec<String> = OrderStatus::ALL
             .into_iter()
             .filter(|s| !s.is_terminal())
-            .map(OrderStatus::as_str)
+            .map(|s| s.as_str().to_owned())
             .collect();
-        let open: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT s, (SELECT count(*) FROM orders WHERE status = s) FROM unnest($1::text[]) AS s",
+        let open = sqlx::query!(
+            r#"SELECT s AS "status!", (SELECT count(*) FROM orders WHERE status = s) AS "n!"
+               FROM unnest($1::text[]) AS s"#,
+            &open_states
         )
-        .bind(&open_states)
         .fetch_all(pool)
         .await?;
-        for (status, n) in open {
+        for row in open {
             self.open_orders
-                .get_or_create(&StatusLabels { status })
-                .set(n);
+                .get_or_create(&StatusLabels { status: row.status })
+                .set(row.n);
         }
         let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM refunds WHERE status = 'pending'")
+            sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM refunds WHERE status = 'pending'"#)
                 .fetch_one(pool)
                 .await?;
         self.refunds_pending.set(pending);

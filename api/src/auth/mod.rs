@@ -157,15 +157,16 @@ pub async fn create_user(
     let mut roles = roles.to_vec();
     roles.sort();
     roles.dedup();
-    let row: UserRow = sqlx::query_as(
+    let row: UserRow = sqlx::query_as!(
+        UserRow,
         "INSERT INTO users (id, email, name, password_hash, roles) VALUES ($1, $2, $3, $4, $5)
          RETURNING id, email, name, roles, created_at",
+        Uuid::now_v7(),
+        email,
+        name,
+        password_hash,
+        &roles::roles_to_strings(&roles)
     )
-    .bind(Uuid::now_v7())
-    .bind(email)
-    .bind(name)
-    .bind(password_hash)
-    .bind(roles::roles_to_strings(&roles))
     .fetch_one(pool)
     .await
     .map_err(|e| {
@@ -191,12 +192,13 @@ async fn token(
         .ok()
         .filter(|e| !e.contains('\0'));
     let row: Option<(Uuid, String, Vec<String>)> = match &email {
-        Some(email) => {
-            sqlx::query_as("SELECT id, password_hash, roles FROM users WHERE lower(email) = $1")
-                .bind(email)
-                .fetch_optional(&state.pool)
-                .await?
-        }
+        Some(email) => sqlx::query!(
+            "SELECT id, password_hash, roles FROM users WHERE lower(email) = $1",
+            email
+        )
+        .fetch_optional(&state.pool)
+        .await?
+        .map(|r| (r.id, r.password_hash, r.roles)),
         None => None,
     };
     let (stored, found) = match row {
@@ -222,15 +224,15 @@ async fn issue_pair(
     let access_token = state.keys.issue_access(user, roles)?;
     let (refresh_token, hash) = tokens::new_refresh_token()?;
     let ttl = state.keys.refresh_ttl;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+        Uuid::now_v7(),
+        family,
+        user,
+        hash,
+        ttl.as_secs_f64()
     )
-    .bind(Uuid::now_v7())
-    .bind(family)
-    .bind(user)
-    .bind(hash)
-    .bind(ttl.as_secs_f64())
     .execute(&state.pool)
     .await?;
     Ok(TokenResponse {
@@ -258,8 +260,8 @@ async fn refresh(
     // concurrent refreshes with the same token exactly one gets the row
     // back) and its successor is written with it. A reuse that revokes the
     // family therefore sees the successor, or makes the claim fail.
-    let claimed: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
-        "WITH claimed AS (
+    let claimed: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query!(
+        r#"WITH claimed AS (
             UPDATE refresh_tokens t SET used_at = now()
             FROM users u
             WHERE t.token_hash = $1 AND t.user_id = u.id
@@ -269,14 +271,15 @@ async fn refresh(
             INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at)
             SELECT $2, family_id, user_id, $3, now() + make_interval(secs => $4) FROM claimed
          )
-         SELECT user_id, family_id, roles FROM claimed",
+         SELECT user_id AS "user_id!", family_id AS "family_id!", roles AS "roles!" FROM claimed"#,
+        &hash,
+        Uuid::now_v7(),
+        &next_hash,
+        ttl.as_secs_f64()
     )
-    .bind(&hash)
-    .bind(Uuid::now_v7())
-    .bind(&next_hash)
-    .bind(ttl.as_secs_f64())
     .fetch_optional(&state.pool)
-    .await?;
+    .await?
+    .map(|r| (r.user_id, r.family_id, r.roles));
     if let Some((user, _, roles)) = claimed {
         let roles = roles::roles_from_strings(&roles);
         return Ok(Json(TokenResponse {
@@ -287,12 +290,13 @@ async fn refresh(
             refresh_expires_in: ttl.as_secs(),
         }));
     }
-    let known: Option<(Uuid, bool)> = sqlx::query_as(
-        "SELECT family_id, used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = $1",
+    let known: Option<(Uuid, bool)> = sqlx::query!(
+        r#"SELECT family_id, used_at IS NOT NULL AS "used!" FROM refresh_tokens WHERE token_hash = $1"#,
+        &hash
     )
-    .bind(&hash)
     .fetch_optional(&state.pool)
-    .await?;
+    .await?
+    .map(|r| (r.family_id, r.used));
     match known {
         Some((family, true)) => {
             revoke_family(&state.pool, family).await?;
@@ -304,10 +308,10 @@ async fn refresh(
 }
 
 async fn revoke_family(pool: &sqlx::PgPool, family: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+        family
     )
-    .bind(family)
     .execute(pool)
     .await?;
     Ok(())
@@ -321,11 +325,12 @@ async fn logout(
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
     let hash = tokens::hash_refresh_token(&req.refresh_token);
-    let family: Option<Uuid> =
-        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&state.pool)
-            .await?;
+    let family: Option<Uuid> = sqlx::query_scalar!(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1",
+        &hash
+    )
+    .fetch_optional(&state.pool)
+    .await?;
     if let Some(family) = family {
         revoke_family(&state.pool, family).await?;
     }
@@ -341,11 +346,12 @@ pub async fn bootstrap_admin(
 ) -> anyhow::Result<bool> {
     let email = normalize_email(email).map_err(|e| anyhow::anyhow!("ADMIN_EMAIL: {e}"))?;
     check_password(password).map_err(|e| anyhow::anyhow!("ADMIN_PASSWORD: {e}"))?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1)")
-            .bind(&email)
-            .fetch_one(pool)
-            .await?;
+    let exists: bool = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1) AS "exists!""#,
+        &email
+    )
+    .fetch_one(pool)
+    .await?;
     if exists {
         return Ok(false);
     }

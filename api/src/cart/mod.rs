@@ -50,13 +50,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 async fn load(pool: &sqlx::PgPool, user: Uuid) -> Result<Cart, sqlx::Error> {
-    let items: Vec<CartLine> = sqlx::query_as(
-        "SELECT c.menu_item_id, m.name, m.price_cents AS unit_price_cents, c.quantity,
-                m.price_cents * c.quantity AS line_total_cents, m.available
+    let items: Vec<CartLine> = sqlx::query_as!(
+        CartLine,
+        r#"SELECT c.menu_item_id, m.name, m.price_cents AS unit_price_cents, c.quantity,
+                m.price_cents * c.quantity AS "line_total_cents!", m.available
          FROM cart_items c JOIN menu_items m ON m.id = c.menu_item_id
-         WHERE c.user_id = $1 ORDER BY c.added_at, c.menu_item_id",
+         WHERE c.user_id = $1 ORDER BY c.added_at, c.menu_item_id"#,
+        user
     )
-    .bind(user)
     .fetch_all(pool)
     .await?;
     let total_cents = items.iter().map(|i| i.line_total_cents).sum();
@@ -89,11 +90,12 @@ async fn set_item(
             "quantity must be between 1 and {MAX_QUANTITY}; remove the item to drop it"
         )));
     }
-    let available: Option<bool> =
-        sqlx::query_scalar("SELECT available FROM menu_items WHERE id = $1 AND deleted_at IS NULL")
-            .bind(item)
-            .fetch_optional(&state.pool)
-            .await?;
+    let available: Option<bool> = sqlx::query_scalar!(
+        "SELECT available FROM menu_items WHERE id = $1 AND deleted_at IS NULL",
+        item
+    )
+    .fetch_optional(&state.pool)
+    .await?;
     match available {
         None => return Err(ApiError::not_found("menu item")),
         Some(false) => {
@@ -106,17 +108,17 @@ async fn set_item(
         }
         Some(true) => {}
     }
-    let written = sqlx::query(
+    let written = sqlx::query!(
         "INSERT INTO cart_items (user_id, menu_item_id, quantity)
          SELECT $1, $2, $3
           WHERE EXISTS (SELECT 1 FROM cart_items WHERE user_id = $1 AND menu_item_id = $2)
              OR (SELECT count(*) FROM cart_items WHERE user_id = $1) < $4
          ON CONFLICT (user_id, menu_item_id) DO UPDATE SET quantity = EXCLUDED.quantity",
+        user.id,
+        item,
+        req.quantity,
+        MAX_LINES as i64
     )
-    .bind(user.id)
-    .bind(item)
-    .bind(req.quantity)
-    .bind(MAX_LINES as i64)
     .execute(&state.pool)
     .await?;
     if written.rows_affected() == 0 {
@@ -141,11 +143,13 @@ async fn remove_item(
     Path(item): Path<Uuid>,
 ) -> ApiResult<Json<Cart>> {
     user.require_any(&[Role::Customer])?;
-    let done = sqlx::query("DELETE FROM cart_items WHERE user_id = $1 AND menu_item_id = $2")
-        .bind(user.id)
-        .bind(item)
-        .execute(&state.pool)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM cart_items WHERE user_id = $1 AND menu_item_id = $2",
+        user.id,
+        item
+    )
+    .execute(&state.pool)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("cart item"));
     }
@@ -156,8 +160,7 @@ async fn remove_item(
 #[utoipa::path(delete, path = "/cart", tag = "cart", security(("bearer" = [])), responses((status = 204)))]
 async fn clear(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     user.require_any(&[Role::Customer])?;
-    sqlx::query("DELETE FROM cart_items WHERE user_id = $1")
-        .bind(user.id)
+    sqlx::query!("DELETE FROM cart_items WHERE user_id = $1", user.id)
         .execute(&state.pool)
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -96,22 +96,23 @@ async fn list(
         pagination::start(q.limit, q.cursor.as_deref())?;
     // The same rule as `can_see`, as SQL parameters.
     let visible = fsm::Visibility::of(&user);
-    let rows: Vec<OrderSummary> = sqlx::query_as(
-        "SELECT o.id, o.customer_id, o.status, o.total_cents, o.courier_id, o.created_at, o.updated_at,
-                (SELECT COALESCE(sum(quantity), 0)::int8 FROM order_items i WHERE i.order_id = o.id) AS item_count
+    let rows: Vec<OrderSummary> = sqlx::query_as!(
+        OrderSummary,
+        r#"SELECT o.id, o.customer_id, o.status, o.total_cents, o.courier_id, o.created_at, o.updated_at,
+                (SELECT COALESCE(sum(quantity), 0)::int8 FROM order_items i WHERE i.order_id = o.id) AS "item_count!"
          FROM orders o
          WHERE ($1 OR o.customer_id = $2 OR ($7 AND o.courier_id = $2))
            AND ($3::text IS NULL OR o.status = $3)
            AND ($4::timestamptz IS NULL OR (o.created_at, o.id) < ($4, $5))
-         ORDER BY o.created_at DESC, o.id DESC LIMIT $6",
+         ORDER BY o.created_at DESC, o.id DESC LIMIT $6"#,
+        visible.all,
+        visible.user,
+        q.status.map(OrderStatus::as_str),
+        after.as_ref().map(|c| c.t),
+        after.as_ref().map(|c| c.id),
+        limit + 1,
+        visible.as_courier
     )
-    .bind(visible.all)
-    .bind(visible.user)
-    .bind(q.status.map(OrderStatus::as_str))
-    .bind(after.as_ref().map(|c| c.t))
-    .bind(after.as_ref().map(|c| c.id))
-    .bind(limit + 1)
-    .bind(visible.as_courier)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(pagination::page(

@@ -139,23 +139,24 @@ pub async fn load_order<'e>(
     db: impl PgExecutor<'e>,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
-    let row: Option<FullOrderRow> = sqlx::query_as(
-        "SELECT o.id, o.customer_id, o.total_cents, o.created_at, o.status, o.courier_id, o.updated_at,
+    let row: Option<FullOrderRow> = sqlx::query_as!(
+        FullOrderRow,
+        r#"SELECT o.id, o.customer_id, o.total_cents, o.created_at, o.status, o.courier_id, o.updated_at,
            COALESCE((SELECT json_agg(json_build_object('menu_item_id', i.menu_item_id, 'name', i.name,
                       'unit_price_cents', i.unit_price_cents, 'quantity', i.quantity,
                       'line_total_cents', i.unit_price_cents * i.quantity) ORDER BY i.menu_item_id)
-                     FROM order_items i WHERE i.order_id = o.id), '[]'::json) AS items,
+                     FROM order_items i WHERE i.order_id = o.id), '[]'::json) AS "items!: Json<Vec<OrderLine>>",
            json_build_object('id', o.payment_id, 'method', o.payment_method, 'status', o.payment_status,
                       'amount_cents', o.total_cents, 'reference', o.payment_reference,
-                      'created_at', o.created_at) AS payment,
+                      'created_at', o.created_at) AS "payment: Json<Payment>",
            (jsonb_build_array(jsonb_build_object('from_status', NULL, 'to_status', 'placed',
                       'actor_id', o.customer_id, 'reason', NULL, 'at', o.created_at))
             || COALESCE((SELECT jsonb_agg(jsonb_build_object('from_status', e.from_status, 'to_status', e.to_status,
                             'actor_id', e.actor_id, 'reason', e.reason, 'at', e.at) ORDER BY e.id)
-                         FROM order_events e WHERE e.order_id = o.id), '[]'::jsonb))::json AS history
-         FROM orders o WHERE o.id = $1",
+                         FROM order_events e WHERE e.order_id = o.id), '[]'::jsonb))::json AS "history!: Json<Vec<OrderEvent>>"
+         FROM orders o WHERE o.id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_optional(db)
     .await?;
     Ok(row.map(FullOrderRow::into_order))

@@ -188,13 +188,14 @@ async fn replay(
     key: &str,
     request_hash: &[u8],
 ) -> Result<Option<Placed>, OrderError> {
-    let stored: Option<(Vec<u8>, Uuid, Option<String>)> = sqlx::query_as(
+    let stored: Option<(Vec<u8>, Uuid, Option<String>)> = sqlx::query!(
         "SELECT request_hash, id, reply FROM orders WHERE customer_id = $1 AND idempotency_key = $2",
+        customer,
+        key
     )
-    .bind(customer)
-    .bind(key)
     .fetch_optional(&state.pool)
-    .await?;
+    .await?
+    .map(|r| (r.request_hash, r.id, r.reply));
     match stored {
         None => Ok(None),
         Some((hash, order_id, reply)) if hash == request_hash => {
@@ -253,13 +254,14 @@ async fn try_place(
     let from_cart = items.is_none();
     let wanted: BTreeMap<Uuid, i32> = match items {
         Some(items) => items,
-        None => sqlx::query_as::<_, (Uuid, i32)>(
+        None => sqlx::query!(
             "SELECT menu_item_id, quantity FROM cart_items WHERE user_id = $1",
+            customer
         )
-        .bind(customer)
         .fetch_all(&state.pool)
         .await?
         .into_iter()
+        .map(|r| (r.menu_item_id, r.quantity))
         .collect(),
     };
     if wanted.is_empty() {
@@ -289,23 +291,24 @@ async fn try_place(
         n => Some(i32::try_from(n).unwrap_or(i32::MAX)),
     };
 
-    let row: Outcome = sqlx::query_as(
-        "SELECT outcome, item, item_name, stock_left, reply
-         FROM place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    let row: Outcome = sqlx::query_as!(
+        Outcome,
+        r#"SELECT outcome AS "outcome!", item, item_name, stock_left, reply
+         FROM place_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        order_id,
+        customer,
+        key,
+        request_hash,
+        &ids,
+        &quantities,
+        now,
+        &now_json,
+        payment_id,
+        payment.method.as_str(),
+        &reference,
+        from_cart,
+        max_unpaid
     )
-    .bind(order_id)
-    .bind(customer)
-    .bind(key)
-    .bind(request_hash)
-    .bind(&ids)
-    .bind(&quantities)
-    .bind(now)
-    .bind(&now_json)
-    .bind(payment_id)
-    .bind(payment.method.as_str())
-    .bind(&reference)
-    .bind(from_cart)
-    .bind(max_unpaid)
     .fetch_one(&state.pool)
     .await?;
 

@@ -21,14 +21,14 @@ pub async fn sweep_once(state: &AppState) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
         let mut tx = state.pool.begin().await?;
-        let expired: Vec<uuid::Uuid> = sqlx::query_scalar(
+        let expired: Vec<uuid::Uuid> = sqlx::query_scalar!(
             "SELECT id FROM orders
              WHERE status = 'placed' AND created_at < now() - make_interval(secs => $1)
              ORDER BY created_at LIMIT $2
              FOR UPDATE SKIP LOCKED",
+            after.as_secs_f64(),
+            BATCH
         )
-        .bind(after.as_secs_f64())
-        .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
         let n = expired.len() as u64;

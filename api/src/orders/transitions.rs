@@ -66,7 +66,7 @@ pub struct Change {
 /// Persists a transition inside the caller's transaction.
 pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx::Error> {
     let at: DateTime<Utc> = Utc::now();
-    sqlx::query(
+    sqlx::query!(
         "WITH moved AS (
             UPDATE orders SET status = $2, updated_at = $5, courier_id = COALESCE($6, courier_id)
             WHERE id = $1 RETURNING id
@@ -74,19 +74,18 @@ pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx:
             INSERT INTO order_events (order_id, from_status, to_status, actor_id, reason, at)
             SELECT $1, $3, $2, $4, $7, $5 FROM moved RETURNING id
          )
-         SELECT pg_notify('order_events', json_build_object(
+         SELECT count(*) AS notified FROM event, pg_notify('order_events', json_build_object(
             'order_id', $1, 'event_id', event.id, 'from_status', $3, 'to_status', $2,
-            'actor_id', $4, 'reason', $7, 'at', $5)::text)
-         FROM event",
+            'actor_id', $4, 'reason', $7, 'at', $5)::text)",
+        change.order_id,
+        change.to.as_str(),
+        change.from.as_str(),
+        change.actor_id,
+        at,
+        change.courier_id,
+        change.reason.as_deref()
     )
-    .bind(change.order_id)
-    .bind(change.to.as_str())
-    .bind(change.from.as_str())
-    .bind(change.actor_id)
-    .bind(at)
-    .bind(change.courier_id)
-    .bind(change.reason.as_deref())
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     if matches!(change.to, OrderStatus::Rejected | OrderStatus::Cancelled) {
         // Put the stock back and refund the captured payment, exactly once:
@@ -94,23 +93,23 @@ pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx:
         // locked in id order first, as placement locks them, so the two
         // cannot deadlock; stock saturates instead of overflowing.
         lock_items(tx, &[change.order_id]).await?;
-        sqlx::query(
-            "UPDATE menu_items m SET stock = LEAST(m.stock::int8 + i.quantity, 2147483647)::int4
+        sqlx::query!(
+        "UPDATE menu_items m SET stock = LEAST(m.stock::int8 + i.quantity, 2147483647)::int4
              FROM order_items i WHERE i.order_id = $1 AND m.id = i.menu_item_id AND m.stock IS NOT NULL",
-        )
-        .bind(change.order_id)
+        change.order_id
+    )
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO refunds (id, order_id, payment_id, amount_cents, reason, created_at)
              SELECT $2, id, payment_id, total_cents, $3, $4 FROM orders
              WHERE id = $1 AND payment_status = 'captured'
              ON CONFLICT (order_id) DO NOTHING",
+            change.order_id,
+            Uuid::now_v7(),
+            change.to.as_str(),
+            at
         )
-        .bind(change.order_id)
-        .bind(Uuid::now_v7())
-        .bind(change.to.as_str())
-        .bind(at)
         .execute(&mut *tx)
         .await?;
     }
@@ -120,14 +119,14 @@ pub async fn persist(tx: &mut PgConnection, change: &Change) -> Result<(), sqlx:
 /// Locks the stocked menu items of these orders, in id order: the order
 /// every transaction that changes stock takes its item locks in.
 pub async fn lock_items(tx: &mut PgConnection, orders: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT 1 FROM menu_items m
+    sqlx::query!(
+        "SELECT m.id FROM menu_items m
          WHERE m.id IN (SELECT i.menu_item_id FROM order_items i WHERE i.order_id = ANY($1))
            AND m.stock IS NOT NULL
          ORDER BY m.id FOR UPDATE",
+        orders
     )
-    .bind(orders)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     Ok(())
 }
@@ -141,10 +140,11 @@ async fn act(
     courier_id: Option<Uuid>,
 ) -> Result<Order, OrderError> {
     let mut tx: Transaction<'_, Postgres> = state.pool.begin().await?;
-    let locked: Locked = sqlx::query_as(
+    let locked: Locked = sqlx::query_as!(
+        Locked,
         "SELECT status, customer_id, courier_id FROM orders WHERE id = $1 FOR UPDATE",
+        order_id
     )
-    .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(OrderError::NotFound)?;
@@ -159,11 +159,12 @@ async fn act(
         TransitionError::Invalid { from, action } => OrderError::InvalidTransition { from, action },
     })?;
     if let Some(courier) = courier_id {
-        let is_courier: Option<bool> =
-            sqlx::query_scalar("SELECT 'courier' = ANY (roles) FROM users WHERE id = $1")
-                .bind(courier)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let is_courier: Option<bool> = sqlx::query_scalar!(
+            r#"SELECT 'courier' = ANY (roles) AS "is_courier!" FROM users WHERE id = $1"#,
+            courier
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         if is_courier != Some(true) {
             return Err(OrderError::NotACourier { courier });
         }

@@ -56,11 +56,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = User), (status = 401, body = crate::error::Problem)))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<User>> {
-    let row: Option<UserRow> =
-        sqlx::query_as("SELECT id, email, name, roles, created_at FROM users WHERE id = $1")
-            .bind(user.id)
-            .fetch_optional(&state.pool)
-            .await?;
+    let row: Option<UserRow> = sqlx::query_as!(
+        UserRow,
+        "SELECT id, email, name, roles, created_at FROM users WHERE id = $1",
+        user.id
+    )
+    .fetch_optional(&state.pool)
+    .await?;
     row.map(|r| Json(r.into()))
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))
 }
@@ -88,16 +90,17 @@ async fn list_users(
     user.require_any(&[Role::Manager, Role::Admin])?;
     let (limit, after): (i64, Option<TimeCursor>) =
         pagination::start(q.limit, q.cursor.as_deref())?;
-    let rows: Vec<UserRow> = sqlx::query_as(
+    let rows: Vec<UserRow> = sqlx::query_as!(
+        UserRow,
         "SELECT id, email, name, roles, created_at FROM users
          WHERE ($1::text IS NULL OR $1 = ANY (roles))
            AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
          ORDER BY created_at, id LIMIT $4",
+        q.role.map(Role::as_str),
+        after.as_ref().map(|c| c.t),
+        after.as_ref().map(|c| c.id),
+        limit + 1
     )
-    .bind(q.role.map(Role::as_str))
-    .bind(after.as_ref().map(|c| c.t))
-    .bind(after.as_ref().map(|c| c.id))
-    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
     Ok(Json(pagination::page(
@@ -139,14 +142,13 @@ async fn set_roles(
     // The administrators are locked first (in id order, the same in every
     // such change), then the target: two admins demoting each other queue
     // here, and the second sees the first's change.
-    let admins: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM users WHERE 'admin' = ANY (roles) ORDER BY id FOR UPDATE",
+    let admins: Vec<Uuid> = sqlx::query_scalar!(
+        "SELECT id FROM users WHERE 'admin' = ANY (roles) ORDER BY id FOR UPDATE"
     )
     .fetch_all(&mut *tx)
     .await?;
     let current: Option<Vec<String>> =
-        sqlx::query_scalar("SELECT roles FROM users WHERE id = $1 FOR UPDATE")
-            .bind(id)
+        sqlx::query_scalar!("SELECT roles FROM users WHERE id = $1 FOR UPDATE", id)
             .fetch_optional(&mut *tx)
             .await?;
     let current = roles_from_strings(&current.ok_or_else(|| ApiError::not_found("user"))?);
@@ -166,11 +168,12 @@ async fn set_roles(
             "admins cannot remove their own admin role",
         ));
     }
-    let row: UserRow = sqlx::query_as(
+    let row: UserRow = sqlx::query_as!(
+        UserRow,
         "UPDATE users SET roles = $2 WHERE id = $1 RETURNING id, email, name, roles, created_at",
+        id,
+        &roles_to_strings(&roles)
     )
-    .bind(id)
-    .bind(roles_to_strings(&roles))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
