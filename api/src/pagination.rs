@@ -82,11 +82,35 @@ pub fn page<R, T>(
     }
 }
 
-/// Cursor of lists ordered by creation time, then id.
+/// Cursor of lists ordered by creation time, then id. A time the server
+/// could not have written (outside years 1 to 9999, which PostgreSQL may not
+/// even hold) makes the cursor unreadable: 400, not a database error.
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[serde(try_from = "RawTimeCursor")]
 pub struct TimeCursor {
     pub t: chrono::DateTime<chrono::Utc>,
     pub id: uuid::Uuid,
+}
+
+#[derive(Deserialize)]
+struct RawTimeCursor {
+    t: chrono::DateTime<chrono::Utc>,
+    id: uuid::Uuid,
+}
+
+impl TryFrom<RawTimeCursor> for TimeCursor {
+    type Error = &'static str;
+    fn try_from(raw: RawTimeCursor) -> Result<Self, Self::Error> {
+        use chrono::Datelike;
+        if (1..=9999).contains(&raw.t.year()) {
+            Ok(TimeCursor {
+                t: raw.t,
+                id: raw.id,
+            })
+        } else {
+            Err("a time no row has")
+        }
+    }
 }
 
 impl TimeCursor {
@@ -110,6 +134,8 @@ mod tests {
         assert_eq!(back, c);
         assert!(decode::<TimeCursor>("not-a-cursor").is_err());
         assert!(decode::<TimeCursor>(&encode(&42)).is_err());
+        let far = serde_json::json!({"t": "+262142-12-31T23:59:59Z", "id": uuid::Uuid::nil()});
+        assert!(decode::<TimeCursor>(&encode(&far)).is_err());
     }
 
     #[test]
