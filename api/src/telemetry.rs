@@ -44,15 +44,16 @@ where
         .finish()
 }
 
-/// The span every request runs in, at INFO so that its fields reach every
-/// log line of the request at the default level.
+/// The span every request runs in. Its level is ERROR so that it exists
+/// whenever anything is logged at all (RUST_LOG=warn included): every log
+/// line of a request carries its method, path and request id.
 pub fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     let id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    tracing::error_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -399,7 +399,7 @@ async fn a_log_line_written_during_a_request_names_its_method_path_and_request_i
     let logs = Capture::default();
     let writer = logs.clone();
     let _guard = tracing::subscriber::set_default(foodapp_api::telemetry::json_logs(
-        tracing_subscriber::EnvFilter::new("info"),
+        tracing_subscriber::EnvFilter::new("warn"),
         move || writer.clone(),
     ));
     let email = "logged@foodapp.io";
