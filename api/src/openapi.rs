@@ -92,6 +92,30 @@ fn refine_json(doc: &mut Value) {
     }
     links(doc);
     exclusive_choices(doc);
+    event_stream(doc);
+}
+
+/// Each event of an order's stream: `event: status`, its `id`, and JSON
+/// `data` holding a `StatusChange` (Open API 3.1 reads `schema` of an event
+/// stream as the schema of one event).
+fn event_stream(doc: &mut Value) {
+    let stream = &mut doc["paths"]["/api/v1/orders/{id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"];
+    if stream.is_object() {
+        stream["schema"] = json!({
+            "type": "object",
+            "properties": {
+                "event": {"type": "string", "enum": ["status"]},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/StatusChange"}
+                }
+            },
+            "required": ["event", "id", "data"]
+        });
+    }
 }
 
 /// Request shapes serde checks in code that the derived schemas cannot say:

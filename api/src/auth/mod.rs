@@ -139,7 +139,7 @@ async fn register(
     let email = normalize_email(&req.email)?;
     check_password(&req.password)?;
     let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || req.name.chars().count() > 100 {
         return Err(AuthError::Invalid("name must be 1 to 100 characters long".into()).into());
     }
     let hash = password::hash(req.password).await?;

@@ -22,8 +22,9 @@ pub(crate) fn check_text(
     max: usize,
     required: bool,
 ) -> Result<(), CatalogError> {
-    let n = value.trim().chars().count();
-    if (required && n == 0) || n > max {
+    // As sent (the length the schema states), and not only spaces.
+    let n = value.chars().count();
+    if (required && value.trim().is_empty()) || n > max {
         let need = if required { "1" } else { "0" };
         return Err(CatalogError::Invalid(format!(
             "{field} must be {need} to {max} characters long"

@@ -212,7 +212,7 @@ async fn reject(
     Json(req): Json<RejectRequest>,
 ) -> ApiResult<Json<Order>> {
     let reason = req.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
+    if reason.is_empty() || req.reason.chars().count() > 500 {
         return Err(OrderError::Invalid("reason must be 1 to 500 characters long".into()).into());
     }
     act(
