@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod refunds;
 pub mod seed;
 pub mod telemetry;
+pub mod text;
 pub mod users;
 
 use std::sync::Arc;

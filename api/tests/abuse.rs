@@ -406,6 +406,8 @@ async fn streams_of_finished_orders_end_whatever_last_event_id_says() {
         .await;
         assert!(events.len() <= 2, "{last}: {events:?}");
     }
+    let bad = follow(&server.base, &token, &order, Some("yesterday")).await;
+    assert_eq!(bad.status(), 400);
     assert_eq!(server.state.followers.open(), 0);
 }
 

@@ -34,7 +34,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .map(crate::text::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MalformedAuthorization)?;
         let access = state.keys.verify_access(token)?;
@@ -67,7 +67,10 @@ pub struct RegisterRequest {
     #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     /// 1 to 100 characters, not only spaces.
-    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+    )]
     pub name: String,
 }
 
@@ -149,7 +152,7 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let email = new_account_email(&req.email)?;
     check_password(&req.password)?;
-    let name = req.name.trim();
+    let name = crate::text::trim(&req.name);
     if name.is_empty() || req.name.chars().count() > 100 {
         return Err(AuthError::Invalid("name must be 1 to 100 characters long".into()).into());
     }

@@ -101,7 +101,10 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResu
 #[serde(deny_unknown_fields)]
 pub struct NewCategory {
     /// 1 to 100 characters, not only spaces; unique regardless of case.
-    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+    )]
     pub name: String,
     /// Up to 1000 characters.
     #[serde(default)]
@@ -115,7 +118,10 @@ pub struct NewCategory {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryPatch {
-    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+    )]
     pub name: Option<String>,
     #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
@@ -148,8 +154,8 @@ async fn create(
          RETURNING id, name, description, position, created_at",
     )
     .bind(Uuid::now_v7())
-    .bind(req.name.trim())
-    .bind(req.description.trim())
+    .bind(crate::text::trim(&req.name))
+    .bind(crate::text::trim(&req.description))
     .bind(req.position)
     .fetch_one(&state.pool)
     .await
@@ -181,8 +187,8 @@ async fn update(
     );
     sqlx::query_as::<_, Category>(sqlx::AssertSqlSafe(sql))
         .bind(id)
-        .bind(req.name.as_deref().map(str::trim))
-        .bind(req.description.as_deref().map(str::trim))
+        .bind(req.name.as_deref().map(crate::text::trim))
+        .bind(req.description.as_deref().map(crate::text::trim))
         .bind(req.position)
         .fetch_optional(&state.pool)
         .await

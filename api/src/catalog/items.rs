@@ -144,7 +144,11 @@ async fn list_page(state: &AppState, q: ListQuery) -> ApiResult<Page<MenuItem>> 
     if let Some(available) = q.available {
         sql.push(" AND available = ").push_bind(available);
     }
-    if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(text) =
+        q.q.as_deref()
+            .map(crate::text::trim)
+            .filter(|t| !t.is_empty())
+    {
         let pattern = escape_like(text);
         sql.push(" AND (name ILIKE ")
             .push_bind(pattern.clone())
@@ -201,7 +205,10 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<Uuid>) -> ApiResu
 pub struct NewMenuItem {
     pub category_id: Uuid,
     /// 1 to 100 characters, not only spaces.
-    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+    )]
     pub name: String,
     /// Up to 1000 characters.
     #[serde(default)]
@@ -227,7 +234,10 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct MenuItemPatch {
     pub category_id: Option<Uuid>,
-    #[schema(max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+    )]
     pub name: Option<String>,
     #[schema(max_length = 1000, pattern = r"^[^\x00]*$")]
     pub description: Option<String>,
@@ -295,8 +305,8 @@ async fn create(
     let item: MenuItem = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(Uuid::now_v7())
         .bind(req.category_id)
-        .bind(req.name.trim())
-        .bind(req.description.trim())
+        .bind(crate::text::trim(&req.name))
+        .bind(crate::text::trim(&req.description))
         .bind(req.price_cents)
         .bind(req.stock)
         .bind(req.available)
@@ -346,8 +356,8 @@ async fn update(
     let updated = sqlx::query_as::<_, MenuItem>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(req.category_id)
-        .bind(req.name.as_deref().map(str::trim))
-        .bind(req.description.as_deref().map(str::trim))
+        .bind(req.name.as_deref().map(crate::text::trim))
+        .bind(req.description.as_deref().map(crate::text::trim))
         .bind(req.price_cents)
         .bind(req.stock.is_some())
         .bind(req.stock.flatten())

@@ -24,7 +24,7 @@ pub(crate) fn check_text(
 ) -> Result<(), CatalogError> {
     // As sent (the length the schema states), and not only spaces.
     let n = value.chars().count();
-    if (required && value.trim().is_empty()) || n > max {
+    if (required && crate::text::is_blank(value)) || n > max {
         let need = if required { "1" } else { "0" };
         return Err(CatalogError::Invalid(format!(
             "{field} must be {need} to {max} characters long"

@@ -340,11 +340,17 @@ async fn events(
         Some(order) if can_see(&user, &order) => order.status,
         _ => return Err(ApiError::not_found("order")),
     };
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(-1);
+    // Our event ids are integers; anything else was not sent by us.
+    let resume = match headers.get("last-event-id") {
+        None => -1,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID must be the id of an event (an integer)")
+            })?,
+    };
     let all = history(&state, id, -1).await?;
     // An id beyond this order's newest event means "up to date", not "wait
     // for an event that will never come".

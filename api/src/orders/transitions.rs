@@ -34,7 +34,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct RejectRequest {
     /// Why the order is rejected; the customer sees it. 1 to 500 characters.
-    #[schema(max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+    )]
     pub reason: String,
 }
 
@@ -211,7 +214,7 @@ async fn reject(
     Path(id): Path<Uuid>,
     Json(req): Json<RejectRequest>,
 ) -> ApiResult<Json<Order>> {
-    let reason = req.reason.trim();
+    let reason = crate::text::trim(&req.reason);
     if reason.is_empty() || req.reason.chars().count() > 500 {
         return Err(OrderError::Invalid("reason must be 1 to 500 characters long".into()).into());
     }
