@@ -101,16 +101,6 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
 
-    /// Whether retrying the same work may succeed (see [`is_transient`]).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ApiError::Database(e) if is_transient(e))
-    }
-
-    /// Transient, and worth retrying at once (see [`is_retryable`]).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ApiError::Database(e) if is_retryable(e))
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,

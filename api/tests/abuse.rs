@@ -13,17 +13,6 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-async fn order(app: &TestApp, token: &str, key: &str, body: Value) -> common::Reply {
-    app.call_with(
-        Method::POST,
-        "/api/v1/orders",
-        Some(token),
-        Some(body),
-        &[("idempotency-key", key)],
-    )
-    .await
-}
-
 /// Deadlocks PostgreSQL detected in this test's database so far. Statistics
 /// reach the view when a session ends, so `pool` is closed first.
 async fn deadlocks(app: &TestApp) -> i64 {
@@ -70,9 +59,7 @@ async fn the_sweeper_and_new_orders_over_the_same_items_never_deadlock() {
                 let lines: Vec<Value> = (0..4)
                     .map(|k| json!({"menu_item_id": items[(c * 5 + n * 7 + k * 3) % 12], "quantity": 1}))
                     .collect();
-                let r = order(
-                    app,
-                    token,
+                let r = app.order(token,
                     &Uuid::new_v4().to_string(),
                     json!({"items": lines, "payment": cash()}),
                 )
@@ -129,14 +116,10 @@ async fn a_customer_holds_only_so_many_open_cash_orders() {
 
     // Ten concurrent cash orders: three get through, whatever the schedule.
     let keys: Vec<String> = (0..10).map(|i| format!("hoard-{i}")).collect();
-    let replies = futures::future::join_all(keys.iter().map(|key| {
-        order(
-            &app,
-            &token,
-            key,
-            json!({"items": line(1), "payment": cash()}),
-        )
-    }))
+    let replies = futures::future::join_all(
+        keys.iter()
+            .map(|key| app.order(&token, key, json!({"items": line(1), "payment": cash()}))),
+    )
     .await;
     let placed: Vec<&common::Reply> = replies
         .iter()
@@ -156,24 +139,24 @@ async fn a_customer_holds_only_so_many_open_cash_orders() {
     );
 
     // A retry of a placed one still replays; card orders are not limited.
-    let again = order(
-        &app,
-        &token,
-        "hoard-0",
-        json!({"items": line(1), "payment": cash()}),
-    )
-    .await;
+    let again = app
+        .order(
+            &token,
+            "hoard-0",
+            json!({"items": line(1), "payment": cash()}),
+        )
+        .await;
     if placed.iter().any(|r| r.body["id"] == again.body["id"]) {
         assert_eq!(again.status, StatusCode::CREATED);
         assert_eq!(again.headers["idempotent-replayed"], "true");
     }
-    let card = order(
-        &app,
-        &token,
-        "by-card",
-        json!({"items": line(1), "payment": {"method": "card", "token": "tok_visa"}}),
-    )
-    .await;
+    let card = app
+        .order(
+            &token,
+            "by-card",
+            json!({"items": line(1), "payment": {"method": "card", "token": "tok_visa"}}),
+        )
+        .await;
     assert_eq!(card.status, StatusCode::CREATED, "{}", card.text);
 
     // A finished order frees its place.
@@ -187,13 +170,13 @@ async fn a_customer_holds_only_so_many_open_cash_orders() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let next = order(
-        &app,
-        &token,
-        "after-reject",
-        json!({"items": line(1), "payment": cash()}),
-    )
-    .await;
+    let next = app
+        .order(
+            &token,
+            "after-reject",
+            json!({"items": line(1), "payment": cash()}),
+        )
+        .await;
     assert_eq!(next.status, StatusCode::CREATED, "{}", next.text);
 }
 
@@ -211,7 +194,7 @@ async fn a_retry_gets_the_stored_reply_of_a_multi_line_order_byte_for_byte() {
         lines.push(json!({"menu_item_id": item, "quantity": i + 1}));
     }
     let body = json!({"items": lines, "payment": {"method": "wallet", "token": "tok_wallet"}});
-    let first = order(&app, &token, "multi", body.clone()).await;
+    let first = app.order(&token, "multi", body.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
     assert_eq!(first.body["items"].as_array().unwrap().len(), 5);
     let id = first.body["id"].as_str().unwrap().to_owned();
@@ -234,7 +217,7 @@ async fn a_retry_gets_the_stored_reply_of_a_multi_line_order_byte_for_byte() {
         .await
         .unwrap();
     let concurrent =
-        futures::future::join_all((0..5).map(|_| order(&app, &token, "multi", body.clone()))).await;
+        futures::future::join_all((0..5).map(|_| app.order(&token, "multi", body.clone()))).await;
     for again in concurrent {
         assert_eq!(again.status, StatusCode::CREATED);
         assert_eq!(again.headers["idempotent-replayed"], "true");
@@ -262,13 +245,13 @@ async fn stock_is_bounded_and_returned_units_never_overflow() {
     // Stock set near the limit behind the API's back: an order is rejected
     // and its units come back without an overflow error blocking the sweep.
     let rice = app.item(cat, "Rice", 10, Some(10)).await;
-    let placed = order(
-        &app,
-        &token,
-        "rice",
-        json!({"items": [{"menu_item_id": rice, "quantity": 5}], "payment": cash()}),
-    )
-    .await;
+    let placed = app
+        .order(
+            &token,
+            "rice",
+            json!({"items": [{"menu_item_id": rice, "quantity": 5}], "payment": cash()}),
+        )
+        .await;
     assert_eq!(placed.status, StatusCode::CREATED);
     sqlx::query("UPDATE menu_items SET stock = 2147483645 WHERE id = $1")
         .bind(rice)
@@ -314,13 +297,13 @@ async fn until_end(resp: reqwest::Response, within: Duration) -> Vec<Value> {
 async fn place_one(app: &TestApp, token: &str) -> String {
     let cat = app.category(&format!("Cat {}", Uuid::new_v4())).await;
     let item = app.item(cat, "Soup", 500, None).await;
-    let r = order(
-        app,
-        token,
-        &Uuid::new_v4().to_string(),
-        json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": cash()}),
-    )
-    .await;
+    let r = app
+        .order(
+            token,
+            &Uuid::new_v4().to_string(),
+            json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": cash()}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().unwrap().to_owned()
 }
@@ -564,6 +547,17 @@ async fn a_reused_refresh_token_racing_its_rotation_leaves_no_live_session() {
     }
 }
 
+/// `who` keeps only the customer role, asked with `token`.
+async fn demote(app: &TestApp, who: Uuid, token: &str) -> common::Reply {
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/users/{who}/roles"),
+        Some(token),
+        Some(json!({"roles": ["customer"]})),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn two_admins_demoting_each_other_at_once_leave_one() {
     let app = TestApp::new().await;
@@ -574,19 +568,7 @@ async fn two_admins_demoting_each_other_at_once_leave_one() {
             .unwrap();
         let (a, a_token) = app.user(&[Role::Admin]).await;
         let (b, b_token) = app.user(&[Role::Admin]).await;
-        let demote = |who: Uuid, token: String| {
-            let app = &app;
-            async move {
-                app.call(
-                    Method::PUT,
-                    &format!("/api/v1/users/{who}/roles"),
-                    Some(&token),
-                    Some(json!({"roles": ["customer"]})),
-                )
-                .await
-            }
-        };
-        let (x, y) = tokio::join!(demote(b, a_token), demote(a, b_token));
+        let (x, y) = tokio::join!(demote(&app, b, &a_token), demote(&app, a, &b_token));
         let admins: i64 =
             sqlx::query_scalar("SELECT count(*) FROM users WHERE 'admin' = ANY (roles)")
                 .fetch_one(&app.db.pool)
@@ -622,22 +604,8 @@ async fn a_stale_admin_token_cannot_change_roles_and_admins_keep_their_own() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/users/{a}/roles"),
-            Some(&b_token),
-            Some(json!({"roles": ["customer"]})),
-        )
-        .await;
+    let r = demote(&app, a, &b_token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/users/{a}/roles"),
-            Some(&a_token),
-            Some(json!({"roles": ["customer"]})),
-        )
-        .await;
+    let r = demote(&app, a, &a_token).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
 }

@@ -11,17 +11,6 @@ use foodapp_api::auth::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-async fn order(app: &TestApp, token: &str, key: &str, body: Value) -> common::Reply {
-    app.call_with(
-        Method::POST,
-        "/api/v1/orders",
-        Some(token),
-        Some(body),
-        &[("idempotency-key", key)],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn placing_an_order_snapshots_prices_decrements_stock_and_records_payment() {
     let app = TestApp::new().await;
@@ -30,9 +19,7 @@ async fn placing_an_order_snapshots_prices_decrements_stock_and_records_payment(
     let pizza = app.item(cat, "Margherita", 950, Some(5)).await;
     let water = app.item(cat, "Water", 250, None).await;
 
-    let r = order(
-        &app,
-        &token,
+    let r = app.order(&token,
         "k1",
         json!({"items": [{"menu_item_id": pizza, "quantity": 2}, {"menu_item_id": water, "quantity": 1}],
                "payment": {"method": "card", "token": "tok_visa"}}),
@@ -81,13 +68,13 @@ async fn ordering_from_the_cart_empties_it() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 
-    let r = order(
-        &app,
-        &token,
-        "cart-1",
-        json!({"from_cart": true, "payment": cash()}),
-    )
-    .await;
+    let r = app
+        .order(
+            &token,
+            "cart-1",
+            json!({"from_cart": true, "payment": cash()}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["items"][0]["quantity"], 3);
     assert_eq!(r.body["total_cents"], 3270);
@@ -96,23 +83,23 @@ async fn ordering_from_the_cart_empties_it() {
     assert_eq!(cart.body["items"], json!([]));
 
     // Retrying after the cart was emptied still returns the same order.
-    let again = order(
-        &app,
-        &token,
-        "cart-1",
-        json!({"from_cart": true, "payment": cash()}),
-    )
-    .await;
+    let again = app
+        .order(
+            &token,
+            "cart-1",
+            json!({"from_cart": true, "payment": cash()}),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.text, r.text);
     // A new order from the now empty cart is refused.
-    let empty = order(
-        &app,
-        &token,
-        "cart-2",
-        json!({"from_cart": true, "payment": cash()}),
-    )
-    .await;
+    let empty = app
+        .order(
+            &token,
+            "cart-2",
+            json!({"from_cart": true, "payment": cash()}),
+        )
+        .await;
     assert_eq!(empty.status, StatusCode::CONFLICT);
     assert_eq!(empty.code(), "cart_empty");
 }
@@ -183,7 +170,7 @@ async fn the_same_idempotency_key_sent_50_times_concurrently_makes_one_order() {
     for _ in 0..50 {
         let (app, token, body) = (app.clone(), token.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
-            order(&app, &token, "same-key", body).await
+            app.order(&token, "same-key", body).await
         }));
     }
     let mut texts = Vec::new();
@@ -203,13 +190,11 @@ async fn the_same_idempotency_key_sent_50_times_concurrently_makes_one_order() {
     );
     assert_eq!(app.stock(lemonade).await, Some(98));
 
-    let replay = order(&app, &token, "same-key", body).await;
+    let replay = app.order(&token, "same-key", body).await;
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     assert_eq!(replay.text, texts[0]);
 
-    let different = order(
-        &app,
-        &token,
+    let different = app.order(&token,
         "same-key",
         json!({"items": [{"menu_item_id": lemonade, "quantity": 3}], "payment": {"method": "wallet", "token": "tok_w"}}),
     )
@@ -227,8 +212,8 @@ async fn idempotency_keys_belong_to_one_customer() {
     let cat = app.category("Salads").await;
     let salad = app.item(cat, "Greek", 850, None).await;
     let body = json!({"items": [{"menu_item_id": salad, "quantity": 1}], "payment": cash()});
-    let a = order(&app, &alice, "shared", body.clone()).await;
-    let b = order(&app, &bob, "shared", body).await;
+    let a = app.order(&alice, "shared", body.clone()).await;
+    let b = app.order(&bob, "shared", body).await;
     assert_eq!(
         (a.status, b.status),
         (StatusCode::CREATED, StatusCode::CREATED)
@@ -341,7 +326,7 @@ async fn bad_orders_get_precise_4xx_and_change_nothing() {
         assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
         assert!(r.is_problem());
     }
-    let r = order(&app, &kitchen, "staff", line(pizza, 1)).await;
+    let r = app.order(&kitchen, "staff", line(pizza, 1)).await;
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
     let r = app.post("/api/v1/orders", None, line(pizza, 1)).await;
     assert_eq!(
@@ -363,22 +348,22 @@ async fn orders_are_visible_by_role_and_listed_newest_first() {
     let pizza = app.item(cat, "Margherita", 950, None).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r = order(
-            &app,
-            &alice,
-            &format!("a{i}"),
+        let r = app
+            .order(
+                &alice,
+                &format!("a{i}"),
+                json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()}),
+            )
+            .await;
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let bobs = app
+        .order(
+            &bob,
+            "b",
             json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()}),
         )
         .await;
-        ids.push(r.body["id"].as_str().unwrap().to_owned());
-    }
-    let bobs = order(
-        &app,
-        &bob,
-        "b",
-        json!({"items": [{"menu_item_id": pizza, "quantity": 1}], "payment": cash()}),
-    )
-    .await;
     let bob_order = bobs.body["id"].as_str().unwrap().to_owned();
 
     let r = app

@@ -210,6 +210,18 @@ impl TestApp {
         self.send(req.expect("request builds")).await
     }
 
+    /// `POST /api/v1/orders` with this Idempotency-Key.
+    pub async fn order(&self, token: &str, key: &str, body: Value) -> Reply {
+        self.call_with(
+            Method::POST,
+            "/api/v1/orders",
+            Some(token),
+            Some(body),
+            &[("idempotency-key", key)],
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.call(Method::GET, path, token, None).await
     }
