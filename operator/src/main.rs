@@ -55,6 +55,28 @@ enum Command {
         /// Burst above that rate.
         #[arg(long, default_value_t = 40)]
         burst: i32,
+        /// Serve HTTPS with HTTP/2 here (with --tls-cert and --tls-key);
+        /// `--listen` then redirects to it.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Option<String>,
+        /// PEM certificate chain.
+        #[arg(long)]
+        tls_cert: Option<String>,
+        /// PEM private key.
+        #[arg(long)]
+        tls_key: Option<String>,
+        /// Strict-Transport-Security value sent over HTTPS.
+        #[arg(long)]
+        hsts: Option<String>,
+        /// Expect a PROXY protocol header on every connection.
+        #[arg(long)]
+        proxy_protocol: bool,
+        /// Address (CIDR) whose PROXY header or X-Forwarded-For is trusted; repeatable.
+        #[arg(long = "trusted-proxy")]
+        trusted_proxies: Vec<String>,
+        /// A plain-HTTP listener that answers /healthz only.
+        #[arg(long)]
+        health_listen: Option<String>,
     },
     /// Back up the database to S3 (the backup CronJob runs this). Prints one
     /// JSON line: {"objectKey","sizeBytes","sha256","verified"}.
@@ -134,8 +156,22 @@ async fn main() -> std::process::ExitCode {
             dir,
             requests_per_second,
             burst,
+            tls_listen,
+            tls_cert,
+            tls_key,
+            hsts,
+            proxy_protocol,
+            trusted_proxies,
+            health_listen,
         } => {
             let dir = dir.display().to_string();
+            let tls = tls_listen.map(|listen| foodapp_operator::build::nginx::Tls {
+                listen,
+                certificate: tls_cert.unwrap_or_default(),
+                key: tls_key.unwrap_or_default(),
+                redirect_http: true,
+                hsts,
+            });
             print!(
                 "{}",
                 foodapp_operator::build::nginx::render(
@@ -149,6 +185,10 @@ async fn main() -> std::process::ExitCode {
                         access_log: format!("{dir}/access.log"),
                         error_log: format!("{dir}/error.log"),
                         temp_dir: dir,
+                        health_listen,
+                        tls,
+                        proxy_protocol,
+                        trusted_proxies,
                     }
                 )
             );

@@ -108,6 +108,36 @@ pub const RULES: &[Rule] = &[
         "give the backup agent its Role (it may only record FoodAppBackups; the operator holds those rights itself, so no escalate or bind)",
     ),
     (
+        "autoscaling",
+        &["horizontalpodautoscalers"],
+        &["get", "list", "create", "patch", "delete"],
+        "autoscale the API and the gateway when the spec asks; remove the autoscaler when it no longer does",
+    ),
+    (
+        "policy",
+        &["poddisruptionbudgets"],
+        &["get", "list", "create", "patch", "delete"],
+        "keep API and gateway pods through node drains; removed when one pod runs",
+    ),
+    (
+        "networking.k8s.io",
+        &["networkpolicies"],
+        &["get", "list", "create", "patch", "delete"],
+        "limit who connects to the database and the API; removed when switched off",
+    ),
+    (
+        "postgresql.cnpg.io",
+        &["clusters", "scheduledbackups"],
+        &["get", "list", "create", "patch", "delete"],
+        "engine CloudNativePG: the Cluster and its backup schedule; delete the Cluster under deletionPolicy Delete",
+    ),
+    (
+        "cert-manager.io",
+        &["certificates"],
+        &["get", "list", "create", "patch", "delete"],
+        "the gateway's certificate when gateway.tls names an issuer",
+    ),
+    (
         "events.k8s.io",
         &["events"],
         &["create", "patch"],

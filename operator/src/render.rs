@@ -23,6 +23,9 @@ pub fn render(yaml: &str, agent_image: &str) -> anyhow::Result<String> {
         &app,
         Inputs {
             db_password: secrets::generate(),
+            // Read from the cluster at run time (CloudNativePG's or the
+            // user's Secret): not known offline.
+            connection: None,
             jwt_secret: secrets::generate(),
             api_rollout_image: Some(app.spec.api.image.clone()),
             run_migration: true,
@@ -35,5 +38,34 @@ pub fn render(yaml: &str, agent_image: &str) -> anyhow::Result<String> {
         .map(|s| serde_json::to_value(s).unwrap_or_default())
         .collect();
     objects.extend(build::build(&model).to_values());
-    Ok(crate::crd::to_yaml(&objects)?)
+    let mut out = String::new();
+    if let Some(from) = connection_source(&app) {
+        out.push_str(&format!(
+            "# Not shown: Secret {} (DATABASE_URL), composed at run time from {from}.\n",
+            crate::build::names::db_connection(&model.name)
+        ));
+    }
+    out.push_str(&crate::crd::to_yaml(&objects)?);
+    Ok(out)
+}
+
+/// Where the connection of an engine the operator does not run comes from.
+fn connection_source(app: &FoodApp) -> Option<String> {
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    match app.spec.database.engine {
+        crate::crd::Engine::BuiltIn => None,
+        crate::crd::Engine::CloudNativePG => Some(format!(
+            "CloudNativePG's Secret {}",
+            crate::build::names::cnpg_app_secret(name)
+        )),
+        crate::crd::Engine::External => Some(format!(
+            "Secret {}",
+            app.spec
+                .database
+                .external
+                .as_ref()
+                .map(|e| e.secret_name.as_str())
+                .unwrap_or_default()
+        )),
+    }
 }

@@ -70,19 +70,199 @@ fn kubernetes_validate(file: &Path) {
     }
 }
 
+/// Kinds of other projects: checked against their own CRDs, not the
+/// official Kubernetes schemas.
+const FOREIGN: [&str; 3] = ["Cluster", "ScheduledBackup", "Certificate"];
+
 #[test]
 fn rendered_objects_pass_strict_schema_validation() {
     let dir = scratch("render");
-    // Minimal: three generated Secrets, database, migration, API, gateway;
-    // full adds backups.
-    for (example, objects) in [("foodapp.yaml", 12), ("foodapp-full.yaml", 16)] {
+    // Minimal: two generated Secrets, database, migration, API, gateway,
+    // disruption budgets, network policies; full adds backups, autoscaling
+    // and TLS; CloudNativePG replaces the StatefulSet and the CronJob with
+    // a Cluster and a ScheduledBackup; External has no database objects.
+    for (example, objects) in [
+        ("foodapp.yaml", 17),
+        ("foodapp-full.yaml", 22),
+        ("foodapp-cloudnativepg.yaml", 17),
+        ("foodapp-external.yaml", 16),
+    ] {
         let yaml = render(example);
-        assert_eq!(yaml.matches("---\n").count(), objects, "{example}");
+        let docs: Vec<serde_json::Value> = yaml
+            .split("---\n")
+            .filter(|d| !d.trim().is_empty() && !d.trim_start().starts_with('#'))
+            .map(|d| yaml_serde::from_str(d).unwrap())
+            .collect();
+        assert_eq!(docs.len(), objects, "{example}: {}", kinds(&docs));
+        let (foreign, core): (Vec<_>, Vec<_>) = docs
+            .into_iter()
+            .partition(|d| FOREIGN.contains(&d["kind"].as_str().unwrap_or_default()));
         let file = dir.join(example);
-        std::fs::write(&file, yaml).unwrap();
+        let core_yaml: String = core
+            .iter()
+            .map(|d| format!("---\n{}", yaml_serde::to_string(d).unwrap()))
+            .collect();
+        std::fs::write(&file, core_yaml).unwrap();
         kubernetes_validate(&file);
+        for object in &foreign {
+            if object["kind"] == "Certificate" {
+                // cert-manager's CRD is not at hand: its required fields.
+                let spec = &object["spec"];
+                assert!(spec["secretName"].is_string() && spec["dnsNames"][0].is_string());
+                assert_eq!(spec["issuerRef"]["group"], "cert-manager.io");
+                continue;
+            }
+            if let Err(errors) = cnpg::check(object) {
+                panic!(
+                    "{example}: {} rejected by CloudNativePG's CRD:\n{}",
+                    object["kind"],
+                    errors.join("\n")
+                );
+            }
+        }
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+fn kinds(docs: &[serde_json::Value]) -> String {
+    docs.iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CloudNativePG's own CRDs (v1.30, unmodified, from the shared directory
+/// or `CNPG_CRDS`): the structural schema, strictly (unknown fields are
+/// errors, as with `kubectl apply --validate=strict`), and its CEL rules.
+mod cnpg {
+    use serde_json::{Value, json};
+    use std::path::PathBuf;
+
+    pub fn dir() -> PathBuf {
+        let candidates = [
+            std::env::var("CNPG_CRDS").ok().map(PathBuf::from),
+            Some(super::repo().join("../shared/crds/cloudnative-pg")),
+            Some(PathBuf::from("/work/shared/crds/cloudnative-pg")),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .find(|p| p.join("postgresql.cnpg.io_clusters.yaml").exists())
+            .expect("CloudNativePG's CRDs not found: set CNPG_CRDS to the directory holding postgresql.cnpg.io_clusters.yaml (v1.30)")
+    }
+
+    pub fn schema(kind: &str) -> Value {
+        let file = dir().join(format!("postgresql.cnpg.io_{}s.yaml", kind.to_lowercase()));
+        let crd: Value = yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let version = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "v1")
+            .unwrap();
+        version["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// An OpenAPI v3 structural schema as JSON Schema.
+    pub fn to_json_schema(s: &Value) -> Value {
+        let Some(map) = s.as_object() else {
+            return s.clone();
+        };
+        let mut out = serde_json::Map::new();
+        for (k, v) in map {
+            match k.as_str() {
+                "properties" => {
+                    let props = v
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(name, p)| (name.clone(), to_json_schema(p)))
+                        .collect();
+                    out.insert(k.clone(), Value::Object(props));
+                }
+                "items" | "additionalProperties" if v.is_object() => {
+                    out.insert(k.clone(), to_json_schema(v));
+                }
+                "allOf" | "anyOf" | "oneOf" => {
+                    let all = v.as_array().unwrap().iter().map(to_json_schema).collect();
+                    out.insert(k.clone(), Value::Array(all));
+                }
+                "nullable" | "x-kubernetes-validations" | "format" => {}
+                k if k.starts_with("x-kubernetes") => {}
+                _ => {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if map.get("x-kubernetes-int-or-string") == Some(&json!(true)) {
+            out.remove("type");
+            out.insert(
+                "anyOf".into(),
+                json!([{"type": "integer"}, {"type": "string"}]),
+            );
+        }
+        if let (Some(true), Some(t)) = (
+            map.get("nullable").and_then(Value::as_bool),
+            out.get("type").cloned(),
+        ) {
+            out.insert("type".into(), json!([t, "null"]));
+        }
+        let open = map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+        if map.contains_key("properties") && !open && !map.contains_key("additionalProperties") {
+            out.insert("additionalProperties".into(), json!(false));
+        }
+        Value::Object(out)
+    }
+
+    pub fn check(object: &Value) -> Result<(), Vec<String>> {
+        assert_eq!(object["apiVersion"], "postgresql.cnpg.io/v1");
+        let schema = schema(object["kind"].as_str().unwrap());
+        let mut errors: Vec<String> = Vec::new();
+        let validator = jsonschema::validator_for(&to_json_schema(&schema)).unwrap();
+        errors.extend(
+            validator
+                .iter_errors(object)
+                .map(|e| format!("{}: {e}", e.instance_path())),
+        );
+        if let Err(e) = kube::core::cel::Validator::new().validate(&schema, object, None) {
+            errors.extend(e.into_vec().into_iter().map(|e| e.message));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[test]
+fn the_cloudnativepg_check_rejects_what_cloudnativepg_would() {
+    // Guards the check itself: an unknown field, a wrong type, a CEL rule.
+    let good = json_cluster();
+    cnpg::check(&good).unwrap();
+    let mut unknown = good.clone();
+    unknown["spec"]["instancez"] = 3.into();
+    assert!(cnpg::check(&unknown).is_err());
+    let mut wrong_type = good.clone();
+    wrong_type["spec"]["instances"] = "three".into();
+    assert!(cnpg::check(&wrong_type).is_err());
+    let mut both_images = good.clone();
+    both_images["spec"]["imageName"] = "ghcr.io/cloudnative-pg/postgresql:17".into();
+    both_images["spec"]["imageCatalogRef"] = serde_json::json!({"apiGroup": "postgresql.cnpg.io", "kind": "ClusterImageCatalog", "name": "pg", "major": 17});
+    let errors = cnpg::check(&both_images).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("mutually exclusive")),
+        "{errors:?}"
+    );
+}
+
+fn json_cluster() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": "shop-db", "namespace": "food"},
+        "spec": {"instances": 3, "storage": {"size": "1Gi"}}
+    })
 }
 
 #[test]
@@ -128,8 +308,14 @@ fn the_gateway_config_loads_in_a_real_nginx() {
     // else is exactly what the gateway pod loads.
     let upstream = "server bistro-api.food.svc:8080";
     assert!(conf.contains(upstream));
-    let local = conf.replace(upstream, "server 127.0.0.1:9");
     let dir = scratch("nginx");
+    // The full example serves TLS: a throwaway certificate where the
+    // Secret is mounted.
+    assert!(conf.contains("ssl_certificate /etc/nginx/tls/tls.crt;"));
+    self_signed(&dir);
+    let local = conf
+        .replace(upstream, "server 127.0.0.1:9")
+        .replace("/etc/nginx/tls/", &format!("{}/", dir.display()));
     std::fs::write(dir.join("nginx.conf"), local).unwrap();
     let out = Command::new(&nginx)
         .args(["-t", "-q", "-p"])
@@ -144,4 +330,31 @@ fn the_gateway_config_loads_in_a_real_nginx() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// tls.crt and tls.key for localhost in `dir`.
+pub fn self_signed(dir: &Path) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("tls.key"))
+        .arg("-out")
+        .arg(dir.join("tls.crt"))
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -58,11 +58,17 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
         env("RUST_LOG", "info"),
     ];
     let env_vars = merge_env(ours, &api.env);
-    let replicas = if model.restoring { 0 } else { api.replicas };
+    // A restore stops the API whatever scales it (an autoscaler leaves a
+    // Deployment at zero alone).
+    let replicas = if model.restoring {
+        Some(0)
+    } else {
+        super::scaling::replicas(api.replicas, api.autoscaling.as_ref())
+    };
     Deployment {
         metadata: meta(model, names::api(&model.name), COMPONENT),
         spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
+            replicas,
             selector: LabelSelector {
                 match_labels: Some(selector_labels(model, COMPONENT)),
                 ..Default::default()
@@ -100,6 +106,7 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
                     security_context: Some(pod_security(API_UID)),
                     termination_grace_period_seconds: Some(30),
                     enable_service_links: Some(false),
+                    topology_spread_constraints: Some(super::scaling::spread(model, COMPONENT)),
                     volumes: Some(vec![Volume {
                         name: "tmp".to_owned(),
                         empty_dir: Some(EmptyDirVolumeSource::default()),

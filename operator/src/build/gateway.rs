@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -15,15 +15,22 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::nginx::{self, GatewayConfig};
 use super::{
-    API_PORT, GATEWAY_PORT, Model, container_security, labels, meta, names, pod_security,
-    selector_labels, short_hash,
+    API_PORT, GATEWAY_PORT, GATEWAY_TLS_PORT, Model, container_security, labels, meta, names,
+    pod_security, selector_labels, short_hash,
 };
-use crate::crd::ServiceType;
+use crate::crd::foreign::{CertIssuerRef, Certificate, CertificateSpec};
+use crate::crd::{Hsts, ServiceType, TrafficPolicy};
 
 const COMPONENT: &str = "gateway";
 /// The nginx user of the official image.
 const NGINX_UID: i64 = 101;
 const CONFIG_DIR: &str = "/etc/nginx/foodapp";
+const TLS_DIR: &str = "/etc/nginx/tls";
+/// Plain HTTP for the kubelet's probes, whatever the public ports speak.
+const HEALTH_PORT: i32 = 8081;
+/// The DigitalOcean load balancer sends the PROXY protocol when this is "true".
+pub const DO_PROXY_PROTOCOL_ANNOTATION: &str =
+    "service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol";
 pub const CONFIG_HASH_ANNOTATION: &str = "foodapp.io/config-hash";
 
 /// One nginx worker per CPU the pod may use: its CPU limit, else its
@@ -60,7 +67,59 @@ pub fn config(model: &Model) -> GatewayConfig {
         temp_dir: "/tmp".to_owned(),
         access_log: "/dev/stdout".to_owned(),
         error_log: "/dev/stderr".to_owned(),
+        health_listen: Some(HEALTH_PORT.to_string()),
+        tls: g.tls.as_ref().map(|t| nginx::Tls {
+            listen: GATEWAY_TLS_PORT.to_string(),
+            certificate: format!("{TLS_DIR}/tls.crt"),
+            key: format!("{TLS_DIR}/tls.key"),
+            redirect_http: t.redirect_http,
+            hsts: hsts(&t.hsts),
+        }),
+        proxy_protocol: g.proxy_protocol,
+        trusted_proxies: g.trusted_proxies.clone(),
     }
+}
+
+fn hsts(h: &Hsts) -> Option<String> {
+    (h.max_age_seconds > 0).then(|| {
+        let mut v = format!("max-age={}", h.max_age_seconds);
+        if h.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if h.preload {
+            v.push_str("; preload");
+        }
+        v
+    })
+}
+
+/// The Secret holding the gateway's certificate: the user's, or the one
+/// cert-manager fills for the Certificate below.
+pub fn tls_secret(model: &Model) -> Option<String> {
+    let tls = model.spec.gateway.tls.as_ref()?;
+    Some(
+        tls.secret_name
+            .clone()
+            .unwrap_or_else(|| names::gateway_tls(&model.name)),
+    )
+}
+
+/// A cert-manager Certificate, when the spec names an issuer.
+pub fn certificate(model: &Model) -> Option<Certificate> {
+    let tls = model.spec.gateway.tls.as_ref()?;
+    let issuer = tls.issuer_ref.as_ref()?;
+    Some(Certificate {
+        metadata: meta(model, names::gateway_tls(&model.name), COMPONENT),
+        spec: CertificateSpec {
+            secret_name: names::gateway_tls(&model.name),
+            dns_names: tls.dns_names.clone(),
+            issuer_ref: CertIssuerRef {
+                name: issuer.name.clone(),
+                kind: issuer.kind.clone(),
+                group: "cert-manager.io".to_owned(),
+            },
+        },
+    })
 }
 
 pub fn config_map(model: &Model) -> ConfigMap {
@@ -80,7 +139,7 @@ pub fn deployment(model: &Model) -> Deployment {
     let probe = |period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/healthz".to_owned()),
-            port: IntOrString::String("http".to_owned()),
+            port: IntOrString::String("health".to_owned()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -88,10 +147,53 @@ pub fn deployment(model: &Model) -> Deployment {
         failure_threshold: Some(3),
         ..Default::default()
     };
+    let port = |name: &str, number: i32| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        ..Default::default()
+    };
+    let mut ports = vec![port("http", GATEWAY_PORT), port("health", HEALTH_PORT)];
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::gateway(&model.name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    if let Some(secret) = tls_secret(model) {
+        ports.push(port("https", GATEWAY_TLS_PORT));
+        mounts.push(mount("tls", TLS_DIR, true));
+        volumes.push(Volume {
+            name: "tls".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     Deployment {
         metadata: meta(model, names::gateway(&model.name), COMPONENT),
         spec: Some(DeploymentSpec {
-            replicas: Some(g.replicas),
+            replicas: super::scaling::replicas(g.replicas, g.autoscaling.as_ref()),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(model, COMPONENT)),
                 ..Default::default()
@@ -118,47 +220,18 @@ pub fn deployment(model: &Model) -> Deployment {
                             "-c".to_owned(),
                             format!("{CONFIG_DIR}/nginx.conf"),
                         ]),
-                        ports: Some(vec![ContainerPort {
-                            name: Some("http".to_owned()),
-                            container_port: GATEWAY_PORT,
-                            ..Default::default()
-                        }]),
+                        ports: Some(ports),
                         readiness_probe: Some(probe(5)),
                         liveness_probe: Some(probe(10)),
                         resources: g.resources.clone(),
                         security_context: Some(container_security(NGINX_UID)),
-                        volume_mounts: Some(vec![
-                            VolumeMount {
-                                name: "config".to_owned(),
-                                mount_path: CONFIG_DIR.to_owned(),
-                                read_only: Some(true),
-                                ..Default::default()
-                            },
-                            VolumeMount {
-                                name: "tmp".to_owned(),
-                                mount_path: "/tmp".to_owned(),
-                                ..Default::default()
-                            },
-                        ]),
+                        volume_mounts: Some(mounts),
                         ..Default::default()
                     }],
                     security_context: Some(pod_security(NGINX_UID)),
                     enable_service_links: Some(false),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".to_owned(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: names::gateway(&model.name),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "tmp".to_owned(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Default::default()
-                        },
-                    ]),
+                    topology_spread_constraints: Some(super::scaling::spread(model, COMPONENT)),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -169,25 +242,46 @@ pub fn deployment(model: &Model) -> Deployment {
 }
 
 pub fn service(model: &Model) -> Service {
-    let service_type = model.spec.gateway.service_type;
+    let g = &model.spec.gateway;
+    let service_type = g.service_type;
     // Traffic from outside the cluster stays on the node that received it,
-    // so nginx sees (and rate-limits) the customer's address, not a node's.
+    // so nginx sees (and rate-limits) the customer's address, not a node's,
+    // unless the spec says otherwise.
     let external = matches!(
         service_type,
         ServiceType::LoadBalancer | ServiceType::NodePort
     );
+    let traffic_policy = external.then(|| {
+        g.external_traffic_policy
+            .unwrap_or(TrafficPolicy::Local)
+            .as_str()
+            .to_owned()
+    });
+    let mut annotations = g.service_annotations.clone();
+    if g.proxy_protocol {
+        annotations
+            .entry(DO_PROXY_PROTOCOL_ANNOTATION.to_owned())
+            .or_insert_with(|| "true".to_owned());
+    }
+    let port = |name: &str, number: i32| ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        ..Default::default()
+    };
+    let mut ports = vec![port("http", 80)];
+    if g.tls.is_some() {
+        ports.push(port("https", 443));
+    }
+    let mut metadata = meta(model, names::gateway(&model.name), COMPONENT);
+    metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     Service {
-        metadata: meta(model, names::gateway(&model.name), COMPONENT),
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some(service_type.as_str().to_owned()),
-            external_traffic_policy: external.then(|| "Local".to_owned()),
+            external_traffic_policy: traffic_policy,
             selector: Some(selector_labels(model, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: 80,
-                target_port: Some(IntOrString::String("http".to_owned())),
-                ..Default::default()
-            }]),
+            ports: Some(ports),
             ..Default::default()
         }),
         ..Default::default()

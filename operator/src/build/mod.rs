@@ -3,25 +3,32 @@
 
 pub mod api;
 pub mod backup;
+pub mod cnpg;
 pub mod gateway;
 pub mod migration;
+pub mod network;
 pub mod nginx;
 pub mod postgres;
+pub mod scaling;
 pub mod secrets;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, SecurityContext, Service,
+    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, Secret, SecurityContext, Service,
     ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::crd::FoodAppSpec;
+use crate::crd::foreign::{Certificate, Cluster, ScheduledBackup};
+use crate::crd::{Engine, FoodAppSpec};
 
 pub const MANAGER: &str = "foodapp-operator";
 pub const PART_OF: &str = "foodapp";
@@ -36,6 +43,9 @@ pub struct Model {
     /// Database password, as the database Secret holds it: its hash on the
     /// pod templates restarts the database and the API when it changes.
     pub db_password: String,
+    /// Where the API connects, for the CloudNativePG and External engines
+    /// (None: built in, or not known yet).
+    pub connection: Option<Connection>,
     /// Access-token signing secret, as the API Secret holds it.
     pub jwt_secret: String,
     /// The Secret with the first administrator's `email` and `password`.
@@ -68,6 +78,7 @@ pub const RETRY_MIGRATION_ANNOTATION: &str = "foodapp.io/retry-migration";
 #[derive(Debug, Clone)]
 pub struct Inputs {
     pub db_password: String,
+    pub connection: Option<Connection>,
     pub jwt_secret: String,
     pub api_rollout_image: Option<String>,
     pub run_migration: bool,
@@ -110,6 +121,7 @@ impl Model {
             name,
             spec: app.spec.clone(),
             db_password: inputs.db_password,
+            connection: inputs.connection,
             jwt_secret: inputs.jwt_secret,
             api_rollout_image: inputs.api_rollout_image,
             run_migration: inputs.run_migration,
@@ -133,49 +145,172 @@ impl Model {
     }
 }
 
+/// A database the operator does not run itself: what the API, the
+/// migration Job and the backup agent connect to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub sslmode: String,
+}
+
+impl Connection {
+    /// A libpq/sqlx URL; every part is percent-encoded but the host.
+    pub fn url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "postgres://{}:{}@{host}:{}/{}?sslmode={}",
+            encode(&self.user),
+            encode(&self.password),
+            self.port,
+            encode(&self.database),
+            encode(&self.sslmode)
+        )
+    }
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// One object of each kind the controller applies. Applying destructures it
 /// without `..`, so a new component cannot be forgotten.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    pub db_statefulset: StatefulSet,
-    pub db_service: Service,
-    pub db_headless_service: Service,
+    pub database: DatabaseObjects,
     pub migration_job: Option<Job>,
     pub api_deployment: Option<Deployment>,
     pub api_service: Service,
+    pub api_scaling: Scaling,
     pub gateway_config: ConfigMap,
     pub gateway_deployment: Deployment,
     pub gateway_service: Service,
+    pub gateway_scaling: Scaling,
+    /// The cert-manager Certificate of the gateway, when an issuer is named.
+    pub gateway_certificate: Option<Certificate>,
+    pub network_policies: Vec<NetworkPolicy>,
     pub backup: Option<BackupObjects>,
 }
 
+/// The database objects of the FoodApp's engine.
 #[derive(Debug, Clone)]
-pub struct BackupObjects {
-    pub service_account: ServiceAccount,
-    pub role: Role,
-    pub role_binding: RoleBinding,
-    pub cron_job: CronJob,
+pub enum DatabaseObjects {
+    BuiltIn {
+        statefulset: Box<StatefulSet>,
+        service: Box<Service>,
+        headless_service: Box<Service>,
+    },
+    CloudNativePG {
+        cluster: Box<Cluster>,
+        /// The Secret with DATABASE_URL, once CloudNativePG made the app login.
+        connection: Option<Secret>,
+    },
+    External {
+        connection: Option<Secret>,
+    },
+}
+
+/// The autoscaler and disruption budget of a stateless component.
+#[derive(Debug, Clone, Default)]
+pub struct Scaling {
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+/// Scheduled backups: the agent's CronJob and its RBAC (pg_dump, for the
+/// built-in and external engines), or CloudNativePG's own schedule (WAL
+/// archiving is set on the Cluster).
+#[derive(Debug, Clone)]
+pub enum BackupObjects {
+    Dump {
+        service_account: Box<ServiceAccount>,
+        role: Box<Role>,
+        role_binding: Box<RoleBinding>,
+        cron_job: Box<CronJob>,
+    },
+    CloudNativePG {
+        scheduled_backup: Box<ScheduledBackup>,
+    },
 }
 
 pub fn build(model: &Model) -> Desired {
+    let spec = &model.spec;
+    let connection = || {
+        model
+            .connection
+            .as_ref()
+            .map(|c| secrets::connection(model, c))
+    };
+    let database = match spec.database.engine {
+        Engine::BuiltIn => DatabaseObjects::BuiltIn {
+            statefulset: Box::new(postgres::statefulset(model)),
+            service: Box::new(postgres::service(model)),
+            headless_service: Box::new(postgres::headless_service(model)),
+        },
+        Engine::CloudNativePG => DatabaseObjects::CloudNativePG {
+            cluster: Box::new(cnpg::cluster(model)),
+            connection: connection(),
+        },
+        Engine::External => DatabaseObjects::External {
+            connection: connection(),
+        },
+    };
+    let scaling =
+        |name: String, component: &str, fixed: i32, a: Option<&crate::crd::Autoscaling>| Scaling {
+            hpa: a.map(|a| scaling::hpa(model, &name, component, a)),
+            pdb: scaling::pdb(model, &name, component, scaling::min_pods(fixed, a)),
+        };
     Desired {
-        db_statefulset: postgres::statefulset(model),
-        db_service: postgres::service(model),
-        db_headless_service: postgres::headless_service(model),
+        database,
         migration_job: model.run_migration.then(|| migration::job(model)),
         api_deployment: model
             .api_rollout_image
             .as_deref()
             .map(|image| api::deployment(model, image)),
         api_service: api::service(model),
+        api_scaling: scaling(
+            names::api(&model.name),
+            "api",
+            spec.api.replicas,
+            spec.api.autoscaling.as_ref(),
+        ),
         gateway_config: gateway::config_map(model),
         gateway_deployment: gateway::deployment(model),
         gateway_service: gateway::service(model),
-        backup: model.spec.backup.as_ref().map(|spec| BackupObjects {
-            service_account: backup::service_account(model),
-            role: backup::role(model),
-            role_binding: backup::role_binding(model),
-            cron_job: backup::cron_job(model, spec),
+        gateway_scaling: scaling(
+            names::gateway(&model.name),
+            "gateway",
+            spec.gateway.replicas,
+            spec.gateway.autoscaling.as_ref(),
+        ),
+        gateway_certificate: gateway::certificate(model),
+        network_policies: network::policies(model),
+        backup: spec.backup.as_ref().map(|b| match spec.database.engine {
+            Engine::CloudNativePG => BackupObjects::CloudNativePG {
+                scheduled_backup: Box::new(cnpg::scheduled_backup(model, b)),
+            },
+            Engine::BuiltIn | Engine::External => BackupObjects::Dump {
+                service_account: Box::new(backup::service_account(model)),
+                role: Box::new(backup::role(model)),
+                role_binding: Box::new(backup::role_binding(model)),
+                cron_job: Box::new(backup::cron_job(model, b)),
+            },
         }),
     }
 }
@@ -184,45 +319,71 @@ impl Desired {
     /// Every object as JSON values, in apply order (for `render`).
     pub fn to_values(&self) -> Vec<serde_json::Value> {
         let Desired {
-            db_statefulset,
-            db_service,
-            db_headless_service,
+            database,
             migration_job,
             api_deployment,
             api_service,
+            api_scaling,
             gateway_config,
             gateway_deployment,
             gateway_service,
+            gateway_scaling,
+            gateway_certificate,
+            network_policies,
             backup,
         } = self;
-        let mut out = vec![
-            value(db_headless_service),
-            value(db_service),
-            value(db_statefulset),
-        ];
+        let mut out = Vec::new();
+        match database {
+            DatabaseObjects::BuiltIn {
+                statefulset,
+                service,
+                headless_service,
+            } => out.extend([value(headless_service), value(service), value(statefulset)]),
+            DatabaseObjects::CloudNativePG {
+                cluster,
+                connection,
+            } => {
+                out.push(value(cluster));
+                out.extend(connection.iter().map(value));
+            }
+            DatabaseObjects::External { connection } => {
+                out.extend(connection.iter().map(value));
+            }
+        }
+        out.extend(network_policies.iter().map(value));
         out.extend(migration_job.iter().map(value));
         out.push(value(api_service));
         out.extend(api_deployment.iter().map(value));
-        out.extend([
-            value(gateway_config),
-            value(gateway_service),
-            value(gateway_deployment),
-        ]);
-        if let Some(BackupObjects {
-            service_account,
-            role,
-            role_binding,
-            cron_job,
-        }) = backup
-        {
-            out.extend([
+        out.extend(api_scaling.values());
+        out.push(value(gateway_config));
+        out.extend(gateway_certificate.iter().map(value));
+        out.extend([value(gateway_service), value(gateway_deployment)]);
+        out.extend(gateway_scaling.values());
+        match backup {
+            Some(BackupObjects::Dump {
+                service_account,
+                role,
+                role_binding,
+                cron_job,
+            }) => out.extend([
                 value(service_account),
                 value(role),
                 value(role_binding),
                 value(cron_job),
-            ]);
+            ]),
+            Some(BackupObjects::CloudNativePG { scheduled_backup }) => {
+                out.push(value(scheduled_backup));
+            }
+            None => {}
         }
         out
+    }
+}
+
+impl Scaling {
+    fn values(&self) -> Vec<serde_json::Value> {
+        let Scaling { hpa, pdb } = self;
+        hpa.iter().map(value).chain(pdb.iter().map(value)).collect()
     }
 }
 
@@ -265,12 +426,30 @@ pub mod names {
     pub fn db_pvc(app: &str) -> String {
         format!("data-{app}-db-0")
     }
+    /// DATABASE_URL of a database the operator does not run (CloudNativePG, External).
+    pub fn db_connection(app: &str) -> String {
+        format!("{app}-db-connection")
+    }
+    /// CloudNativePG's Secret with the app login of the Cluster `<app>-db`.
+    pub fn cnpg_app_secret(app: &str) -> String {
+        format!("{app}-db-app")
+    }
+    /// CloudNativePG's read-write Service: always the primary.
+    pub fn cnpg_rw_service(app: &str) -> String {
+        format!("{app}-db-rw")
+    }
+    /// The Secret cert-manager writes the gateway's certificate to.
+    pub fn gateway_tls(app: &str) -> String {
+        format!("{app}-gateway-tls")
+    }
 }
 
 pub const DB_USER: &str = "foodapp";
 pub const DB_NAME: &str = "foodapp";
 pub const API_PORT: i32 = 8080;
 pub const GATEWAY_PORT: i32 = 8080;
+/// HTTPS, when `gateway.tls` is set.
+pub const GATEWAY_TLS_PORT: i32 = 8443;
 /// The unprivileged user the API and agent images run as (distroless "nonroot").
 pub const API_UID: i64 = 65532;
 
@@ -402,6 +581,7 @@ pub(crate) mod testing {
             uid: "6b1e1d7e-0000-4000-8000-000000000001".into(),
             spec: FoodAppSpec::default(),
             db_password: "db-password".into(),
+            connection: None,
             jwt_secret: "jwt-secret".into(),
             admin_secret: "shop-admin".into(),
             api_rollout_image: Some(crate::crd::DEFAULT_API_IMAGE.into()),
@@ -432,7 +612,8 @@ mod tests {
             },
         });
         let values = build(&m).to_values();
-        assert_eq!(values.len(), 13);
+        // 13 as before, two disruption budgets, three network policies.
+        assert_eq!(values.len(), 18);
         for v in values {
             let meta = &v["metadata"];
             let what = format!("{} {}", v["kind"], meta["name"]);
@@ -456,6 +637,80 @@ mod tests {
             assert_eq!(meta["ownerReferences"][0]["uid"], m.uid, "{what}");
             assert_eq!(meta["ownerReferences"][0]["controller"], true, "{what}");
         }
+    }
+
+    fn kinds(m: &Model) -> Vec<String> {
+        build(m)
+            .to_values()
+            .iter()
+            .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn each_engine_has_its_own_database_objects() {
+        let mut m = testing::model();
+        let s3 = crate::crd::S3Spec {
+            bucket: "backups".into(),
+            credentials_secret: "spaces".into(),
+            ..Default::default()
+        };
+        m.spec.backup = Some(crate::crd::BackupSpec {
+            schedule: "0 3 * * *".into(),
+            suspend: false,
+            retention: Default::default(),
+            verify: true,
+            s3,
+        });
+        let builtin = kinds(&m);
+        assert!(builtin.contains(&"StatefulSet".to_owned()));
+        assert!(builtin.contains(&"CronJob".to_owned()));
+
+        m.spec.database.engine = Engine::CloudNativePG;
+        m.connection = Some(Connection {
+            host: "shop-db-rw.food.svc".into(),
+            port: 5432,
+            database: "foodapp".into(),
+            user: "foodapp".into(),
+            password: "pw".into(),
+            sslmode: "require".into(),
+        });
+        let cnpg = kinds(&m);
+        assert!(!cnpg.contains(&"StatefulSet".to_owned()));
+        assert!(
+            !cnpg.contains(&"CronJob".to_owned()),
+            "CloudNativePG backs up"
+        );
+        for kind in ["Cluster", "ScheduledBackup", "Secret"] {
+            assert!(cnpg.contains(&kind.to_owned()), "{kind} in {cnpg:?}");
+        }
+
+        m.spec.database.engine = Engine::External;
+        let external = kinds(&m);
+        assert!(!external.contains(&"StatefulSet".to_owned()));
+        assert!(!external.contains(&"Cluster".to_owned()));
+        assert!(external.contains(&"CronJob".to_owned()), "pg_dump backups");
+        assert!(external.contains(&"Secret".to_owned()));
+    }
+
+    #[test]
+    fn autoscaled_components_get_an_autoscaler_and_no_fixed_replicas() {
+        let mut m = testing::model();
+        m.spec.api.autoscaling = Some(crate::crd::Autoscaling {
+            min_replicas: 2,
+            max_replicas: 6,
+            target_cpu_utilization_percentage: 70,
+        });
+        let d = build(&m);
+        assert!(d.api_scaling.hpa.is_some() && d.api_scaling.pdb.is_some());
+        let spec = d.api_deployment.unwrap().spec.unwrap();
+        assert_eq!(spec.replicas, None);
+        assert!(d.gateway_scaling.hpa.is_none());
+        m.spec.gateway.replicas = 1;
+        assert!(
+            build(&m).gateway_scaling.pdb.is_none(),
+            "one pod: no budget"
+        );
     }
 
     #[test]

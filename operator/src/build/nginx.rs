@@ -22,6 +22,28 @@ pub struct GatewayConfig {
     pub temp_dir: String,
     pub access_log: String,
     pub error_log: String,
+    /// A plain-HTTP listener for the pod's probes, which speak neither
+    /// TLS nor the PROXY protocol (None: probes use `listen`).
+    pub health_listen: Option<String>,
+    /// HTTPS with HTTP/2.
+    pub tls: Option<Tls>,
+    /// Connections start with a PROXY protocol header from a load balancer.
+    pub proxy_protocol: bool,
+    /// Addresses whose PROXY header (or X-Forwarded-For) names the client.
+    /// Empty: with the PROXY protocol every address, else none.
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// `listen` argument of the HTTPS server.
+    pub listen: String,
+    pub certificate: String,
+    pub key: String,
+    /// Answer plain HTTP with a redirect to HTTPS.
+    pub redirect_http: bool,
+    /// Strict-Transport-Security value (None: no header).
+    pub hsts: Option<String>,
 }
 
 impl GatewayConfig {
@@ -54,7 +76,7 @@ const PROXY_HEADERS: &str = "
             proxy_send_timeout 30s;";
 
 pub fn render(c: &GatewayConfig) -> String {
-    let (auth_rps, auth_burst) = c.auth_rate();
+    let (auth_rps, _) = c.auth_rate();
     let t = &c.temp_dir;
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -113,7 +135,7 @@ http {{
     limit_req_zone $binary_remote_addr zone=auth:10m rate={auth_rps}r/s;
     limit_req_status 429;
     limit_req_log_level warn;
-
+{real_ip}
     gzip on;
     gzip_types application/json application/problem+json;
     gzip_min_length 1024;
@@ -126,9 +148,125 @@ http {{
         keepalive_timeout 60s;
     }}
 
+{servers}}}
+"#,
+        workers = c.workers.max(1),
+        error_log = c.error_log,
+        access_log = c.access_log,
+        body = c.max_body_kb,
+        rps = c.requests_per_second,
+        upstream = c.upstream,
+        real_ip = real_ip(c),
+        servers = servers(c),
+    );
+    out
+}
+
+/// Where the client's address comes from, when not from the connection.
+fn real_ip(c: &GatewayConfig) -> String {
+    let header = if c.proxy_protocol {
+        "proxy_protocol"
+    } else if !c.trusted_proxies.is_empty() {
+        "X-Forwarded-For"
+    } else {
+        return String::new();
+    };
+    let mut from = c.trusted_proxies.clone();
+    if from.is_empty() {
+        from = vec!["0.0.0.0/0".to_owned(), "::/0".to_owned()];
+    }
+    let mut out = format!("\n    real_ip_header {header};\n    real_ip_recursive on;\n");
+    for cidr in from {
+        let _ = writeln!(out, "    set_real_ip_from {cidr};");
+    }
+    out
+}
+
+/// The API's server blocks: plain HTTP, or HTTPS plus plain HTTP that
+/// redirects; and the probes' listener.
+fn servers(c: &GatewayConfig) -> String {
+    let pp = if c.proxy_protocol {
+        " proxy_protocol"
+    } else {
+        ""
+    };
+    let mut out = String::new();
+    match &c.tls {
+        None => out.push_str(&api_server(c, &format!("listen {}{pp};", c.listen), "")),
+        Some(tls) => {
+            let hsts = tls
+                .hsts
+                .as_ref()
+                .map(|v| format!("\n        add_header Strict-Transport-Security \"{v}\" always;"))
+                .unwrap_or_default();
+            let listen = format!(
+                // `listen ... http2` rather than `http2 on`: nginx before
+                // 1.25.1 knows only this form; later ones accept it, warning.
+                "listen {}{pp} ssl http2;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:tls:10m;
+        ssl_session_timeout 1d;
+        ssl_session_tickets off;",
+                tls.listen, tls.certificate, tls.key
+            );
+            out.push_str(&api_server(c, &listen, &hsts));
+            if tls.redirect_http {
+                // 308 keeps the method and body: an API client's POST stays a POST.
+                let _ = write!(
+                    out,
+                    r#"
     server {{
-        listen {listen};
-        add_header X-Request-Id $request_id_out always;
+        listen {}{pp};
+        location = /healthz {{
+            access_log off;
+            return 200 '{{"status":"ok"}}';
+        }}
+        location / {{
+            return 308 https://$host$request_uri;
+        }}
+    }}
+"#,
+                    c.listen
+                );
+            } else {
+                out.push_str(&api_server(c, &format!("listen {}{pp};", c.listen), ""));
+            }
+        }
+    }
+    if let Some(health) = &c.health_listen {
+        let _ = write!(
+            out,
+            r#"
+    # Probes: plain HTTP, answered by nginx itself.
+    server {{
+        listen {health};
+        access_log off;
+        location = /healthz {{
+            return 200 '{{"status":"ok"}}';
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
+"#
+        );
+    }
+    out
+}
+
+fn api_server(c: &GatewayConfig, listen: &str, extra_headers: &str) -> String {
+    let (_, auth_burst) = c.auth_rate();
+    let headers = format!("add_header X-Request-Id $request_id_out always;{extra_headers}");
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"
+    server {{
+        {listen}
+        {headers}
 
         # Operations endpoints stay inside the cluster: Prometheus scrapes the
         # API pods directly and kubelet probes them; customers never see
@@ -174,38 +312,30 @@ http {{
         location @rate_limited {{
             default_type application/problem+json;
             add_header Retry-After 1 always;
-            add_header X-Request-Id $request_id_out always;
+            {headers}
             return 429 '{rate_limited}';
         }}
         location @too_large {{
             default_type application/problem+json;
-            add_header X-Request-Id $request_id_out always;
+            {headers}
             return 413 '{too_large}';
         }}
         # No API answering: a restore or rollout in progress, or the API is down.
         location @maintenance {{
             default_type application/problem+json;
             add_header Retry-After 5 always;
-            add_header X-Request-Id $request_id_out always;
+            {headers}
             return 503 '{maintenance}';
         }}
         location @timeout {{
             default_type application/problem+json;
-            add_header X-Request-Id $request_id_out always;
+            {headers}
             return 504 '{timeout}';
         }}
     }}
-}}
 "#,
-        workers = c.workers.max(1),
-        error_log = c.error_log,
         not_found = problem(404, "not_found", "Not Found", "no such resource"),
-        access_log = c.access_log,
-        body = c.max_body_kb,
-        rps = c.requests_per_second,
         burst = c.burst,
-        upstream = c.upstream,
-        listen = c.listen,
         rate_limited = problem(
             429,
             "rate_limited",
@@ -249,6 +379,10 @@ mod tests {
             temp_dir: "/tmp".into(),
             access_log: "/dev/stdout".into(),
             error_log: "/dev/stderr".into(),
+            health_listen: None,
+            tls: None,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -317,6 +451,49 @@ mod tests {
         let block = &sse[..sse.find("\n        }").unwrap()];
         assert!(block.contains("proxy_buffering off;"));
         assert!(block.contains("proxy_read_timeout 1h;"));
+    }
+
+    #[test]
+    fn tls_serves_http2_with_hsts_everywhere_and_redirects_plain_http() {
+        let mut c = config();
+        c.tls = Some(Tls {
+            listen: "8443".into(),
+            certificate: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+            redirect_http: true,
+            hsts: Some("max-age=31536000; includeSubDomains".into()),
+        });
+        let conf = render(&c);
+        assert!(
+            conf.contains("listen 8443 ssl;\n        http2 on;"),
+            "{conf}"
+        );
+        assert!(conf.contains("return 308 https://$host$request_uri;"));
+        // add_header in a location replaces the server's: every one carries HSTS.
+        let request_ids = conf.matches("add_header X-Request-Id").count();
+        let hsts = conf
+            .matches("add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always;")
+            .count();
+        assert_eq!(request_ids, hsts, "{conf}");
+        assert!(hsts >= 5);
+    }
+
+    #[test]
+    fn the_proxy_protocol_names_the_client_and_probes_keep_a_plain_port() {
+        let mut c = config();
+        c.proxy_protocol = true;
+        c.health_listen = Some("8081".into());
+        let conf = render(&c);
+        assert!(conf.contains("listen 8080 proxy_protocol;"));
+        assert!(conf.contains("real_ip_header proxy_protocol;"));
+        assert!(conf.contains("set_real_ip_from 0.0.0.0/0;"));
+        assert!(conf.contains("listen 8081;"));
+        c.proxy_protocol = false;
+        c.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let conf = render(&c);
+        assert!(conf.contains("real_ip_header X-Forwarded-For;"));
+        assert!(conf.contains("set_real_ip_from 10.0.0.0/8;"));
+        assert!(!conf.contains("0.0.0.0/0"));
     }
 
     #[test]

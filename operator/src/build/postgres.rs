@@ -47,9 +47,16 @@ pub(crate) fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-/// `DATABASE_URL` from the generated Secret, for every container that needs it.
+/// `DATABASE_URL` for every container that needs it: from the generated
+/// Secret of the built-in server, else from the connection Secret.
 pub fn database_url_env(model: &Model) -> EnvVar {
-    secret_env("DATABASE_URL", &names::db(&model.name), "DATABASE_URL")
+    let secret = match model.spec.database.engine {
+        crate::crd::Engine::BuiltIn => names::db(&model.name),
+        crate::crd::Engine::CloudNativePG | crate::crd::Engine::External => {
+            names::db_connection(&model.name)
+        }
+    };
+    secret_env("DATABASE_URL", &secret, "DATABASE_URL")
 }
 
 fn pg_isready(period: i32, failures: i32) -> Probe {
@@ -76,23 +83,52 @@ fn pg_isready(period: i32, failures: i32) -> Probe {
     }
 }
 
-/// Run before PostgreSQL at every start: on an existing data directory, set
-/// the login's password to the one in the Secret, so the database always
-/// accepts what the Secret says (a re-created Secret holds a new password).
-/// A new volume is left to the image's entrypoint, whose initdb sets it.
-/// The server runs on a private socket only, so nothing else can connect.
-const SET_PASSWORD: &str = r#"set -eu
+/// Run before PostgreSQL at every start, on a private socket only (nothing
+/// else can connect meanwhile). A new volume is initialised here, with a
+/// superuser `postgres` that can log in only over the pod's own socket.
+/// Then, on every start, the API's login is made what the Secret says: it
+/// owns the database and its `public` schema, may create the scratch
+/// databases backup verification uses, and is not a superuser. A volume
+/// from before this rule (the login was the superuser) is brought in line:
+/// `postgres` is created and the login demoted, last.
+const PREPARE: &str = r#"set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  echo "new data directory: the entrypoint creates the login"
-  exit 0
+  echo "new data directory: initdb"
+  initdb -D "$PGDATA" --username=postgres --encoding=UTF8 \
+    --auth-local=trust --auth-host=scram-sha-256
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
 fi
 sock=$(mktemp -d)
 pg_ctl -D "$PGDATA" -w -t 600 -o "-c listen_addresses='' -c unix_socket_directories=$sock" start
 trap 'pg_ctl -D "$PGDATA" -m fast -w stop' EXIT
-echo "ALTER ROLE :\"user\" WITH PASSWORD :'password';" |
-  psql -X -q -v ON_ERROR_STOP=1 -h "$sock" -U "$POSTGRES_USER" -d postgres \
-    -v user="$POSTGRES_USER" -v password="$POSTGRES_PASSWORD"
-echo "the password of $POSTGRES_USER is the one in the Secret"
+admin=postgres
+if ! psql -X -q -h "$sock" -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+  admin="$APP_USER"
+fi
+psql -X -q -v ON_ERROR_STOP=1 -h "$sock" -U "$admin" -d postgres \
+  -v app="$APP_USER" -v password="$APP_PASSWORD" -v db="$APP_DATABASE" <<'SQL'
+SET password_encryption = 'scram-sha-256';
+SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres') AS missing \gset
+\if :missing
+CREATE ROLE postgres SUPERUSER LOGIN;
+\endif
+SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'app') AS missing \gset
+\if :missing
+CREATE ROLE :"app" LOGIN;
+\endif
+ALTER ROLE :"app" WITH LOGIN CREATEDB PASSWORD :'password';
+SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') AS missing \gset
+\if :missing
+CREATE DATABASE :"db" OWNER :"app";
+\endif
+ALTER DATABASE :"db" OWNER TO :"app";
+\c :"db"
+ALTER SCHEMA public OWNER TO :"app";
+\c postgres
+ALTER ROLE :"app" WITH NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+SQL
+echo "$APP_USER owns $APP_DATABASE, is not a superuser, and has the password in the Secret"
 "#;
 
 pub fn statefulset(model: &Model) -> StatefulSet {
@@ -109,12 +145,13 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         mount_path: path.to_owned(),
         ..Default::default()
     };
-    let pg_env = vec![
-        secret_env("POSTGRES_USER", &secret, "username"),
-        secret_env("POSTGRES_PASSWORD", &secret, "password"),
-        secret_env("POSTGRES_DB", &secret, "database"),
-        // A subdirectory: the volume's root may hold lost+found.
-        env("PGDATA", &format!("{DATA}/pgdata")),
+    // A subdirectory: the volume's root may hold lost+found.
+    let pgdata = env("PGDATA", &format!("{DATA}/pgdata"));
+    let prepare_env = vec![
+        secret_env("APP_USER", &secret, "username"),
+        secret_env("APP_PASSWORD", &secret, "password"),
+        secret_env("APP_DATABASE", &secret, "database"),
+        pgdata.clone(),
     ];
     // The init container works on the same data, socket and scratch space.
     let mounts = vec![
@@ -122,15 +159,11 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         mount("run", "/var/run/postgresql"),
         mount("tmp", "/tmp"),
     ];
-    let set_password = Container {
-        name: "set-password".to_owned(),
+    let prepare = Container {
+        name: "prepare".to_owned(),
         image: Some(db.image.clone()),
-        command: Some(vec![
-            "sh".to_owned(),
-            "-c".to_owned(),
-            SET_PASSWORD.to_owned(),
-        ]),
-        env: Some(pg_env.clone()),
+        command: Some(vec!["sh".to_owned(), "-c".to_owned(), PREPARE.to_owned()]),
+        env: Some(prepare_env),
         resources: db.resources.clone(),
         security_context: Some(container_security(POSTGRES_UID)),
         volume_mounts: Some(mounts.clone()),
@@ -139,7 +172,8 @@ pub fn statefulset(model: &Model) -> StatefulSet {
     let container = Container {
         name: "postgres".to_owned(),
         image: Some(db.image.clone()),
-        env: Some(pg_env),
+        // The data directory exists: the image's entrypoint only starts the server.
+        env: Some(vec![pgdata]),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".to_owned()),
             container_port: 5432,
@@ -177,7 +211,7 @@ pub fn statefulset(model: &Model) -> StatefulSet {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    init_containers: Some(vec![set_password]),
+                    init_containers: Some(vec![prepare]),
                     containers: vec![container],
                     security_context: Some(pod_security(POSTGRES_UID)),
                     termination_grace_period_seconds: Some(60),
@@ -330,6 +364,7 @@ mod tests {
         let init = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
         let script = &init.command.as_ref().unwrap()[2];
         assert!(script.contains("ALTER ROLE"), "{script}");
+        assert!(script.contains("NOSUPERUSER"), "{script}");
         assert!(
             script.contains("listen_addresses=''"),
             "private socket only"
@@ -341,7 +376,7 @@ mod tests {
             .iter()
             .map(|e| e.name.as_str())
             .collect();
-        assert!(env.contains(&"POSTGRES_PASSWORD") && env.contains(&"PGDATA"));
+        assert!(env.contains(&"APP_PASSWORD") && env.contains(&"PGDATA"));
         let annotations = pod.metadata.unwrap().annotations.unwrap();
         assert!(annotations.contains_key(crate::build::CREDENTIALS_HASH_ANNOTATION));
     }

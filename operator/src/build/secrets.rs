@@ -31,6 +31,19 @@ pub fn database(model: &Model) -> Secret {
     ]))
 }
 
+/// DATABASE_URL of a database the operator does not run, composed from
+/// what its owner published (CloudNativePG's app Secret, or the user's
+/// Secret for an external server). Owned by the FoodApp and re-applied
+/// whenever those change: it holds nothing the data depends on.
+pub fn connection(model: &Model, c: &super::Connection) -> Secret {
+    Secret {
+        metadata: super::meta(model, names::db_connection(&model.name), "database"),
+        type_: Some("Opaque".to_owned()),
+        ..Default::default()
+    }
+    .with_strings(BTreeMap::from([("DATABASE_URL".to_owned(), c.url())]))
+}
+
 pub fn api(model: &Model) -> Secret {
     Secret {
         metadata: unowned_meta(model, names::api_secret(&model.name), "api"),
@@ -59,7 +72,11 @@ pub fn admin(model: &Model, password: &str) -> Secret {
 /// Every Secret the operator generates for this FoodApp (the admin one only
 /// when the user named none).
 pub fn generated(model: &Model, admin_password: &str) -> Vec<Secret> {
-    let mut out = vec![database(model), api(model)];
+    let mut out = Vec::new();
+    if model.spec.database.engine == crate::crd::Engine::BuiltIn {
+        out.push(database(model));
+    }
+    out.push(api(model));
     if model.generates_admin_secret() {
         out.push(admin(model, admin_password));
     }
@@ -111,6 +128,27 @@ mod tests {
             value(&s, "DATABASE_URL"),
             "postgres://foodapp:db-password@shop-db:5432/foodapp?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn a_connection_url_encodes_what_would_break_it() {
+        let c = crate::build::Connection {
+            host: "db.example.com".into(),
+            port: 25060,
+            database: "defaultdb".into(),
+            user: "doadmin".into(),
+            password: "p@ss/w:rd?#%".into(),
+            sslmode: "require".into(),
+        };
+        let s = connection(&model(), &c);
+        let url = value(&s, "DATABASE_URL");
+        assert_eq!(
+            url,
+            "postgres://doadmin:p%40ss%2Fw%3Ard%3F%23%25@db.example.com:25060/defaultdb?sslmode=require"
+        );
+        let parsed = url::Url::parse(&url).unwrap();
+        assert_eq!(parsed.host_str(), Some("db.example.com"));
+        assert!(s.metadata.owner_references.is_some());
     }
 
     #[test]

@@ -22,7 +22,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::build::{BackupObjects, Desired, MANAGER, instance_selector, names, short_hash};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use crate::build::{
+    BackupObjects, DatabaseObjects, Desired, MANAGER, Scaling, instance_selector, names, short_hash,
+};
+use crate::crd::foreign::{Certificate, ScheduledBackup};
 
 /// Annotation with a hash of what the operator last applied to an object.
 pub const APPLIED_HASH_ANNOTATION: &str = "foodapp.io/applied-hash";
@@ -73,6 +81,7 @@ pub enum Component {
     Api,
     Gateway,
     Backup,
+    Network,
 }
 
 /// What applying did.
@@ -278,25 +287,71 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     let mut applied = Applied::default();
     let mut writes = 0;
     let Desired {
-        db_statefulset,
-        db_service,
-        db_headless_service,
+        database,
         migration_job,
         api_deployment,
         api_service,
+        api_scaling,
         gateway_config,
         gateway_deployment,
         gateway_service,
+        gateway_scaling,
+        gateway_certificate,
+        network_policies,
         backup,
     } = desired;
 
-    let database = async {
-        ensure(client, ns, db_headless_service, &mut writes).await?;
-        ensure(client, ns, db_service, &mut writes).await?;
-        Box::pin(statefulset(client, ns, app, db_statefulset, &mut writes)).await
+    let db = async {
+        match database {
+            DatabaseObjects::BuiltIn {
+                statefulset: sts,
+                service,
+                headless_service,
+            } => {
+                ensure(client, ns, headless_service.as_ref(), &mut writes).await?;
+                ensure(client, ns, service.as_ref(), &mut writes).await?;
+                Box::pin(statefulset(client, ns, app, sts, &mut writes)).await
+            }
+            DatabaseObjects::CloudNativePG {
+                cluster,
+                connection,
+            } => {
+                // Without CloudNativePG's CRDs there is nothing to apply to;
+                // the DatabaseReady condition says what to install.
+                match ensure(client, ns, cluster.as_ref(), &mut writes).await {
+                    Err(e) if kind_missing(&e) => {}
+                    other => {
+                        other?;
+                    }
+                }
+                if let Some(secret) = connection {
+                    ensure(client, ns, secret, &mut writes).await?;
+                }
+                Ok(())
+            }
+            DatabaseObjects::External { connection } => {
+                if let Some(secret) = connection {
+                    ensure(client, ns, secret, &mut writes).await?;
+                }
+                Ok(())
+            }
+        }
     }
     .await;
-    applied.record(Component::Database, database);
+    applied.record(Component::Database, db);
+
+    let policies = async {
+        for policy in network_policies {
+            ensure(client, ns, policy, &mut writes).await?;
+        }
+        let keep: Vec<&str> = network_policies
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        prune_except::<NetworkPolicy>(client, ns, app, None, &keep, &mut writes).await
+    }
+    .await;
+    applied.record(Component::Network, policies);
 
     if let Some(job) = migration_job {
         match create_once(client, ns, job).await {
@@ -312,7 +367,7 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     let api = async {
         ensure(client, ns, api_service, &mut writes).await?;
         if let Some(deployment) = api_deployment {
-            ensure(client, ns, deployment, &mut writes).await?;
+            deployment_with_scaling(client, ns, deployment, api_scaling, &mut writes).await?;
         }
         Ok(())
     }
@@ -321,26 +376,40 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
 
     let gateway = async {
         ensure(client, ns, gateway_config, &mut writes).await?;
+        match gateway_certificate {
+            Some(certificate) => {
+                ensure(client, ns, certificate, &mut writes).await?;
+            }
+            None => {
+                prune_except::<Certificate>(client, ns, app, Some("gateway"), &[], &mut writes)
+                    .await?
+            }
+        }
         ensure(client, ns, gateway_service, &mut writes).await?;
-        ensure(client, ns, gateway_deployment, &mut writes).await?;
-        Ok(())
+        deployment_with_scaling(client, ns, gateway_deployment, gateway_scaling, &mut writes).await
     }
     .await;
     applied.record(Component::Gateway, gateway);
 
     let backups = async {
         match backup {
-            Some(BackupObjects {
+            Some(BackupObjects::Dump {
                 service_account,
                 role,
                 role_binding,
                 cron_job,
             }) => {
-                ensure(client, ns, service_account, &mut writes).await?;
-                ensure(client, ns, role, &mut writes).await?;
-                ensure(client, ns, role_binding, &mut writes).await?;
-                ensure(client, ns, cron_job, &mut writes).await?;
+                ensure(client, ns, service_account.as_ref(), &mut writes).await?;
+                ensure(client, ns, role.as_ref(), &mut writes).await?;
+                ensure(client, ns, role_binding.as_ref(), &mut writes).await?;
+                ensure(client, ns, cron_job.as_ref(), &mut writes).await?;
                 Ok(())
+            }
+            Some(BackupObjects::CloudNativePG { scheduled_backup }) => {
+                match ensure(client, ns, scheduled_backup.as_ref(), &mut writes).await {
+                    Err(e) if kind_missing(&e) => Ok(()),
+                    other => other.map(|_| ()),
+                }
             }
             None => prune_backup(client, ns, app, &mut writes).await,
         }
@@ -349,6 +418,160 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     applied.record(Component::Backup, backups);
     applied.writes = writes;
     applied
+}
+
+/// A 404 from applying a kind of another project: its CRD is not installed.
+fn kind_missing(e: &Error) -> bool {
+    matches!(&e.source, kube::Error::Api(e) if e.code == 404)
+}
+
+/// A Deployment with its autoscaler and disruption budget. When an
+/// autoscaler takes over, the operator stops applying `replicas`; so that
+/// giving up the field does not reset it to 1, the current count is first
+/// handed to another field manager, which the autoscaler then overrides.
+async fn deployment_with_scaling(
+    client: &Client,
+    ns: &str,
+    deployment: &Deployment,
+    scaling: &Scaling,
+    writes: &mut u32,
+) -> Result<(), Error> {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let Scaling { hpa, pdb } = scaling;
+    let scaled_by_hpa = deployment
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.replicas.is_none());
+    if let (true, Some(hpa)) = (scaled_by_hpa, hpa) {
+        let min = hpa.spec.as_ref().and_then(|s| s.min_replicas).unwrap_or(1);
+        hand_over_replicas(client, ns, &name, min, writes).await?;
+    }
+    ensure(client, ns, deployment, writes).await?;
+    match hpa {
+        Some(hpa) => {
+            ensure(client, ns, hpa, writes).await?;
+        }
+        None => remove::<HorizontalPodAutoscaler>(client, ns, &name, writes).await?,
+    }
+    match pdb {
+        Some(pdb) => {
+            ensure(client, ns, pdb, writes).await?;
+        }
+        None => remove::<PodDisruptionBudget>(client, ns, &name, writes).await?,
+    }
+    Ok(())
+}
+
+/// Field manager that holds `replicas` between the operator and an autoscaler.
+pub const HANDOVER_MANAGER: &str = "foodapp-operator-handover";
+
+/// When the operator's own apply still owns `spec.replicas`, applies the
+/// current count (at least `min`: a Deployment at zero, after a restore,
+/// would leave the autoscaler disabled) under the handover manager.
+async fn hand_over_replicas(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    min: i32,
+    writes: &mut u32,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let Some(live) = api
+        .get_opt(name)
+        .await
+        .map_err(failed("Deployment", name))?
+    else {
+        return Ok(());
+    };
+    let ours = live.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1.as_ref().is_some_and(|f| {
+                f.0.get("f:spec")
+                    .and_then(|s| s.get("f:replicas"))
+                    .is_some()
+            })
+    });
+    if !ours {
+        return Ok(());
+    }
+    let current = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": current.max(min)},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(HANDOVER_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(failed("Deployment", name))?;
+    *writes += 1;
+    Ok(())
+}
+
+/// Deletes the object `name` of kind K if it exists and the operator made it.
+async fn remove<K: Object>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    writes: &mut u32,
+) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let err = failed(&K::kind(&()), name);
+    let Some(live) = api.get_opt(name).await.map_err(&err)? else {
+        return Ok(());
+    };
+    let ours = live
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+        .is_some_and(|m| m == MANAGER);
+    if ours {
+        api.delete(name, &DeleteParams::background())
+            .await
+            .map_err(&err)?;
+        *writes += 1;
+    }
+    Ok(())
+}
+
+/// Deletes this FoodApp's objects of kind K (of one component, or all)
+/// whose names are not in `keep`.
+async fn prune_except<K: Object>(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    component: Option<&str>,
+    keep: &[&str],
+    writes: &mut u32,
+) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let selector = match component {
+        Some(c) => format!("{},app.kubernetes.io/component={c}", instance_selector(app)),
+        None => instance_selector(app),
+    };
+    let err = failed(&K::kind(&()), &selector);
+    let listed = match api.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list.items,
+        // The kind is not served (cert-manager not installed): nothing to prune.
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    for obj in listed {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        if !keep.contains(&name.as_str()) {
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .map_err(&err)?;
+            *writes += 1;
+        }
+    }
+    Ok(())
 }
 
 async fn prune<K>(client: &Client, ns: &str, app: &str, writes: &mut u32) -> Result<(), Error>
@@ -379,8 +602,9 @@ where
     Ok(())
 }
 
-/// Backups were turned off: remove the CronJob and its RBAC.
+/// Backups were turned off: remove the schedule and the agent's RBAC.
 async fn prune_backup(client: &Client, ns: &str, app: &str, writes: &mut u32) -> Result<(), Error> {
+    prune_except::<ScheduledBackup>(client, ns, app, Some("backup"), &[], writes).await?;
     prune::<CronJob>(client, ns, app, writes).await?;
     prune::<RoleBinding>(client, ns, app, writes).await?;
     prune::<Role>(client, ns, app, writes).await?;

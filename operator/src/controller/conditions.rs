@@ -42,6 +42,8 @@ pub enum Reason {
     Timeout,
     // On-demand backups.
     JobFailed,
+    SecretInvalid,
+    CloudNativePGMissing,
 }
 
 impl Reason {
@@ -74,6 +76,8 @@ impl Reason {
             Reason::BackupNotFound => "BackupNotFound",
             Reason::Timeout => "Timeout",
             Reason::JobFailed => "JobFailed",
+            Reason::SecretInvalid => "SecretInvalid",
+            Reason::CloudNativePGMissing => "CloudNativePGMissing",
         }
     }
 
@@ -92,6 +96,8 @@ impl Reason {
                 | Reason::BackupNotFound
                 | Reason::Timeout
                 | Reason::JobFailed
+                | Reason::SecretInvalid
+                | Reason::CloudNativePGMissing
         )
     }
 }

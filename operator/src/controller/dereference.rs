@@ -10,7 +10,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use crate::build::{self, Inputs, Model, names, secrets};
-use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
+use crate::crd::foreign::{CNPG_API_VERSION, Cluster};
+use crate::crd::{Engine, FoodApp, FoodAppBackup, FoodAppRestore};
 
 /// The world as the reconcile found it.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,47 @@ pub struct Observed {
     pub cron_job: Option<CronJob>,
     pub backups: Vec<FoodAppBackup>,
     pub restores: Vec<FoodAppRestore>,
+    /// Engine External: the user's Secret naming the server.
+    pub external_secret: Option<Secret>,
+    /// Engine CloudNativePG: what its operator made.
+    pub cnpg: Option<CnpgObserved>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CnpgObserved {
+    /// Whether the API server serves `postgresql.cnpg.io/v1` clusters.
+    pub installed: bool,
+    pub cluster: Option<Cluster>,
+    /// `<name>-db-app`: the app login CloudNativePG generated.
+    pub app_secret: Option<Secret>,
+}
+
+/// Whether the API server serves `kind` in `group_version` (a CRD is installed).
+pub async fn serves(
+    client: &Client,
+    group_version: &str,
+    plural: &str,
+) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn observe_cnpg(client: &Client, ns: &str, name: &str) -> Result<CnpgObserved, kube::Error> {
+    if !serves(client, CNPG_API_VERSION, "clusters").await? {
+        return Ok(CnpgObserved::default());
+    }
+    Ok(CnpgObserved {
+        installed: true,
+        cluster: Api::<Cluster>::namespaced(client.clone(), ns)
+            .get_opt(&names::db(name))
+            .await?,
+        app_secret: Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(&names::cnpg_app_secret(name))
+            .await?,
+    })
 }
 
 /// Creates `secret` unless one of that name exists; returns what is there.
@@ -64,6 +106,7 @@ async fn ensure_generated_secrets(
         app,
         Inputs {
             db_password: secrets::generate(),
+            connection: None,
             jwt_secret: secrets::generate(),
             api_rollout_image: None,
             run_migration: false,
@@ -73,7 +116,8 @@ async fn ensure_generated_secrets(
     );
     // Without metadata there is nothing to name; validation reports it.
     let Ok(fresh) = fresh else { return Ok(()) };
-    if observed.db_secret.is_none() {
+    // Only the built-in server takes the generated password.
+    if observed.db_secret.is_none() && app.spec.database.engine == Engine::BuiltIn {
         observed.db_secret =
             Some(create_secret_once(client, ns, &secrets::database(&fresh)).await?);
     }
@@ -146,6 +190,14 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             .into_iter()
             .filter(|r| r.spec.food_app_ref == name)
             .collect(),
+        external_secret: match &app.spec.database.external {
+            Some(e) => secrets.get_opt(&e.secret_name).await?,
+            None => None,
+        },
+        cnpg: match app.spec.database.engine {
+            Engine::CloudNativePG => Some(observe_cnpg(client, ns, name).await?),
+            Engine::BuiltIn | Engine::External => None,
+        },
     };
     ensure_generated_secrets(client, app, &mut observed).await?;
     Ok(observed)

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::apply::{Applied, Component};
 use super::conditions::{self, Reason, Wanted, wanted};
 use super::dereference::Observed;
-use super::validate::{JobState, database_ready, job_state};
+use super::validate::{Database, JobState, job_state};
 use crate::build::{Model, RETRY_MIGRATION_ANNOTATION};
 use crate::crd::{FoodApp, FoodAppStatus, JobPhase, LastBackup, Phase, ServiceType};
 
@@ -92,26 +92,27 @@ pub fn compute(
 ) -> (FoodAppStatus, Vec<Wanted>) {
     let generation = app.metadata.generation;
     let spec_image = &app.spec.api.image;
-    let db = database_ready(observed);
+    let database = super::validate::database(app, observed);
+    let db = database.is_ready();
     let migration = observed.migration_job.as_ref().map(job_state);
     let migrated = model.api_rollout_image.as_deref() == Some(spec_image.as_str());
 
-    let db_check = if db {
-        check(DATABASE_READY, true, Reason::Running, "PostgreSQL is ready")
-    } else if observed.statefulset.is_none() {
-        check(
+    let db_check = match &database {
+        Database::Ready(None) => {
+            check(DATABASE_READY, true, Reason::Running, "PostgreSQL is ready")
+        }
+        Database::Ready(Some(c)) => check(
             DATABASE_READY,
-            false,
-            Reason::Creating,
-            "creating the PostgreSQL StatefulSet",
-        )
-    } else {
-        check(
-            DATABASE_READY,
-            false,
-            Reason::Starting,
-            "waiting for PostgreSQL to become ready",
-        )
+            true,
+            Reason::Running,
+            format!(
+                "{:?} database {} on {}:{} as {} (sslmode {})",
+                app.spec.database.engine, c.database, c.host, c.port, c.user, c.sslmode
+            ),
+        ),
+        Database::NotReady { reason, message } => {
+            check(DATABASE_READY, false, *reason, message.clone())
+        }
     };
     let migration_check = match (&migration, migrated) {
         (_, true) => check(

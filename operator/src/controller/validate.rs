@@ -5,8 +5,10 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::build::{Inputs, Model, ModelError, names};
-use crate::crd::FoodApp;
+use crate::build::{Connection, Inputs, Model, ModelError, names};
+use crate::crd::{Engine, FoodApp};
+
+use super::conditions::Reason;
 
 use super::dereference::Observed;
 
@@ -62,14 +64,159 @@ fn required(secret: Option<&Secret>, name: String, key: &'static str) -> Result<
     secret_value(secret, key).ok_or(Error::SecretKeyMissing { secret: name, key })
 }
 
-pub fn database_ready(observed: &Observed) -> bool {
-    observed
-        .statefulset
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0)
-        >= 1
+/// Where the FoodApp's database stands, whatever its engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    /// Accepting connections (as far as the operator can tell); with the
+    /// connection for the engines the operator does not run.
+    Ready(Option<Connection>),
+    /// Not yet: why, as a condition says it.
+    NotReady { reason: Reason, message: String },
+}
+
+impl Database {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Database::Ready(_))
+    }
+    fn not_ready(reason: Reason, message: impl Into<String>) -> Database {
+        Database::NotReady {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn database(app: &FoodApp, observed: &Observed) -> Database {
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    match app.spec.database.engine {
+        Engine::BuiltIn => {
+            let ready = observed
+                .statefulset
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= 1;
+            if ready {
+                Database::Ready(None)
+            } else if observed.statefulset.is_none() {
+                Database::not_ready(Reason::Creating, "creating the PostgreSQL StatefulSet")
+            } else {
+                Database::not_ready(Reason::Starting, "waiting for PostgreSQL to become ready")
+            }
+        }
+        Engine::External => {
+            let secret = app
+                .spec
+                .database
+                .external
+                .as_ref()
+                .map(|e| e.secret_name.clone())
+                .unwrap_or_default();
+            match external_connection(observed.external_secret.as_ref(), &secret) {
+                Ok(c) => Database::Ready(Some(c)),
+                Err(message) => Database::not_ready(Reason::SecretInvalid, message),
+            }
+        }
+        Engine::CloudNativePG => {
+            let cnpg = observed.cnpg.clone().unwrap_or_default();
+            if !cnpg.installed {
+                return Database::not_ready(
+                    Reason::CloudNativePGMissing,
+                    "the CloudNativePG CRDs (postgresql.cnpg.io/v1 Cluster) are not installed: install CloudNativePG 1.30 or later, or choose another database.engine for a new FoodApp",
+                );
+            }
+            let Some(cluster) = &cnpg.cluster else {
+                return Database::not_ready(
+                    Reason::Creating,
+                    format!("creating the CloudNativePG Cluster {}", names::db(name)),
+                );
+            };
+            let status = cluster.status.clone().unwrap_or_default();
+            let ready = status.ready_instances.unwrap_or(0);
+            let login = cnpg_connection(
+                name,
+                &app.metadata.namespace.clone().unwrap_or_default(),
+                cnpg.app_secret.as_ref(),
+            );
+            match login {
+                Some(c) if ready >= 1 => Database::Ready(Some(c)),
+                _ => Database::not_ready(
+                    Reason::Starting,
+                    format!(
+                        "waiting for the CloudNativePG Cluster {}: {ready} of {} instances ready ({})",
+                        names::db(name),
+                        cluster.spec.instances,
+                        status.phase.as_deref().unwrap_or("no phase yet")
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+/// The user's Secret for engine External, read: every key present and
+/// sensible, or a message that says which is not.
+pub fn external_connection(secret: Option<&Secret>, name: &str) -> Result<Connection, String> {
+    if secret.is_none() {
+        return Err(format!(
+            "Secret {name} (database.external.secretName) does not exist: create it with keys host, port, database, user, password and sslmode"
+        ));
+    }
+    let get = |key: &str| secret_value(secret, key);
+    let missing: Vec<&str> = ["host", "database", "user", "password"]
+        .into_iter()
+        .filter(|k| get(k).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("Secret {name} has no {}", missing.join(", ")));
+    }
+    let port = match get("port") {
+        None => 5432,
+        Some(p) => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("Secret {name}: port {p:?} is not a TCP port"))?,
+    };
+    let sslmode = get("sslmode").unwrap_or_else(|| "require".to_owned());
+    const MODES: [&str; 6] = [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ];
+    if !MODES.contains(&sslmode.as_str()) {
+        return Err(format!(
+            "Secret {name}: sslmode {sslmode:?} is not one of {}",
+            MODES.join(", ")
+        ));
+    }
+    Ok(Connection {
+        host: get("host").unwrap_or_default().trim().to_owned(),
+        port,
+        database: get("database").unwrap_or_default(),
+        user: get("user").unwrap_or_default(),
+        password: get("password").unwrap_or_default(),
+        sslmode,
+    })
+}
+
+/// The app login CloudNativePG generated, through the read-write Service.
+fn cnpg_connection(app: &str, ns: &str, secret: Option<&Secret>) -> Option<Connection> {
+    Some(Connection {
+        host: format!("{}.{ns}.svc", names::cnpg_rw_service(app)),
+        port: 5432,
+        database: secret_value(secret, "dbname")
+            .unwrap_or_else(|| crate::build::DB_NAME.to_owned()),
+        user: secret_value(secret, "username")?,
+        password: secret_value(secret, "password")?,
+        // CloudNativePG serves TLS with its own CA.
+        sslmode: "require".to_owned(),
+    })
 }
 
 /// The image the API Deployment runs now.
@@ -114,10 +261,23 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
     } else {
         deployed
     };
+    let database = database(app, observed);
+    let connection = match &database {
+        Database::Ready(c) => c.clone(),
+        Database::NotReady { .. } => None,
+    };
+    let db_password = match (&connection, app.spec.database.engine) {
+        (_, Engine::BuiltIn) => {
+            required(observed.db_secret.as_ref(), names::db(&name), "password")?
+        }
+        (Some(c), _) => c.password.clone(),
+        (None, _) => String::new(),
+    };
     let mut model = Model::new(
         app,
         Inputs {
-            db_password: required(observed.db_secret.as_ref(), names::db(&name), "password")?,
+            db_password,
+            connection,
             jwt_secret: required(
                 observed.api_secret.as_ref(),
                 names::api_secret(&name),
@@ -128,7 +288,7 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
             // migrate the schema the restore is about to replace.
             run_migration: !already_migrated
                 && !restoring(app)
-                && (database_ready(observed) || observed.migration_job.is_some()),
+                && (database.is_ready() || observed.migration_job.is_some()),
             restoring: restoring(app),
             agent_image: agent_image.to_owned(),
         },
@@ -148,6 +308,7 @@ pub fn job_model(app: &FoodApp, agent_image: &str) -> Result<Model, Error> {
         app,
         Inputs {
             db_password: String::new(),
+            connection: None,
             jwt_secret: String::new(),
             api_rollout_image: None,
             run_migration: false,

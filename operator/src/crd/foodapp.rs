@@ -1,5 +1,7 @@
 //! `FoodApp`: one food business — database, API, gateway and backups.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -52,20 +54,34 @@ pub struct FoodAppSpec {
     /// Retain (default) keeps the data, Delete removes it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// NetworkPolicies: the database takes connections only from the API,
+    /// migration, backup and restore pods; the API only from the gateway
+    /// and metrics scrapers.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
+
+/// A HorizontalPodAutoscaler needs a CPU request to compute utilization.
+const AUTOSCALING_NEEDS_CPU: &str = "!has(self.autoscaling) || (has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests)";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(AUTOSCALING_NEEDS_CPU).message("api.autoscaling needs api.resources.requests.cpu: utilization is measured against the request"))]
 pub struct ApiSpec {
     /// Container image of foodapp-api. Changing it runs the migrations of the
     /// new image first; the running API keeps serving until they succeed.
     #[serde(default = "default_api_image")]
     #[x_kube(validation = Rule::new("self.size() > 0").message("api.image must name a container image"))]
     pub image: String,
-    /// Number of API pods.
+    /// Number of API pods (ignored while `autoscaling` is set).
     #[serde(default = "two")]
     #[x_kube(validation = Rule::new("self >= 1").message("api.replicas must be at least 1"))]
     pub replicas: i32,
+    /// Scale the API with a HorizontalPodAutoscaler on CPU; the operator
+    /// then leaves `replicas` of the Deployment to it. Needs
+    /// `resources.requests.cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
     /// CPU and memory for each API pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -91,6 +107,7 @@ impl Default for ApiSpec {
         ApiSpec {
             image: default_api_image(),
             replicas: 2,
+            autoscaling: None,
             resources: None,
             auto_reject_after: default_auto_reject(),
             env: Vec::new(),
@@ -101,27 +118,109 @@ impl Default for ApiSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.engine == oldSelf.engine").message("database.engine cannot change on a live FoodApp: back up, then restore into a new FoodApp that uses the other engine (see the README)"))]
+#[x_kube(validation = Rule::new("self.engine == 'External' ? has(self.external) : !has(self.external)").message("database.external is required with engine External, and only allowed with it"))]
+#[x_kube(validation = Rule::new("self.engine == 'CloudNativePG' || !has(self.cloudNativePG)").message("database.cloudNativePG is only allowed with engine CloudNativePG"))]
 pub struct DatabaseSpec {
-    /// PostgreSQL server image (major versions 13 to 18 are supported).
+    /// Where the data lives: BuiltIn (the operator's own PostgreSQL
+    /// StatefulSet), CloudNativePG (a `postgresql.cnpg.io/v1` Cluster) or
+    /// External (a managed PostgreSQL named by a Secret). Fixed at creation.
+    #[serde(default)]
+    pub engine: Engine,
+    /// BuiltIn: the PostgreSQL server image (major versions 13 to 18).
     #[serde(default = "default_postgres_image")]
     #[x_kube(validation = Rule::new("self.size() > 0").message("database.image must name a container image"))]
     pub image: String,
     /// The volume holding the data.
     #[serde(default)]
     pub storage: StorageSpec,
-    /// CPU and memory for the database pod.
+    /// CPU and memory for each database pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// CloudNativePG: the Cluster's size and image.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "cloudNativePG"
+    )]
+    pub cloud_native_pg: Option<CloudNativePgSpec>,
+    /// External: the Secret that says where the database is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabase>,
 }
 
 impl Default for DatabaseSpec {
     fn default() -> Self {
         DatabaseSpec {
+            engine: Engine::default(),
             image: default_postgres_image(),
             storage: StorageSpec::default(),
             resources: None,
+            cloud_native_pg: None,
+            external: None,
         }
     }
+}
+
+impl DatabaseSpec {
+    /// CloudNativePG settings, defaulted when left out.
+    pub fn cnpg(&self) -> CloudNativePgSpec {
+        self.cloud_native_pg.clone().unwrap_or_default()
+    }
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum Engine {
+    /// The operator's own one-pod PostgreSQL StatefulSet, with pg_dump backups.
+    #[default]
+    BuiltIn,
+    /// A CloudNativePG Cluster: replicas, failover, WAL archiving and
+    /// point-in-time recovery, run by the CloudNativePG operator.
+    CloudNativePG,
+    /// A PostgreSQL outside the cluster (a managed service).
+    External,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudNativePgSpec {
+    /// PostgreSQL instances: one primary, the rest streaming replicas on
+    /// other nodes.
+    #[serde(default = "three")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10").message("database.cloudNativePG.instances must be between 1 and 10"))]
+    pub instances: i32,
+    /// CloudNativePG operand image (e.g. ghcr.io/cloudnative-pg/postgresql:17);
+    /// CloudNativePG's default when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    /// How long base backups and WAL are kept in the bucket (CloudNativePG
+    /// retention policy, such as 30d, 4w or 3m).
+    #[serde(default = "default_cnpg_retention")]
+    #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*[dwm]$')").message("database.cloudNativePG.retention must be a number of days, weeks or months, such as 30d"))]
+    pub retention: String,
+}
+
+impl Default for CloudNativePgSpec {
+    fn default() -> Self {
+        CloudNativePgSpec {
+            instances: three(),
+            image_name: None,
+            retention: default_cnpg_retention(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDatabase {
+    /// A Secret in the FoodApp's namespace with keys `host`, `port`
+    /// (default 5432), `database`, `user`, `password` and `sslmode`
+    /// (default require). The user should own the database's schema and
+    /// need not be a superuser.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("database.external.secretName must name a Secret"))]
+    pub secret_name: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -150,18 +249,45 @@ impl Default for StorageSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(AUTOSCALING_NEEDS_CPU).message("gateway.autoscaling needs gateway.resources.requests.cpu: utilization is measured against the request"))]
+#[x_kube(validation = Rule::new("!has(self.externalTrafficPolicy) || self.serviceType != 'ClusterIP'").message("gateway.externalTrafficPolicy needs serviceType LoadBalancer or NodePort"))]
 pub struct GatewaySpec {
     /// nginx image.
     #[serde(default = "default_nginx_image")]
     #[x_kube(validation = Rule::new("self.size() > 0").message("gateway.image must name a container image"))]
     pub image: String,
-    /// Number of gateway pods.
+    /// Number of gateway pods (ignored while `autoscaling` is set).
     #[serde(default = "two")]
     #[x_kube(validation = Rule::new("self >= 1").message("gateway.replicas must be at least 1"))]
     pub replicas: i32,
+    /// Scale the gateway with a HorizontalPodAutoscaler on CPU. Needs
+    /// `resources.requests.cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
     /// How the gateway is exposed: ClusterIP, LoadBalancer or NodePort.
     #[serde(default)]
     pub service_type: ServiceType,
+    /// Annotations for the gateway Service, passed through as they are
+    /// (cloud load balancer settings, for example).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_annotations: BTreeMap<String, String>,
+    /// Cluster (default) or Local: Local keeps the client's address by
+    /// sending traffic only to nodes that run a gateway pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    /// The load balancer speaks the PROXY protocol (v1 or v2) to the
+    /// gateway, which takes the client's address from it. Adds the
+    /// DigitalOcean annotation that turns it on at the load balancer.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Addresses (CIDRs) whose PROXY protocol header or X-Forwarded-For
+    /// is trusted for the client address. Default: every address, which
+    /// is right only when nothing but the load balancer reaches the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// HTTPS at the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Requests per second allowed from one client address.
     #[serde(default)]
     pub rate_limit: RateLimit,
@@ -176,7 +302,13 @@ impl Default for GatewaySpec {
         GatewaySpec {
             image: default_nginx_image(),
             replicas: 2,
+            autoscaling: None,
             service_type: ServiceType::default(),
+            service_annotations: BTreeMap::new(),
+            external_traffic_policy: None,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            tls: None,
             rate_limit: RateLimit::default(),
             resources: None,
         }
@@ -199,6 +331,123 @@ impl ServiceType {
             ServiceType::ClusterIP => "ClusterIP",
             ServiceType::LoadBalancer => "LoadBalancer",
             ServiceType::NodePort => "NodePort",
+        }
+    }
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum TrafficPolicy {
+    #[default]
+    Cluster,
+    Local,
+}
+
+impl TrafficPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxReplicas >= self.minReplicas").message("autoscaling.maxReplicas must be at least minReplicas"))]
+pub struct Autoscaling {
+    /// Fewest pods.
+    #[serde(default = "two")]
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.minReplicas must be at least 1"))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("autoscaling.maxReplicas must be between 1 and 100"))]
+    pub max_replicas: i32,
+    /// Average CPU use, as a percentage of the request, the autoscaler aims at.
+    #[serde(default = "default_cpu_target")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 100").message("autoscaling.targetCPUUtilizationPercentage must be between 10 and 100"))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.issuerRef)").message("gateway.tls needs exactly one of secretName or issuerRef"))]
+#[x_kube(validation = Rule::new("!has(self.issuerRef) || size(self.dnsNames) > 0").message("gateway.tls.dnsNames must name the host(s) the certificate is for when issuerRef is set"))]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret (keys tls.crt and tls.key) in the
+    /// FoodApp's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// A cert-manager issuer: the operator creates a `cert-manager.io/v1`
+    /// Certificate for `dnsNames`, stored in the Secret `<name>-gateway-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// Host names the certificate covers (cert-manager).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    /// Answer plain HTTP with a permanent redirect to HTTPS (default true).
+    #[serde(default = "yes")]
+    pub redirect_http: bool,
+    /// Strict-Transport-Security.
+    #[serde(default)]
+    pub hsts: Hsts,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer or ClusterIssuer.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("gateway.tls.issuerRef.name must name an issuer"))]
+    pub name: String,
+    /// Issuer (same namespace) or ClusterIssuer.
+    #[serde(default = "default_issuer_kind")]
+    #[x_kube(validation = Rule::new("self == 'Issuer' || self == 'ClusterIssuer'").message("gateway.tls.issuerRef.kind must be Issuer or ClusterIssuer"))]
+    pub kind: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Hsts {
+    /// max-age in seconds; 0 sends no header.
+    #[serde(default = "default_hsts_max_age")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 63072000").message("gateway.tls.hsts.maxAgeSeconds must be between 0 and 63072000 (two years)"))]
+    pub max_age_seconds: i64,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl Default for Hsts {
+    fn default() -> Self {
+        Hsts {
+            max_age_seconds: default_hsts_max_age(),
+            include_subdomains: false,
+            preload: false,
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicies (default true). They take effect only
+    /// where the cluster's network plugin enforces them.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Namespaces whose pods may scrape the API's /metrics, by their
+    /// labels (default: namespaces labelled `foodapp.io/metrics: "true"`).
+    #[serde(default = "default_metrics_namespace_labels")]
+    pub metrics_namespace_labels: BTreeMap<String, String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            metrics_namespace_labels: default_metrics_namespace_labels(),
         }
     }
 }
@@ -388,4 +637,22 @@ fn default_burst() -> i32 {
 }
 fn default_keep_last() -> i32 {
     14
+}
+fn three() -> i32 {
+    3
+}
+fn default_cpu_target() -> i32 {
+    70
+}
+fn default_cnpg_retention() -> String {
+    "30d".into()
+}
+fn default_issuer_kind() -> String {
+    "ClusterIssuer".into()
+}
+fn default_hsts_max_age() -> i64 {
+    31_536_000
+}
+fn default_metrics_namespace_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("foodapp.io/metrics".to_owned(), "true".to_owned())])
 }

@@ -4,6 +4,7 @@
 
 mod backup;
 mod foodapp;
+pub mod foreign;
 mod restore;
 
 pub use backup::*;

@@ -1,0 +1,247 @@
+//! NetworkPolicies: who may open a connection to what. The database takes
+//! connections only from the pods that need it (API, migration, backup,
+//! restore); the API only from the gateway and from metrics scrapers in
+//! namespaces the spec names; the gateway, the public entry point, from
+//! anywhere on its ports (so a namespace's default-deny leaves it open).
+//! They act only where the network plugin enforces NetworkPolicies.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{API_PORT, GATEWAY_PORT, Model, meta, names, selector_labels};
+use crate::crd::Engine;
+
+/// The components whose pods connect to the database.
+pub const DATABASE_CLIENTS: [&str; 4] = ["api", "migration", "backup", "restore"];
+
+/// CloudNativePG's instance manager answers the CloudNativePG operator here.
+const CNPG_STATUS_PORT: i32 = 8000;
+
+fn port(number: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }
+}
+
+fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(labels),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn policy(
+    model: &Model,
+    name: String,
+    component: &str,
+    selected: BTreeMap<String, String>,
+    ingress: Vec<NetworkPolicyIngressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(model, name, component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selected),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(ingress),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The pods of this FoodApp that use the database.
+fn database_clients(model: &Model) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/instance".to_owned(),
+                model.name.clone(),
+            )])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app.kubernetes.io/component".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(DATABASE_CLIENTS.map(str::to_owned).to_vec()),
+            }]),
+        }),
+        ..Default::default()
+    }
+}
+
+fn database(model: &Model) -> Option<NetworkPolicy> {
+    let clients = NetworkPolicyIngressRule {
+        from: Some(vec![database_clients(model)]),
+        ports: Some(vec![port(5432)]),
+    };
+    let (selected, ingress) = match model.spec.database.engine {
+        Engine::BuiltIn => (selector_labels(model, "database"), vec![clients]),
+        Engine::CloudNativePG => {
+            let cluster = BTreeMap::from([("cnpg.io/cluster".to_owned(), names::db(&model.name))]);
+            let ingress = vec![
+                clients,
+                // Streaming replication between the instances.
+                NetworkPolicyIngressRule {
+                    from: Some(vec![pods(cluster.clone())]),
+                    ports: Some(vec![port(5432)]),
+                },
+                // The CloudNativePG operator runs in its own namespace.
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![port(CNPG_STATUS_PORT)]),
+                },
+            ];
+            (cluster, ingress)
+        }
+        Engine::External => return None,
+    };
+    Some(policy(
+        model,
+        names::db(&model.name),
+        "database",
+        selected,
+        ingress,
+    ))
+}
+
+fn api(model: &Model) -> NetworkPolicy {
+    let scrapers = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(model.spec.network_policy.metrics_namespace_labels.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    policy(
+        model,
+        names::api(&model.name),
+        "api",
+        selector_labels(model, "api"),
+        vec![NetworkPolicyIngressRule {
+            from: Some(vec![pods(selector_labels(model, "gateway")), scrapers]),
+            ports: Some(vec![port(API_PORT)]),
+        }],
+    )
+}
+
+fn gateway(model: &Model) -> NetworkPolicy {
+    let mut ports = vec![port(GATEWAY_PORT)];
+    if model.spec.gateway.tls.is_some() {
+        ports.push(port(super::GATEWAY_TLS_PORT));
+    }
+    policy(
+        model,
+        names::gateway(&model.name),
+        "gateway",
+        selector_labels(model, "gateway"),
+        vec![NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(ports),
+        }],
+    )
+}
+
+/// Every NetworkPolicy of the FoodApp; none when they are switched off.
+pub fn policies(model: &Model) -> Vec<NetworkPolicy> {
+    if !model.spec.network_policy.enabled {
+        return Vec::new();
+    }
+    let mut out: Vec<NetworkPolicy> = database(model).into_iter().collect();
+    out.push(api(model));
+    out.push(gateway(model));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::testing::model;
+
+    fn ingress(p: &NetworkPolicy) -> &Vec<NetworkPolicyIngressRule> {
+        p.spec.as_ref().unwrap().ingress.as_ref().unwrap()
+    }
+
+    #[test]
+    fn the_database_takes_connections_only_from_its_clients() {
+        let all = policies(&model());
+        assert_eq!(all.len(), 3);
+        let db = &all[0];
+        assert_eq!(db.metadata.name.as_deref(), Some("shop-db"));
+        let rules = ingress(db);
+        assert_eq!(rules.len(), 1);
+        let from = &rules[0].from.as_ref().unwrap()[0];
+        let selector = from.pod_selector.as_ref().unwrap();
+        assert_eq!(
+            selector.match_labels.as_ref().unwrap()["app.kubernetes.io/instance"],
+            "shop"
+        );
+        let values = selector.match_expressions.as_ref().unwrap()[0]
+            .values
+            .clone()
+            .unwrap();
+        assert_eq!(values, ["api", "migration", "backup", "restore"]);
+        assert!(from.namespace_selector.is_none(), "same namespace only");
+    }
+
+    #[test]
+    fn the_api_takes_connections_from_the_gateway_and_scrapers() {
+        let all = policies(&model());
+        let rules = ingress(&all[1]);
+        let from = rules[0].from.as_ref().unwrap();
+        assert_eq!(
+            from[0]
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app.kubernetes.io/component"],
+            "gateway"
+        );
+        assert_eq!(
+            from[1]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["foodapp.io/metrics"],
+            "true"
+        );
+    }
+
+    #[test]
+    fn each_engine_gets_its_database_policy_and_they_can_be_switched_off() {
+        let mut m = model();
+        m.spec.database.engine = Engine::External;
+        assert_eq!(policies(&m).len(), 2, "no database pods to protect");
+        m.spec.database.engine = Engine::CloudNativePG;
+        let all = policies(&m);
+        assert_eq!(
+            all[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["cnpg.io/cluster"],
+            "shop-db"
+        );
+        m.spec.network_policy.enabled = false;
+        assert!(policies(&m).is_empty());
+    }
+}
