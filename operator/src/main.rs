@@ -43,9 +43,9 @@ enum Command {
         /// Address nginx listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// host:port of the API.
-        #[arg(long)]
-        upstream: String,
+        /// host:port of the API; repeat it to balance over several.
+        #[arg(long, required = true)]
+        upstream: Vec<String>,
         /// Writable directory for the pid file, temporary files and logs.
         #[arg(long)]
         dir: PathBuf,
@@ -178,7 +178,7 @@ async fn main() -> std::process::ExitCode {
                     &foodapp_operator::build::nginx::GatewayConfig {
                         listen,
                         workers: 2,
-                        upstream,
+                        upstreams: upstream,
                         requests_per_second,
                         burst,
                         max_body_kb: 64,

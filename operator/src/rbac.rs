@@ -110,13 +110,13 @@ pub const RULES: &[Rule] = &[
     (
         "autoscaling",
         &["horizontalpodautoscalers"],
-        &["get", "list", "create", "patch", "delete"],
+        &["get", "create", "patch", "delete"],
         "autoscale the API and the gateway when the spec asks; remove the autoscaler when it no longer does",
     ),
     (
         "policy",
         &["poddisruptionbudgets"],
-        &["get", "list", "create", "patch", "delete"],
+        &["get", "create", "patch", "delete"],
         "keep API and gateway pods through node drains; removed when one pod runs",
     ),
     (
@@ -127,9 +127,15 @@ pub const RULES: &[Rule] = &[
     ),
     (
         "postgresql.cnpg.io",
-        &["clusters", "scheduledbackups"],
+        &["clusters"],
+        &["get", "list", "create", "patch"],
+        "engine CloudNativePG: the Cluster (list: whether CloudNativePG is installed; the garbage collector deletes an owned one)",
+    ),
+    (
+        "postgresql.cnpg.io",
+        &["scheduledbackups"],
         &["get", "list", "create", "patch", "delete"],
-        "engine CloudNativePG: the Cluster and its backup schedule; delete the Cluster under deletionPolicy Delete",
+        "engine CloudNativePG: the backup schedule, removed when backups are turned off",
     ),
     (
         "cert-manager.io",

@@ -56,7 +56,7 @@ fn connection_source(app: &FoodApp) -> Option<String> {
         crate::crd::Engine::BuiltIn => None,
         crate::crd::Engine::CloudNativePG => Some(format!(
             "CloudNativePG's Secret {}",
-            crate::build::names::cnpg_app_secret(name)
+            crate::build::names::cnpg_app_secret(&crate::build::names::db(name))
         )),
         crate::crd::Engine::External => Some(format!(
             "Secret {}",

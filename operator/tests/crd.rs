@@ -342,18 +342,33 @@ fn a_restore_names_exactly_one_source_and_never_changes() {
         None,
     )
     .unwrap();
+    check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00.5+01:00"})),
+        None,
+    )
+    .unwrap();
+    let errors = check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "targetTime": "yesterday at nine"})),
+        None,
+    )
+    .unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("RFC 3339")), "{errors:?}");
     for bad in [
         json!({"foodAppRef": "shop"}),
         json!({"foodAppRef": "shop", "latest": false}),
         json!({"foodAppRef": "shop", "latest": true, "backupRef": "b1"}),
         json!({"foodAppRef": "shop", "objectKey": "k", "backupRef": "b1"}),
+        json!({"foodAppRef": "shop", "latest": true, "targetTime": "2026-11-22T09:30:00Z"}),
     ] {
         let errors =
             check("FoodAppRestore", &restore(bad.clone()), None).expect_err(&bad.to_string());
         assert!(
             errors
                 .iter()
-                .any(|e| e.contains("exactly one of backupRef, objectKey or latest")),
+                .any(|e| e
+                    .contains("exactly one of backupRef, objectKey, latest: true or targetTime")),
             "{errors:?}"
         );
     }
@@ -427,5 +442,136 @@ fn printer_columns_show_what_a_platform_team_looks_for() {
             .unwrap()
             .status
             .is_some()
+    );
+}
+
+#[test]
+fn the_database_engine_is_chosen_once_with_its_own_settings() {
+    let spec = |db: Value| foodapp(json!({"database": db}));
+    let builtin =
+        spec(json!({"engine": "BuiltIn", "image": "postgres:16", "storage": {"size": "10Gi"}}));
+    let external = spec(
+        json!({"engine": "External", "image": "postgres:16", "storage": {"size": "10Gi"},
+        "external": {"secretName": "managed"}}),
+    );
+    let cnpg = spec(
+        json!({"engine": "CloudNativePG", "image": "postgres:16", "storage": {"size": "10Gi"},
+        "cloudNativePG": {"instances": 3, "retention": "30d"}}),
+    );
+    for ok in [&builtin, &external, &cnpg] {
+        check("FoodApp", ok, None).unwrap();
+        check("FoodApp", ok, Some(ok)).unwrap();
+    }
+    for (old, new) in [(&builtin, &cnpg), (&cnpg, &external), (&external, &builtin)] {
+        let errors = check("FoodApp", new, Some(old)).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("database.engine cannot change on a live FoodApp")),
+            "{errors:?}"
+        );
+    }
+    let errors = check(
+        "FoodApp",
+        &spec(json!({"engine": "External", "image": "postgres:16", "storage": {"size": "10Gi"}})),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("database.external is required")),
+        "{errors:?}"
+    );
+    let errors = check(
+        "FoodApp",
+        &spec(
+            json!({"engine": "BuiltIn", "image": "postgres:16", "storage": {"size": "10Gi"},
+            "cloudNativePG": {"instances": 3, "retention": "30d"}}),
+        ),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("only allowed with engine CloudNativePG")),
+        "{errors:?}"
+    );
+    let errors = check(
+        "FoodApp",
+        &spec(
+            json!({"engine": "CloudNativePG", "image": "postgres:16", "storage": {"size": "10Gi"},
+            "cloudNativePG": {"instances": 0, "retention": "forever"}}),
+        ),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("instances must be between 1 and 10")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("retention must be")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn autoscaling_and_tls_settings_are_checked() {
+    let full = full_spec();
+    let no_cpu = with(
+        full.clone(),
+        "/api/resources",
+        json!({"limits": {"memory": "256Mi"}}),
+    );
+    let errors = check("FoodApp", &foodapp(no_cpu), None).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("api.autoscaling needs api.resources.requests.cpu")),
+        "{errors:?}"
+    );
+    let inverted = with(full.clone(), "/api/autoscaling/maxReplicas", json!(2));
+    let errors = check("FoodApp", &foodapp(inverted), None).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("maxReplicas must be at least minReplicas")),
+        "{errors:?}"
+    );
+    let both = with(
+        full.clone(),
+        "/gateway/tls",
+        json!({"secretName": "x", "issuerRef": {"name": "le", "kind": "ClusterIssuer"},
+            "dnsNames": ["a.example"], "redirectHttp": true, "hsts": {"maxAgeSeconds": 0, "includeSubdomains": false, "preload": false}}),
+    );
+    let errors = check("FoodApp", &foodapp(both), None).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("exactly one of secretName or issuerRef")),
+        "{errors:?}"
+    );
+    let no_names = with(
+        full.clone(),
+        "/gateway/tls",
+        json!({"issuerRef": {"name": "le", "kind": "ClusterIssuer"}, "redirectHttp": true,
+            "hsts": {"maxAgeSeconds": 0, "includeSubdomains": false, "preload": false}}),
+    );
+    let errors = check("FoodApp", &foodapp(no_names), None).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("dnsNames must name the host")),
+        "{errors:?}"
+    );
+    let cluster_ip = with(full, "/gateway/serviceType", json!("ClusterIP"));
+    let errors = check("FoodApp", &foodapp(cluster_ip), None).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("externalTrafficPolicy needs serviceType LoadBalancer or NodePort")),
+        "{errors:?}"
     );
 }

@@ -28,11 +28,14 @@ use std::time::{Duration, Instant};
 
 use foodapp_operator::crd::{FoodApp, FoodAppSpec};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -42,6 +45,10 @@ use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "foodapp-e2e";
+/// The client address the test's PROXY protocol header names.
+const PROXY_CLIENT: &str = "203.0.113.7";
+/// The name the full example's certificate is made for.
+const TLS_HOST: &str = "bistro.example";
 
 fn setting(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -211,33 +218,134 @@ impl Cluster {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (u16, Value, Vec<(String, String)>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.gateway_with(app, method, path, body, token, &[]).await
+    }
+
+    /// A ready gateway pod of `app`.
+    async fn gateway_pod(&self, app: &str) -> Result<Pod, String> {
         let lp = ListParams::default().labels(&format!(
             "app.kubernetes.io/instance={app},app.kubernetes.io/component=gateway"
         ));
-        let pods = match self.api::<Pod>().list(&lp).await {
-            Ok(p) => p.items,
-            Err(e) => return (0, json!({"error": e.to_string()}), Vec::new()),
-        };
-        let ready = pods.iter().find(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        let Some(pod) = ready else {
-            return (0, json!({"error": "no ready gateway pod"}), Vec::new());
-        };
-        let mut pf = match self
+        let pods = self
             .api::<Pod>()
-            .portforward(&pod.name_any(), &[8080])
+            .list(&lp)
             .await
-        {
-            Ok(pf) => pf,
-            Err(e) => return (0, json!({"error": e.to_string()}), Vec::new()),
+            .map_err(|e| e.to_string())?
+            .items;
+        pods.into_iter()
+            .find(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .ok_or_else(|| "no ready gateway pod".to_owned())
+    }
+
+    /// The raw exchange with a gateway pod, as a client behind the FoodApp's
+    /// load balancer makes it: with a PROXY protocol header when the spec
+    /// turns it on (client 203.0.113.7), over TLS (HTTP/1.1 by ALPN) when the
+    /// gateway serves it and redirects plain HTTP; `plain` forces port 8080.
+    async fn exchange(&self, app: &str, request: &[u8], plain: bool) -> Result<Vec<u8>, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let spec = self
+            .api::<FoodApp>()
+            .get(app)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .gateway;
+        let tls = spec.tls.as_ref().filter(|t| t.redirect_http && !plain);
+        let port = if tls.is_some() { 8443 } else { 8080 };
+        let pod = self.gateway_pod(app).await?;
+        let mut pf = self
+            .api::<Pod>()
+            .portforward(&pod.name_any(), &[port])
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stream = pf.take_stream(port).ok_or("no stream")?;
+        let mut raw = Vec::new();
+        let io = async {
+            if spec.proxy_protocol {
+                stream
+                    .write_all(
+                        format!("PROXY TCP4 {PROXY_CLIENT} 10.244.0.9 40000 {port}\r\n").as_bytes(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            match tls {
+                Some(t) => {
+                    let secret = t.secret_name.clone().unwrap_or_default();
+                    let mut tls = self.tls_connect(&secret, stream, b"http/1.1").await?;
+                    tls.write_all(request).await.map_err(|e| e.to_string())?;
+                    tls.read_to_end(&mut raw).await.map_err(|e| e.to_string())
+                }
+                None => {
+                    stream.write_all(request).await.map_err(|e| e.to_string())?;
+                    stream
+                        .read_to_end(&mut raw)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
         };
-        let mut stream = pf.take_stream(8080).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(30), io).await;
+        pf.abort();
+        match result {
+            Ok(Ok(_)) => Ok(raw),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// A TLS client trusting only the certificate in Secret `secret`, for
+    /// the name it was made for, offering `alpn`.
+    async fn tls_connect<S>(
+        &self,
+        secret: &str,
+        stream: S,
+        alpn: &[u8],
+    ) -> Result<tokio_rustls::client::TlsStream<S>, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use rustls::pki_types::pem::PemObject;
+        let pem = self
+            .secret_value(secret, "tls.crt")
+            .await
+            .ok_or("no tls.crt")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let name = rustls::pki_types::ServerName::try_from(TLS_HOST).map_err(|e| e.to_string())?;
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn gateway_with(
+        &self,
+        app: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, Vec<(String, String)>) {
         let body = body
             .map(|b| serde_json::to_vec(&b).unwrap())
             .unwrap_or_default();
@@ -251,20 +359,16 @@ impl Cluster {
         if let Some(t) = token {
             request.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
-        request.push_str("\r\n");
-        let mut raw = Vec::new();
-        let io = async {
-            stream.write_all(request.as_bytes()).await?;
-            stream.write_all(&body).await?;
-            stream.read_to_end(&mut raw).await
-        };
-        let result = tokio::time::timeout(Duration::from_secs(30), io).await;
-        drop(stream);
-        pf.abort();
-        if !matches!(result, Ok(Ok(_))) {
-            return (0, json!({"error": format!("{result:?}")}), Vec::new());
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
         }
-        parse_response(&raw)
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(&body);
+        match self.exchange(app, &bytes, false).await {
+            Ok(raw) => parse_response(&raw),
+            Err(e) => (0, json!({"error": e}), Vec::new()),
+        }
     }
 
     async fn secret_value(&self, name: &str, key: &str) -> Option<String> {
@@ -348,7 +452,10 @@ impl Cluster {
             ConfigMap,
             Secret,
             CronJob,
-            k8s_openapi::api::batch::v1::Job
+            k8s_openapi::api::batch::v1::Job,
+            HorizontalPodAutoscaler,
+            PodDisruptionBudget,
+            NetworkPolicy
         );
         out
     }
@@ -584,6 +691,12 @@ async fn the_operator_on_a_real_cluster() {
         "metadata": {"name": "spaces-credentials", "namespace": c.ns},
         "stringData": {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e-not-used-before-03:00"}});
     c.apply_value(&discovery, &credentials, &c.ns).await;
+    // The full example serves TLS from Secret bistro-tls.
+    let (crt, key) = self_signed(TLS_HOST);
+    let tls = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "bistro-tls", "namespace": c.ns},
+        "stringData": {"tls.crt": crt, "tls.key": key}});
+    c.apply_value(&discovery, &tls, &c.ns).await;
     let shop = example("foodapp.yaml", &c.ns);
     let bistro = example("foodapp-full.yaml", &c.ns);
     apply_foodapp(&c, &shop).await;
@@ -705,6 +818,10 @@ async fn the_operator_on_a_real_cluster() {
         c.started.elapsed().as_secs_f64(),
         age.as_secs_f64()
     ));
+
+    scaling_and_edge(&c).await;
+    external_database(&c, &discovery).await;
+    cloudnativepg(&c).await;
 
     // 7. A field removed from the spec leaves the live object.
     let resources = |d: Deployment| {
@@ -889,7 +1006,7 @@ async fn the_operator_on_a_real_cluster() {
 
     if setting("FOODAPP_E2E_KEEP", "0") != "1" {
         c.log("cleaning up (FOODAPP_E2E_KEEP=1 keeps everything)");
-        for app in ["shop", "bistro", "deli"] {
+        for app in ["shop", "bistro", "deli", "cafe", "diner"] {
             let _ = c
                 .api::<FoodApp>()
                 .patch(
@@ -918,6 +1035,16 @@ async fn the_operator_on_a_real_cluster() {
             }
         })
         .await;
+        // CloudNativePG's CRDs were installed by this run: remove them.
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for name in CNPG_KINDS {
+            let _ = crds
+                .delete(
+                    &format!("{name}.postgresql.cnpg.io"),
+                    &DeleteParams::default(),
+                )
+                .await;
+        }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let _ = namespaces.delete(&c.ns, &DeleteParams::default()).await;
         let _ = namespaces
@@ -1181,4 +1308,561 @@ async fn backups_and_restores(c: &Cluster, discovery: &Discovery) {
             "fully restored"
         }
     ));
+}
+
+/// A self-signed certificate and key (PEM) for `host`.
+fn self_signed(host: &str) -> (String, String) {
+    let dir = std::env::temp_dir().join(format!("e2e-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        // A server certificate, not a CA: TLS clients refuse a CA as the
+        // server's own certificate.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pair = (
+        std::fs::read_to_string(&crt).unwrap(),
+        std::fs::read_to_string(&key).unwrap(),
+    );
+    std::fs::remove_dir_all(dir).ok();
+    pair
+}
+
+async fn replicas(c: &Cluster, name: &str) -> Result<(i32, i32, i64), String> {
+    let d = c
+        .api::<Deployment>()
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1);
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    Ok((wanted, available, d.metadata.generation.unwrap_or(0)))
+}
+
+/// The full example (bistro): its autoscaler, disruption budgets, network
+/// policies, TLS with HTTP/2 and the PROXY protocol, on the real cluster.
+async fn scaling_and_edge(c: &Cluster) {
+    let minute = Duration::from_secs(60);
+    let hpa = c
+        .api::<HorizontalPodAutoscaler>()
+        .get("bistro-api")
+        .await
+        .expect("the API's HorizontalPodAutoscaler");
+    let spec = hpa.spec.unwrap();
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(3), 10));
+    for name in ["shop-api", "shop-gateway", "bistro-api", "bistro-gateway"] {
+        c.api::<PodDisruptionBudget>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("PodDisruptionBudget {name}: {e}"));
+    }
+    for app in ["shop", "bistro"] {
+        for part in ["db", "api", "gateway"] {
+            c.api::<NetworkPolicy>()
+                .get(&format!("{app}-{part}"))
+                .await
+                .unwrap_or_else(|e| panic!("NetworkPolicy {app}-{part}: {e}"));
+        }
+    }
+    c.log("ok: the HorizontalPodAutoscaler, 4 PodDisruptionBudgets and 6 NetworkPolicies were accepted");
+
+    // The autoscaler, not the operator, sets the API's replicas (no metrics
+    // source here: it holds them at minReplicas).
+    c.eventually(
+        "the autoscaler runs bistro's API at its minimum of 3",
+        3 * minute,
+        || async {
+            match replicas(c, "bistro-api").await? {
+                (3, 3, _) => Ok(()),
+                other => Err(format!("wanted, available, generation: {other:?}")),
+            }
+        },
+    )
+    .await;
+    let d = c.api::<Deployment>().get("bistro-api").await.unwrap();
+    let owners: Vec<String> = d
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m.fields_v1.as_ref().is_some_and(|f| {
+                f.0.get("f:spec")
+                    .and_then(|s| s.get("f:replicas"))
+                    .is_some()
+            })
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !owners.iter().any(|m| m == "foodapp-operator"),
+        "the operator still owns spec.replicas: {owners:?}"
+    );
+    c.api::<FoodApp>()
+        .patch(
+            "bistro",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"api": {"autoscaling": {"minReplicas": 4}}}})),
+        )
+        .await
+        .unwrap();
+    c.eventually(
+        "the autoscaler takes bistro's API to 4",
+        3 * minute,
+        || async {
+            match replicas(c, "bistro-api").await? {
+                (4, 4, _) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let (_, _, generation) = replicas(c, "bistro-api").await.unwrap();
+    for poke in 0..3 {
+        c.api::<FoodApp>()
+            .patch("bistro", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"e2e.foodapp.io/poke": poke.to_string()}}})))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let (wanted, _, after) = replicas(c, "bistro-api").await.unwrap();
+    assert_eq!(
+        (wanted, after),
+        (4, generation),
+        "the operator fought the autoscaler"
+    );
+    c.log("ok: 3 reconciles over 30 s left the autoscaler's 4 replicas and the Deployment's generation alone");
+    c.api::<FoodApp>()
+        .patch(
+            "bistro",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"api": {"autoscaling": null, "replicas": 2}}})),
+        )
+        .await
+        .unwrap();
+    c.eventually(
+        "without autoscaling, bistro's API is back to 2 and the autoscaler is gone",
+        2 * minute,
+        || async {
+            let gone = c
+                .api::<HorizontalPodAutoscaler>()
+                .get_opt("bistro-api")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            match (gone, replicas(c, "bistro-api").await?) {
+                (true, (2, 2, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // HTTPS with HTTP/2, the client's address from the PROXY protocol,
+    // plain HTTP redirected, HSTS.
+    let (status, _, headers) = c
+        .eventually("bistro answers over HTTPS", minute, || async {
+            match c
+                .gateway("bistro", "GET", "/api/v1/menu-items", None, None)
+                .await
+            {
+                (200, body, headers) => Ok((200, body, headers)),
+                (status, body, _) => Err(format!("{status}: {body}")),
+            }
+        })
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "strict-transport-security" && v.contains("max-age=31536000")),
+        "{headers:?}"
+    );
+    let alpn = {
+        use tokio::io::AsyncWriteExt;
+        let pod = c.gateway_pod("bistro").await.unwrap();
+        let mut pf = c
+            .api::<Pod>()
+            .portforward(&pod.name_any(), &[8443])
+            .await
+            .unwrap();
+        let mut stream = pf.take_stream(8443).unwrap();
+        stream
+            .write_all(format!("PROXY TCP4 {PROXY_CLIENT} 10.244.0.9 40001 443\r\n").as_bytes())
+            .await
+            .unwrap();
+        let tls = c.tls_connect("bistro-tls", stream, b"h2").await.unwrap();
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        drop(tls);
+        pf.abort();
+        alpn
+    };
+    assert_eq!(
+        alpn.as_deref(),
+        Some(&b"h2"[..]),
+        "HTTP/2 is offered over TLS"
+    );
+    let raw = c
+        .exchange(
+            "bistro",
+            format!("POST /api/v1/orders HTTP/1.1\r\nHost: {TLS_HOST}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            true,
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 308"), "{text}");
+    assert!(
+        text.contains(&format!("Location: https://{TLS_HOST}/api/v1/orders")),
+        "{text}"
+    );
+    let mut seen = false;
+    for pod in c
+        .api::<Pod>()
+        .list(
+            &ListParams::default()
+                .labels("app.kubernetes.io/instance=bistro,app.kubernetes.io/component=gateway"),
+        )
+        .await
+        .unwrap()
+        .items
+    {
+        let logs = c
+            .api::<Pod>()
+            .logs(&pod.name_any(), &Default::default())
+            .await
+            .unwrap_or_default();
+        seen |= logs.contains(&format!("\"remote_addr\":\"{PROXY_CLIENT}\""));
+    }
+    assert!(
+        seen,
+        "the access log names the client from the PROXY header"
+    );
+    c.log("ok: bistro serves HTTPS with HTTP/2 and HSTS, redirects plain HTTP with 308, and logs the client address from the PROXY protocol");
+
+    // Switching engines is refused at admission.
+    let refused = c
+        .api::<FoodApp>()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"database": {"engine": "External", "external": {"secretName": "x"}}}})))
+        .await
+        .expect_err("an engine switch was admitted");
+    assert!(
+        refused
+            .to_string()
+            .contains("database.engine cannot change"),
+        "{refused}"
+    );
+    c.log("ok: switching shop's database engine is refused at admission");
+
+    // NetworkPolicies can be switched off, and on again.
+    for (enabled, wanted) in [(false, 0), (true, 3)] {
+        c.api::<FoodApp>()
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"networkPolicy": {"enabled": enabled}}})),
+            )
+            .await
+            .unwrap();
+        c.eventually(
+            &format!("shop has {wanted} NetworkPolicies"),
+            minute,
+            || async {
+                let n = c
+                    .api::<NetworkPolicy>()
+                    .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .len();
+                if n == wanted {
+                    Ok(())
+                } else {
+                    Err(format!("{n}"))
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// A PostgreSQL started outside any FoodApp (its own Deployment, with a
+/// role that owns its database and is not a superuser), and a FoodApp with
+/// engine External on it that becomes Ready and takes an order.
+async fn external_database(c: &Cluster, discovery: &Discovery) {
+    let minute = Duration::from_secs(60);
+    let image = setting("FOODAPP_E2E_POSTGRES_IMAGE", "postgres:16");
+    let labels = json!({"app": "external-pg"});
+    let security =
+        json!({"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999, "runAsNonRoot": true});
+    let scratch = |name: &str| json!({"name": name, "emptyDir": {}});
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "external-pg", "namespace": c.ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "securityContext": security,
+                "containers": [{"name": "postgres", "image": image,
+                    "env": [{"name": "POSTGRES_USER", "value": "admin"},
+                            {"name": "POSTGRES_PASSWORD", "value": "admin-password-1"},
+                            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
+                    "ports": [{"containerPort": 5432}],
+                    "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "127.0.0.1"]}, "periodSeconds": 2},
+                    "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                                     {"name": "run", "mountPath": "/var/run/postgresql"},
+                                     {"name": "tmp", "mountPath": "/tmp"}]}],
+                "volumes": [scratch("data"), scratch("run"), scratch("tmp")]}}}});
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "external-pg", "namespace": c.ns},
+        "spec": {"selector": labels, "ports": [{"port": 5432, "targetPort": 5432}]}});
+    let host = format!("external-pg.{}.svc", c.ns);
+    let setup = format!(
+        "until psql -h {host} -U admin -d postgres -c 'SELECT 1' >/dev/null 2>&1; do sleep 2; done; \
+         psql -v ON_ERROR_STOP=1 -h {host} -U admin -d postgres \
+           -c \"CREATE ROLE cafe LOGIN NOSUPERUSER PASSWORD 'cafe-password-1'\" \
+           -c 'CREATE DATABASE cafe OWNER cafe'"
+    );
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "external-pg-setup", "namespace": c.ns},
+        "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 300, "template": {"spec": {
+            "restartPolicy": "Never", "securityContext": security,
+            "containers": [{"name": "setup", "image": image, "command": ["sh", "-c", setup],
+                "env": [{"name": "PGPASSWORD", "value": "admin-password-1"}]}]}}}});
+    for obj in [&deployment, &service, &job] {
+        c.apply_value(discovery, obj, &c.ns).await;
+    }
+    c.eventually(
+        "the external PostgreSQL has the role cafe and its database",
+        3 * minute,
+        || async {
+            let j = c
+                .api::<k8s_openapi::api::batch::v1::Job>()
+                .get("external-pg-setup")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = j.status.unwrap_or_default();
+            if s.succeeded.unwrap_or(0) > 0 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cafe-database", "namespace": c.ns},
+        "stringData": {"host": host, "port": "5432", "database": "cafe", "user": "cafe",
+            "password": "cafe-password-1", "sslmode": "disable"}});
+    c.apply_value(discovery, &secret, &c.ns).await;
+    let mut cafe = example("foodapp-external.yaml", &c.ns);
+    cafe.spec.backup = None;
+    if let Some(e) = cafe.spec.database.external.as_mut() {
+        e.secret_name = "cafe-database".into();
+    }
+    apply_foodapp(c, &cafe).await;
+    c.eventually(
+        "FoodApp cafe (engine External) is Ready",
+        5 * minute,
+        || c.ready("cafe"),
+    )
+    .await;
+    assert!(
+        c.api::<StatefulSet>()
+            .get_opt("cafe-db")
+            .await
+            .unwrap()
+            .is_none(),
+        "no database pods for engine External"
+    );
+    let admin = c
+        .eventually("cafe's admin logs in", 2 * minute, || c.admin_token("cafe"))
+        .await;
+    let (status, category, _) = c
+        .gateway(
+            "cafe",
+            "POST",
+            "/api/v1/categories",
+            Some(json!({"name": "Soups"})),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 201, "{category}");
+    let (status, item, _) = c
+        .gateway(
+            "cafe",
+            "POST",
+            "/api/v1/menu-items",
+            Some(json!({"category_id": category["id"], "name": "Tomato soup", "price_cents": 650, "stock": 10})),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 201, "{item}");
+    let (status, body, _) = c
+        .gateway(
+            "cafe",
+            "POST",
+            "/api/v1/auth/register",
+            Some(json!({"email": "eve@example.com", "password": "correct horse battery", "name": "Eve"})),
+            None,
+        )
+        .await;
+    assert!(status == 201 || status == 200, "register: {status} {body}");
+    let (status, body, _) = c
+        .gateway(
+            "cafe",
+            "POST",
+            "/api/v1/auth/token",
+            Some(json!({"email": "eve@example.com", "password": "correct horse battery"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let customer = body["access_token"].as_str().unwrap().to_owned();
+    let (status, order, _) = c
+        .gateway_with(
+            "cafe",
+            "POST",
+            "/api/v1/orders",
+            Some(
+                json!({"items": [{"menu_item_id": item["id"], "quantity": 2}],
+                "payment": {"method": "card", "token": "tok_visa"}}),
+            ),
+            Some(&customer),
+            &[("Idempotency-Key", "e2e-cafe-first-order")],
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["total_cents"], 1300, "{order}");
+    c.log("ok: FoodApp cafe on an external PostgreSQL (its own Deployment, a role that owns its database) is Ready and took an order");
+}
+
+/// CloudNativePG's CRDs (plural names) from its v1.30 release.
+const CNPG_KINDS: [&str; 4] = ["backups", "clusters", "poolers", "scheduledbackups"];
+
+fn cnpg_crds_dir() -> std::path::PathBuf {
+    let candidates = [
+        std::env::var("CNPG_CRDS")
+            .ok()
+            .map(std::path::PathBuf::from),
+        Some(repo().join("../shared/crds/cloudnative-pg")),
+        Some(std::path::PathBuf::from("/work/shared/crds/cloudnative-pg")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("postgresql.cnpg.io_clusters.yaml").exists())
+        .expect("CloudNativePG's CRDs not found: set CNPG_CRDS")
+}
+
+async fn database_condition(c: &Cluster, app: &str) -> Result<(String, String, String), String> {
+    let fa = c
+        .api::<FoodApp>()
+        .get(app)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = fa.status.ok_or("no status")?;
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DatabaseReady")
+        .ok_or("no DatabaseReady")?;
+    Ok((
+        cond.status.clone(),
+        cond.reason.clone(),
+        cond.message.clone(),
+    ))
+}
+
+/// Engine CloudNativePG on a cluster without it: the FoodApp says what to
+/// install; once CloudNativePG's CRDs are installed, the API server
+/// (validating against CloudNativePG's own schema and rules) accepts the
+/// Cluster and ScheduledBackup the operator makes. No CloudNativePG operator
+/// runs here, so the Cluster never starts: the FoodApp says it waits for it.
+async fn cloudnativepg(c: &Cluster) {
+    let minute = Duration::from_secs(60);
+    let mut diner = example("foodapp-cloudnativepg.yaml", &c.ns);
+    // No cert-manager here either.
+    diner.spec.gateway.tls = None;
+    apply_foodapp(c, &diner).await;
+    let (_, reason, message) = c
+        .eventually("diner says CloudNativePG is missing", minute, || async {
+            match database_condition(c, "diner").await? {
+                (s, r, m) if s == "False" && r == "CloudNativePGMissing" => Ok((s, r, m)),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    assert!(
+        message.contains("CloudNativePG 1.30"),
+        "{reason}: {message}"
+    );
+    c.log("ok: without CloudNativePG, diner's DatabaseReady is False, CloudNativePGMissing");
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    for kind in CNPG_KINDS {
+        let file = cnpg_crds_dir().join(format!("postgresql.cnpg.io_{kind}.yaml"));
+        let crd: CustomResourceDefinition =
+            yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    c.log("installed CloudNativePG's v1.30 CRDs (not its operator)");
+    c.eventually(
+        "the API server accepted diner's Cluster and ScheduledBackup",
+        2 * minute,
+        || async {
+            let cluster = c
+                .api::<foodapp_operator::crd::foreign::Cluster>()
+                .get_opt("diner-db")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no Cluster diner-db")?;
+            c.api::<foodapp_operator::crd::foreign::ScheduledBackup>()
+                .get_opt("diner-backup")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no ScheduledBackup diner-backup")?;
+            if cluster.spec.instances == 3 {
+                Ok(())
+            } else {
+                Err(format!("{:?}", cluster.spec))
+            }
+        },
+    )
+    .await;
+    c.eventually(
+        "diner waits for its CloudNativePG Cluster",
+        minute,
+        || async {
+            match database_condition(c, "diner").await? {
+                (s, r, m) if s == "False" && r == "Starting" && m.contains("diner-db") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    c.log("ok: diner's Cluster and ScheduledBackup were accepted under CloudNativePG's CRDs; diner waits for the Cluster");
 }

@@ -84,7 +84,7 @@ fn rendered_objects_pass_strict_schema_validation() {
     for (example, objects) in [
         ("foodapp.yaml", 17),
         ("foodapp-full.yaml", 22),
-        ("foodapp-cloudnativepg.yaml", 17),
+        ("foodapp-cloudnativepg.yaml", 20),
         ("foodapp-external.yaml", 16),
     ] {
         let yaml = render(example);

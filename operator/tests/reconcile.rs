@@ -104,6 +104,9 @@ impl Harness {
             .with_status_subresource::<Job>()
             .with_resource::<k8s_openapi::api::events::v1::Event>()
             .with_resource::<k8s_openapi::api::coordination::v1::Lease>()
+            .with_resource::<foodapp_operator::crd::foreign::Cluster>()
+            .with_resource::<foodapp_operator::crd::foreign::ScheduledBackup>()
+            .with_resource::<foodapp_operator::crd::foreign::Certificate>()
             .with_object(app)
             .with_runtime_objects(extra)
             .with_interceptor_funcs(funcs)
@@ -1336,6 +1339,71 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             )
             .await;
     }
+    // An autoscaler, budgets, network policies and a certificate come and go.
+    let patch_shop = |spec: Value| {
+        let api = recorded.api::<FoodApp>();
+        async move {
+            api.patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    patch_shop(json!({
+        "api": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "resources": {"requests": {"cpu": "100m"}}},
+        "gateway": {"tls": {"issuerRef": {"name": "letsencrypt"}, "dnsNames": ["shop.example"]}},
+    }))
+    .await;
+    recorded.settle().await;
+    patch_shop(json!({
+        "api": {"autoscaling": null, "replicas": 1},
+        "gateway": {"tls": null},
+        "networkPolicy": {"enabled": false},
+    }))
+    .await;
+    recorded.settle().await;
+    // The CloudNativePG engine, with backups, then without.
+    let mut diner = foodapp(json!({"database": {"engine": "CloudNativePG"},
+        "backup": {"s3": {"bucket": "backups", "credentialsSecret": "spaces"}}}));
+    diner.metadata.name = Some("diner".into());
+    diner.metadata.uid = None;
+    diner.metadata.resource_version = None;
+    recorded
+        .api::<FoodApp>()
+        .create(&PostParams::default(), &diner)
+        .await
+        .unwrap();
+    let reconcile_diner = || async {
+        let app = recorded.api::<FoodApp>().get("diner").await.unwrap();
+        controller::reconcile(Arc::new(app), recorded.ctx.clone())
+            .await
+            .unwrap();
+    };
+    for _ in 0..2 {
+        reconcile_diner().await;
+    }
+    assert!(
+        recorded
+            .api::<foodapp_operator::crd::foreign::ScheduledBackup>()
+            .get_opt("diner-backup")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    recorded
+        .api::<FoodApp>()
+        .patch(
+            "diner",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"backup": null}})),
+        )
+        .await
+        .unwrap();
+    reconcile_diner().await;
+
     // Retention of FoodAppBackups: keep one, an older one goes.
     recorded
         .create::<FoodAppBackup>(
@@ -1428,7 +1496,11 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             let test_only = matches!(
                 (g.as_str(), r.as_str(), v.as_str()),
                 (_, "persistentvolumeclaims", "create")
-                    | ("foodapp.io", "foodapprestores" | "foodappbackups", "create")
+                    | (
+                        "foodapp.io",
+                        "foodapprestores" | "foodappbackups" | "foodapps",
+                        "create"
+                    )
                     | (
                         "apps",
                         "deployments/status" | "statefulsets/status",
@@ -1504,4 +1576,337 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             }
         }
     }
+}
+
+/// A Secret with these keys under `data`, as the API server stores it (the
+/// fake one does not turn `stringData` into `data`).
+fn secret_with(name: &str, values: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(NS.to_owned()),
+            ..Default::default()
+        },
+        data: Some(
+            values
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// CloudNativePG's part, done by hand: its Cluster `name` ready, with the
+/// app login Secret it makes.
+async fn cnpg_ready(h: &Harness, name: &str, password: &str) {
+    h.set_status::<foodapp_operator::crd::foreign::Cluster>(
+        name,
+        json!({"instances": 3, "readyInstances": 3, "phase": "Cluster in healthy state"}),
+    )
+    .await;
+    let secret = secret_with(
+        &format!("{name}-app"),
+        &[
+            ("username", "foodapp"),
+            ("password", password),
+            ("dbname", "foodapp"),
+        ],
+    );
+    h.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+fn database_url(secret: &Secret) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()["DATABASE_URL"].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_cloudnativepg_foodapp_waits_for_its_cluster_then_uses_its_app_login() {
+    let mut spec = with_backup("spaces");
+    spec["api"] = json!({"image": "registry.example/api:1"});
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let h = Harness::new(foodapp(spec), vec![]).await;
+    credentials(&h).await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("DatabaseReady").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Starting"),
+        "{message}"
+    );
+    assert!(message.contains("shop-db"), "{message}");
+    assert!(
+        h.api::<StatefulSet>()
+            .get_opt("shop-db")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        h.api::<CronJob>()
+            .get_opt("shop-backup")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        h.api::<Job>()
+            .get_opt(&names::migration_job(
+                "shop",
+                "registry.example/api:1",
+                None
+            ))
+            .await
+            .unwrap()
+            .is_none(),
+        "no migration before the database is ready"
+    );
+    cnpg_ready(&h, "shop-db", "p@ss").await;
+    h.settle().await;
+    assert_eq!(h.condition("DatabaseReady").await.0, "True");
+    let secret = h.api::<Secret>().get("shop-db-connection").await.unwrap();
+    assert_eq!(
+        database_url(&secret),
+        "postgres://foodapp:p%40ss@shop-db-rw.food.svc:5432/foodapp?sslmode=require"
+    );
+    let job = h
+        .api::<Job>()
+        .get(&names::migration_job(
+            "shop",
+            "registry.example/api:1",
+            None,
+        ))
+        .await
+        .unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let url = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
+    assert_eq!(
+        url.value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "shop-db-connection"
+    );
+}
+
+#[tokio::test]
+async fn an_external_foodapp_says_what_is_wrong_with_its_secret() {
+    let mut spec = json!({"api": {"image": "registry.example/api:1"}});
+    spec["database"] = json!({"engine": "External", "external": {"secretName": "managed"}});
+    let h = Harness::new(foodapp(spec), vec![]).await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("DatabaseReady").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SecretInvalid")
+    );
+    assert!(
+        message.contains("Secret managed") && message.contains("does not exist"),
+        "{message}"
+    );
+    let secret = secret_with(
+        "managed",
+        &[
+            ("host", "db.example.com"),
+            ("port", "25060x"),
+            ("database", "d"),
+            ("user", "u"),
+        ],
+    );
+    h.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    h.settle().await;
+    let (_, reason, message) = h.condition("DatabaseReady").await;
+    assert_eq!(reason, "SecretInvalid");
+    assert!(message.contains("has no password"), "{message}");
+    let put = |values: &'static [(&'static str, &'static str)]| {
+        let api = h.api::<Secret>();
+        async move {
+            api.delete("managed", &DeleteParams::default())
+                .await
+                .unwrap();
+            api.create(&PostParams::default(), &secret_with("managed", values))
+                .await
+                .unwrap();
+        }
+    };
+    put(&[
+        ("host", "db.example.com"),
+        ("port", "25060x"),
+        ("database", "d"),
+        ("user", "u"),
+        ("password", "pw"),
+    ])
+    .await;
+    h.settle().await;
+    let (_, _, message) = h.condition("DatabaseReady").await;
+    assert!(
+        message.contains("port \"25060x\" is not a TCP port"),
+        "{message}"
+    );
+    put(&[
+        ("host", "db.example.com"),
+        ("port", "25060"),
+        ("database", "d"),
+        ("user", "u"),
+        ("password", "pw"),
+    ])
+    .await;
+    h.settle().await;
+    assert_eq!(h.condition("DatabaseReady").await.0, "True");
+    let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
+    assert_eq!(
+        url,
+        "postgres://u:pw@db.example.com:25060/d?sslmode=require"
+    );
+    assert!(
+        h.api::<StatefulSet>()
+            .get_opt("shop-db")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        h.api::<Secret>()
+            .get_opt("shop-db")
+            .await
+            .unwrap()
+            .is_none(),
+        "no generated database password for a server the operator does not run"
+    );
+}
+
+#[tokio::test]
+async fn a_point_in_time_restore_recovers_a_new_cluster_and_switches_the_api_to_it() {
+    let mut spec = with_backup("spaces");
+    spec["api"] = json!({"image": "registry.example/api:1"});
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let h = Harness::new(foodapp(spec), vec![]).await;
+    credentials(&h).await;
+    h.settle().await;
+    cnpg_ready(&h, "shop-db", "old").await;
+    h.settle().await;
+    h.job_done("registry.example/api:1", "Complete", "").await;
+    h.settle().await;
+    h.deployments_available().await;
+    h.settle().await;
+    assert_eq!(h.condition("Ready").await.0, "True");
+
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z"}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Running");
+    h.settle().await;
+    assert_eq!(h.api_replicas().await, Some(0), "the API is stopped first");
+    restore_step(&h, "pitr").await;
+    let uid = h
+        .api::<FoodAppRestore>()
+        .get("pitr")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let new = names::recovered_cluster("shop", &uid);
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(&new)
+        .await
+        .expect("a new Cluster is recovered");
+    let recovery = cluster.spec.bootstrap.clone().unwrap().recovery.unwrap();
+    assert_eq!(
+        recovery.recovery_target.unwrap().target_time.as_deref(),
+        Some("2026-11-22T09:30:00Z")
+    );
+    assert_eq!(
+        cluster.spec.external_clusters[0]
+            .barman_object_store
+            .server_name
+            .as_deref(),
+        Some("shop-db")
+    );
+    // Not ready yet: nothing switches.
+    restore_step(&h, "pitr").await;
+    h.settle().await;
+    assert!(
+        database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap())
+            .contains("@shop-db-rw.")
+    );
+    cnpg_ready(&h, &new, "new").await;
+    restore_step(&h, "pitr").await;
+    h.settle().await;
+    let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
+    assert!(url.contains(&format!("@{new}-rw.")), "{url}");
+    // The FoodApp's apply left the recovered Cluster's bootstrap alone.
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(&new)
+        .await
+        .unwrap();
+    assert!(cluster.spec.bootstrap.unwrap().recovery.is_some());
+    let sb = h
+        .api::<foodapp_operator::crd::foreign::ScheduledBackup>()
+        .get("shop-backup")
+        .await
+        .unwrap();
+    assert_eq!(
+        sb.spec.cluster.name, new,
+        "base backups follow the Cluster in use"
+    );
+    // The migrations run on the recovered Cluster, then the API comes back.
+    restore_step(&h, "pitr").await;
+    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Succeeded");
+    h.settle().await;
+    assert_eq!(h.api_replicas().await, Some(2));
+    assert!(
+        h.api::<foodapp_operator::crd::foreign::Cluster>()
+            .get_opt("shop-db")
+            .await
+            .unwrap()
+            .is_some(),
+        "the Cluster used before is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_point_in_time_restore_needs_cloudnativepg() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z"}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Failed");
+    let r = h.api::<FoodAppRestore>().get("pitr").await.unwrap();
+    assert!(
+        r.status
+            .unwrap()
+            .error
+            .unwrap()
+            .contains("needs database.engine CloudNativePG")
+    );
+    assert_eq!(h.api_replicas().await, Some(2), "nothing was stopped");
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use super::{DB_NAME, DB_USER, Model, names};
 use crate::crd::foreign::{
     BarmanObjectStore, Bootstrap, Cluster, ClusterAffinity, ClusterBackup, ClusterSpec,
-    ClusterStorage, Compression, InheritedMetadata, InitDb, LocalRef, S3Credentials,
-    ScheduledBackup, ScheduledBackupSpec, SecretKeyRef,
+    ClusterStorage, Compression, ExternalCluster, InheritedMetadata, InitDb, LocalRef, Recovery,
+    RecoveryTarget, S3Credentials, ScheduledBackup, ScheduledBackupSpec, SecretKeyRef,
 };
 use crate::crd::{BackupSpec, DeletionPolicy};
 
@@ -52,9 +52,13 @@ pub fn cluster(model: &Model) -> Cluster {
     let labels = super::labels(model, COMPONENT);
     // Under Retain the data outlives the FoodApp: the Cluster is not owned,
     // and the finalizer deletes it under Delete.
+    let name = model.db_cluster.clone();
+    // A recovered Cluster keeps the bootstrap its restore gave it (applied
+    // under the restore's own field manager): none is applied here.
+    let original = name == names::db(&model.name);
     let metadata = match model.spec.deletion_policy {
-        DeletionPolicy::Retain => super::unowned_meta(model, names::db(&model.name), COMPONENT),
-        DeletionPolicy::Delete => super::meta(model, names::db(&model.name), COMPONENT),
+        DeletionPolicy::Retain => super::unowned_meta(model, name, COMPONENT),
+        DeletionPolicy::Delete => super::meta(model, name, COMPONENT),
     };
     Cluster {
         metadata,
@@ -72,7 +76,7 @@ pub fn cluster(model: &Model) -> Cluster {
                 topology_key: Some("kubernetes.io/hostname".to_owned()),
                 pod_anti_affinity_type: Some("preferred".to_owned()),
             }),
-            bootstrap: Some(Bootstrap {
+            bootstrap: original.then(|| Bootstrap {
                 initdb: Some(InitDb {
                     database: DB_NAME.to_owned(),
                     owner: DB_USER.to_owned(),
@@ -111,7 +115,7 @@ pub fn scheduled_backup(model: &Model, backup: &BackupSpec) -> ScheduledBackup {
         spec: ScheduledBackupSpec {
             schedule: with_seconds(&backup.schedule),
             cluster: LocalRef {
-                name: names::db(&model.name),
+                name: model.db_cluster.clone(),
             },
             suspend: Some(backup.suspend),
             // A base backup at once: point-in-time recovery needs one.
@@ -120,6 +124,44 @@ pub fn scheduled_backup(model: &Model, backup: &BackupSpec) -> ScheduledBackup {
             method: Some("barmanObjectStore".to_owned()),
         },
     }
+}
+
+/// Field manager of what a point-in-time restore sets on the Cluster it
+/// recovers (bootstrap, external clusters): the FoodApp's own applies
+/// never carry those fields, so they never remove them.
+pub const RESTORE_MANAGER: &str = "foodapp-operator-restore";
+
+/// A new Cluster `name`, recovered from the WAL archive of Cluster
+/// `origin` (in the FoodApp's bucket) up to `target_time`.
+pub fn recovered_cluster(
+    model: &Model,
+    backup: &BackupSpec,
+    name: &str,
+    origin: &str,
+    target_time: &str,
+) -> Cluster {
+    let mut m = model.clone();
+    m.db_cluster = name.to_owned();
+    let mut c = cluster(&m);
+    c.spec.bootstrap = Some(Bootstrap {
+        initdb: None,
+        recovery: Some(Recovery {
+            source: "origin".to_owned(),
+            database: DB_NAME.to_owned(),
+            owner: DB_USER.to_owned(),
+            recovery_target: Some(RecoveryTarget {
+                target_time: Some(target_time.to_owned()),
+            }),
+        }),
+    });
+    c.spec.external_clusters = vec![ExternalCluster {
+        name: "origin".to_owned(),
+        barman_object_store: BarmanObjectStore {
+            server_name: Some(origin.to_owned()),
+            ..object_store(model, backup)
+        },
+    }];
+    c
 }
 
 #[cfg(test)]
@@ -180,5 +222,40 @@ mod tests {
         let s = scheduled_backup(&m, &backup());
         assert_eq!(s.spec.schedule, "0 30 2 * * *");
         assert_eq!(s.spec.cluster.name, "shop-db");
+    }
+
+    #[test]
+    fn a_recovered_cluster_replays_the_origins_archive_to_the_target_time() {
+        let mut m = model();
+        m.spec.backup = Some(backup());
+        let c = recovered_cluster(
+            &m,
+            &backup(),
+            "shop-db-abc123",
+            "shop-db",
+            "2026-11-22T09:30:00Z",
+        );
+        assert_eq!(c.metadata.name.as_deref(), Some("shop-db-abc123"));
+        let recovery = c.spec.bootstrap.unwrap().recovery.unwrap();
+        assert_eq!(recovery.source, "origin");
+        assert_eq!(
+            recovery.recovery_target.unwrap().target_time.as_deref(),
+            Some("2026-11-22T09:30:00Z")
+        );
+        let origin = &c.spec.external_clusters[0];
+        assert_eq!(
+            origin.barman_object_store.server_name.as_deref(),
+            Some("shop-db")
+        );
+        // Its own archive goes under its own name: never into the origin's.
+        let own = c.spec.backup.unwrap().barman_object_store;
+        assert_eq!(own.server_name, None);
+        assert_eq!(
+            own.destination_path,
+            origin.barman_object_store.destination_path
+        );
+        // Once in use, the FoodApp's applies leave its bootstrap alone.
+        m.db_cluster = "shop-db-abc123".into();
+        assert!(cluster(&m).spec.bootstrap.is_none());
     }
 }

@@ -56,11 +56,11 @@ pub fn config(model: &Model) -> GatewayConfig {
         workers: workers(g.resources.as_ref()),
         // Relative to the cluster's DNS domain (the pod's resolv.conf search
         // list completes it), which is not always cluster.local.
-        upstream: format!(
+        upstreams: vec![format!(
             "{}.{}.svc:{API_PORT}",
             names::api(&model.name),
             model.namespace
-        ),
+        )],
         requests_per_second: g.rate_limit.requests_per_second,
         burst: g.rate_limit.burst,
         max_body_kb: 64,

@@ -62,6 +62,9 @@ pub struct Model {
     pub migration_retry: Option<String>,
     /// A restore is in progress: the API is scaled to zero.
     pub restoring: bool,
+    /// Engine CloudNativePG: the Cluster in use (`<name>-db`, or the one a
+    /// point-in-time restore recovered).
+    pub db_cluster: String,
     /// Image of the backup/restore agent (the operator's own image).
     pub agent_image: String,
 }
@@ -69,6 +72,20 @@ pub struct Model {
 /// Set on a FoodApp by the FoodAppRestore that holds it: while set, the API
 /// is stopped and no migration runs.
 pub const RESTORE_ANNOTATION: &str = "foodapp.io/restore";
+
+/// Set on a FoodApp by a point-in-time restore (engine CloudNativePG): the
+/// Cluster the API uses since, when not `<name>-db`.
+pub const DATABASE_CLUSTER_ANNOTATION: &str = "foodapp.io/database-cluster";
+
+/// The CloudNativePG Cluster a FoodApp uses now.
+pub fn db_cluster(app: &crate::crd::FoodApp) -> String {
+    app.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DATABASE_CLUSTER_ANNOTATION))
+        .cloned()
+        .unwrap_or_else(|| names::db(app.metadata.name.as_deref().unwrap_or_default()))
+}
 
 /// Annotation a user sets (to any new value) to run a failed migration again.
 pub const RETRY_MIGRATION_ANNOTATION: &str = "foodapp.io/retry-migration";
@@ -120,6 +137,7 @@ impl Model {
                 .cloned(),
             name,
             spec: app.spec.clone(),
+            db_cluster: db_cluster(app),
             db_password: inputs.db_password,
             connection: inputs.connection,
             jwt_secret: inputs.jwt_secret,
@@ -233,20 +251,24 @@ pub struct Scaling {
     pub pdb: Option<PodDisruptionBudget>,
 }
 
-/// Scheduled backups: the agent's CronJob and its RBAC (pg_dump, for the
-/// built-in and external engines), or CloudNativePG's own schedule (WAL
-/// archiving is set on the Cluster).
+/// Backups: the agent's ServiceAccount and RBAC (its Jobs dump and restore
+/// on every engine: on demand, and to move between engines), and the
+/// schedule.
 #[derive(Debug, Clone)]
-pub enum BackupObjects {
-    Dump {
-        service_account: Box<ServiceAccount>,
-        role: Box<Role>,
-        role_binding: Box<RoleBinding>,
-        cron_job: Box<CronJob>,
-    },
-    CloudNativePG {
-        scheduled_backup: Box<ScheduledBackup>,
-    },
+pub struct BackupObjects {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub schedule: BackupSchedule,
+}
+
+/// The agent's pg_dump CronJob (built-in and external engines), or
+/// CloudNativePG's own schedule of base backups (WAL archiving is set on
+/// the Cluster).
+#[derive(Debug, Clone)]
+pub enum BackupSchedule {
+    Dump(Box<CronJob>),
+    CloudNativePG(Box<ScheduledBackup>),
 }
 
 pub fn build(model: &Model) -> Desired {
@@ -301,15 +323,17 @@ pub fn build(model: &Model) -> Desired {
         ),
         gateway_certificate: gateway::certificate(model),
         network_policies: network::policies(model),
-        backup: spec.backup.as_ref().map(|b| match spec.database.engine {
-            Engine::CloudNativePG => BackupObjects::CloudNativePG {
-                scheduled_backup: Box::new(cnpg::scheduled_backup(model, b)),
-            },
-            Engine::BuiltIn | Engine::External => BackupObjects::Dump {
-                service_account: Box::new(backup::service_account(model)),
-                role: Box::new(backup::role(model)),
-                role_binding: Box::new(backup::role_binding(model)),
-                cron_job: Box::new(backup::cron_job(model, b)),
+        backup: spec.backup.as_ref().map(|b| BackupObjects {
+            service_account: backup::service_account(model),
+            role: backup::role(model),
+            role_binding: backup::role_binding(model),
+            schedule: match spec.database.engine {
+                Engine::CloudNativePG => {
+                    BackupSchedule::CloudNativePG(Box::new(cnpg::scheduled_backup(model, b)))
+                }
+                Engine::BuiltIn | Engine::External => {
+                    BackupSchedule::Dump(Box::new(backup::cron_job(model, b)))
+                }
             },
         }),
     }
@@ -359,22 +383,18 @@ impl Desired {
         out.extend(gateway_certificate.iter().map(value));
         out.extend([value(gateway_service), value(gateway_deployment)]);
         out.extend(gateway_scaling.values());
-        match backup {
-            Some(BackupObjects::Dump {
-                service_account,
-                role,
-                role_binding,
-                cron_job,
-            }) => out.extend([
-                value(service_account),
-                value(role),
-                value(role_binding),
-                value(cron_job),
-            ]),
-            Some(BackupObjects::CloudNativePG { scheduled_backup }) => {
-                out.push(value(scheduled_backup));
-            }
-            None => {}
+        if let Some(BackupObjects {
+            service_account,
+            role,
+            role_binding,
+            schedule,
+        }) = backup
+        {
+            out.extend([value(service_account), value(role), value(role_binding)]);
+            out.push(match schedule {
+                BackupSchedule::Dump(cron_job) => value(cron_job),
+                BackupSchedule::CloudNativePG(scheduled) => value(scheduled),
+            });
         }
         out
     }
@@ -430,13 +450,17 @@ pub mod names {
     pub fn db_connection(app: &str) -> String {
         format!("{app}-db-connection")
     }
-    /// CloudNativePG's Secret with the app login of the Cluster `<app>-db`.
-    pub fn cnpg_app_secret(app: &str) -> String {
-        format!("{app}-db-app")
+    /// CloudNativePG's Secret with the app login of a Cluster.
+    pub fn cnpg_app_secret(cluster: &str) -> String {
+        format!("{cluster}-app")
     }
-    /// CloudNativePG's read-write Service: always the primary.
-    pub fn cnpg_rw_service(app: &str) -> String {
-        format!("{app}-db-rw")
+    /// CloudNativePG's read-write Service of a Cluster: always the primary.
+    pub fn cnpg_rw_service(cluster: &str) -> String {
+        format!("{cluster}-rw")
+    }
+    /// The Cluster a point-in-time restore recovers into.
+    pub fn recovered_cluster(app: &str, restore: &str) -> String {
+        format!("{app}-db-{}", &super::short_hash(restore)[..6])
     }
     /// The Secret cert-manager writes the gateway's certificate to.
     pub fn gateway_tls(app: &str) -> String {
@@ -589,6 +613,7 @@ pub(crate) mod testing {
             migration_retry: None,
             restoring: false,
             agent_image: crate::crd::DEFAULT_OPERATOR_IMAGE.into(),
+            db_cluster: "shop-db".into(),
         }
     }
 }
@@ -681,7 +706,7 @@ mod tests {
             !cnpg.contains(&"CronJob".to_owned()),
             "CloudNativePG backs up"
         );
-        for kind in ["Cluster", "ScheduledBackup", "Secret"] {
+        for kind in ["Cluster", "ScheduledBackup", "Secret", "ServiceAccount"] {
             assert!(cnpg.contains(&kind.to_owned()), "{kind} in {cnpg:?}");
         }
 

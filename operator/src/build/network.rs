@@ -88,7 +88,8 @@ fn database(model: &Model) -> Option<NetworkPolicy> {
     let (selected, ingress) = match model.spec.database.engine {
         Engine::BuiltIn => (selector_labels(model, "database"), vec![clients]),
         Engine::CloudNativePG => {
-            let cluster = BTreeMap::from([("cnpg.io/cluster".to_owned(), names::db(&model.name))]);
+            let cluster =
+                BTreeMap::from([("cnpg.io/cluster".to_owned(), model.db_cluster.clone())]);
             let ingress = vec![
                 clients,
                 // Streaming replication between the instances.

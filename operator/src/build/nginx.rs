@@ -12,7 +12,8 @@ pub struct GatewayConfig {
     /// nginx worker processes: the CPUs the pod may use, not the node's.
     pub workers: u32,
     /// host:port of the API.
-    pub upstream: String,
+    /// host:port of each API server (in the cluster: one, the Service).
+    pub upstreams: Vec<String>,
     /// Sustained requests per second per client address.
     pub requests_per_second: i32,
     pub burst: i32,
@@ -143,7 +144,7 @@ http {{
     gzip_vary on;
 
     upstream foodapp_api {{
-        server {upstream} max_fails=0;
+{servers_upstream}
         keepalive 64;
         keepalive_timeout 60s;
     }}
@@ -155,7 +156,12 @@ http {{
         access_log = c.access_log,
         body = c.max_body_kb,
         rps = c.requests_per_second,
-        upstream = c.upstream,
+        servers_upstream = c
+            .upstreams
+            .iter()
+            .map(|u| format!("        server {u} max_fails=0;\n"))
+            .collect::<String>()
+            .trim_end(),
         real_ip = real_ip(c),
         servers = servers(c),
     );
@@ -372,7 +378,7 @@ mod tests {
         GatewayConfig {
             listen: "8080".into(),
             workers: 2,
-            upstream: "shop-api.food.svc:8080".into(),
+            upstreams: vec!["shop-api.food.svc:8080".into()],
             requests_per_second: 20,
             burst: 40,
             max_body_kb: 64,
@@ -464,10 +470,7 @@ mod tests {
             hsts: Some("max-age=31536000; includeSubDomains".into()),
         });
         let conf = render(&c);
-        assert!(
-            conf.contains("listen 8443 ssl;\n        http2 on;"),
-            "{conf}"
-        );
+        assert!(conf.contains("listen 8443 ssl http2;"), "{conf}");
         assert!(conf.contains("return 308 https://$host$request_uri;"));
         // add_header in a location replaces the server's: every one carries HSTS.
         let request_ids = conf.matches("add_header X-Request-Id").count();

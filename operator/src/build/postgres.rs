@@ -91,7 +91,7 @@ fn pg_isready(period: i32, failures: i32) -> Probe {
 /// databases backup verification uses, and is not a superuser. A volume
 /// from before this rule (the login was the superuser) is brought in line:
 /// `postgres` is created and the login demoted, last.
-const PREPARE: &str = r#"set -eu
+pub const PREPARE: &str = r#"set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "new data directory: initdb"
   initdb -D "$PGDATA" --username=postgres --encoding=UTF8 \

@@ -28,7 +28,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::build::{
-    BackupObjects, DatabaseObjects, Desired, MANAGER, Scaling, instance_selector, names, short_hash,
+    BackupObjects, BackupSchedule, DatabaseObjects, Desired, MANAGER, Scaling, instance_selector,
+    names, short_hash,
 };
 use crate::crd::foreign::{Certificate, ScheduledBackup};
 
@@ -393,23 +394,29 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
 
     let backups = async {
         match backup {
-            Some(BackupObjects::Dump {
+            Some(BackupObjects {
                 service_account,
                 role,
                 role_binding,
-                cron_job,
+                schedule,
             }) => {
-                ensure(client, ns, service_account.as_ref(), &mut writes).await?;
-                ensure(client, ns, role.as_ref(), &mut writes).await?;
-                ensure(client, ns, role_binding.as_ref(), &mut writes).await?;
-                ensure(client, ns, cron_job.as_ref(), &mut writes).await?;
-                Ok(())
-            }
-            Some(BackupObjects::CloudNativePG { scheduled_backup }) => {
-                match ensure(client, ns, scheduled_backup.as_ref(), &mut writes).await {
-                    Err(e) if kind_missing(&e) => Ok(()),
-                    other => other.map(|_| ()),
+                ensure(client, ns, service_account, &mut writes).await?;
+                ensure(client, ns, role, &mut writes).await?;
+                ensure(client, ns, role_binding, &mut writes).await?;
+                match schedule {
+                    BackupSchedule::Dump(cron_job) => {
+                        ensure(client, ns, cron_job.as_ref(), &mut writes).await?;
+                    }
+                    BackupSchedule::CloudNativePG(scheduled) => {
+                        match ensure(client, ns, scheduled.as_ref(), &mut writes).await {
+                            Err(e) if kind_missing(&e) => {}
+                            other => {
+                                other?;
+                            }
+                        }
+                    }
                 }
+                Ok(())
             }
             None => prune_backup(client, ns, app, &mut writes).await,
         }

@@ -10,7 +10,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use crate::build::{self, Inputs, Model, names, secrets};
-use crate::crd::foreign::{CNPG_API_VERSION, Cluster};
+use crate::crd::foreign::{Cluster, ScheduledBackup};
 use crate::crd::{Engine, FoodApp, FoodAppBackup, FoodAppRestore};
 
 /// The world as the reconcile found it.
@@ -42,34 +42,50 @@ pub struct CnpgObserved {
     /// Whether the API server serves `postgresql.cnpg.io/v1` clusters.
     pub installed: bool,
     pub cluster: Option<Cluster>,
-    /// `<name>-db-app`: the app login CloudNativePG generated.
+    /// `<cluster>-app`: the app login CloudNativePG generated.
     pub app_secret: Option<Secret>,
+    /// `<name>-backup`, when backups are on.
+    pub scheduled_backup: Option<ScheduledBackup>,
 }
 
-/// Whether the API server serves `kind` in `group_version` (a CRD is installed).
-pub async fn serves(
-    client: &Client,
-    group_version: &str,
-    plural: &str,
-) -> Result<bool, kube::Error> {
-    match client.list_api_group_resources(group_version).await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+/// Whether the API server serves kind K (its CRD is installed): a list of
+/// a kind it does not know is a 404, of a kind it knows a (maybe empty) list.
+pub async fn serves<K>(client: &Client, ns: &str) -> Result<bool, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(e) => Err(e),
     }
 }
 
-async fn observe_cnpg(client: &Client, ns: &str, name: &str) -> Result<CnpgObserved, kube::Error> {
-    if !serves(client, CNPG_API_VERSION, "clusters").await? {
+async fn observe_cnpg(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    cluster: &str,
+) -> Result<CnpgObserved, kube::Error> {
+    if !serves::<Cluster>(client, ns).await? {
         return Ok(CnpgObserved::default());
     }
     Ok(CnpgObserved {
         installed: true,
         cluster: Api::<Cluster>::namespaced(client.clone(), ns)
-            .get_opt(&names::db(name))
+            .get_opt(cluster)
             .await?,
         app_secret: Api::<Secret>::namespaced(client.clone(), ns)
-            .get_opt(&names::cnpg_app_secret(name))
+            .get_opt(&names::cnpg_app_secret(cluster))
+            .await?,
+        scheduled_backup: Api::<ScheduledBackup>::namespaced(client.clone(), ns)
+            .get_opt(&names::backup(app))
             .await?,
     })
 }
@@ -195,7 +211,9 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             None => None,
         },
         cnpg: match app.spec.database.engine {
-            Engine::CloudNativePG => Some(observe_cnpg(client, ns, name).await?),
+            Engine::CloudNativePG => {
+                Some(observe_cnpg(client, ns, name, &build::db_cluster(app)).await?)
+            }
             Engine::BuiltIn | Engine::External => None,
         },
     };

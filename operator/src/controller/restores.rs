@@ -17,8 +17,11 @@ use super::conditions::{self, Reason, wanted};
 use super::dereference::Observed;
 use super::validate::{self, JobState, job_state};
 use super::{Context, Error, apply, instrumented, requeue_normal};
-use crate::build::{RESTORE_ANNOTATION, backup, migration};
-use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore, FoodAppRestoreStatus, JobPhase};
+use crate::build::{
+    DATABASE_CLUSTER_ANNOTATION, RESTORE_ANNOTATION, backup, cnpg, migration, names,
+};
+use crate::crd::foreign::Cluster;
+use crate::crd::{Engine, FoodApp, FoodAppBackup, FoodAppRestore, FoodAppRestoreStatus, JobPhase};
 use crate::metrics::RestoreLabels;
 
 pub fn restore_job_name(restore: &str) -> String {
@@ -317,8 +320,28 @@ async fn reconcile_inner(
                 )
                 .await;
         }
+        // A point in time needs a WAL archive: CloudNativePG's.
+        if restore.spec.target_time.is_some() && app.spec.database.engine != Engine::CloudNativePG {
+            return step
+                .finish_because(
+                    Reason::InvalidRestore,
+                    false,
+                    format!(
+                        "targetTime needs database.engine CloudNativePG (continuous WAL archiving); FoodApp {} uses {:?}: restore one of its backups (backupRef, objectKey or latest) instead; nothing was stopped",
+                        app.name_any(),
+                        app.spec.database.engine
+                    ),
+                    Some(&app),
+                )
+                .await;
+        }
         // Resolve what to restore before stopping anything.
         let source = match (&restore.spec.backup_ref, &restore.spec.object_key) {
+            _ if restore.spec.target_time.is_some() => format!(
+                "{} at {}",
+                crate::build::db_cluster(&app),
+                restore.spec.target_time.as_deref().unwrap_or_default()
+            ),
             (Some(b), _) => {
                 let fab = Api::<FoodAppBackup>::namespaced(ctx.client.clone(), &ns)
                     .get_opt(b)
@@ -424,8 +447,14 @@ async fn reconcile_inner(
         "the API is stopped; the gateway answers 503 maintenance".to_owned(),
     );
 
-    // 2. The restore Job.
+    // 2. The restore Job, or for a point in time a recovered Cluster.
     let model = validate::job_model(&app, &ctx.agent_image)?;
+    if let Some(target) = restore.spec.target_time.as_deref() {
+        if let Some(action) = recover(&mut step, &app, &backup_spec, target).await? {
+            return Ok(action);
+        }
+        return migrate(step, restore, &app, model, &name, &ns).await;
+    }
     let source = step
         .status
         .object_key
@@ -464,15 +493,30 @@ async fn reconcile_inner(
         ),
     }
 
-    // 3. The migrations of the running API image, on the restored schema.
+    migrate(step, restore, &app, model, &name, &ns).await
+}
+
+/// Step 3: the migrations of the running API image, on the restored
+/// schema; then the API comes back.
+async fn migrate(
+    mut step: Step<'_>,
+    restore: &FoodAppRestore,
+    app: &FoodApp,
+    model: crate::build::Model,
+    name: &str,
+    ns: &str,
+) -> Result<Action, Error> {
+    let ctx = step.ctx;
+    let source = step.status.object_key.clone().unwrap_or_default();
+    let app = app.clone();
     let mut migrated_model = model;
     if let Some(image) = validate::deployed_image(&app, &Observed::default()) {
         migrated_model.spec.api.image = image;
     }
     let mut migrate = migration::job(&migrated_model);
-    migrate.metadata.name = Some(migrate_job_name(&name));
+    migrate.metadata.name = Some(migrate_job_name(name));
     owned_by_restore(&mut migrate, restore);
-    match run_job(ctx, &ns, &migrate).await? {
+    match run_job(ctx, ns, &migrate).await? {
         None | Some(JobState::Running) => {
             step.set(
                 "Migrated",
@@ -507,4 +551,115 @@ async fn reconcile_inner(
             .await
         }
     }
+}
+
+/// Point-in-time recovery (engine CloudNativePG), with the API stopped:
+/// a new Cluster is recovered from the archive of the one in use up to
+/// `target`; once it is ready the FoodApp is switched to it (annotation
+/// `foodapp.io/database-cluster`), and the step waits until the connection
+/// Secret names it. None when done; else what to do meanwhile. The Cluster
+/// used before is kept.
+async fn recover(
+    step: &mut Step<'_>,
+    app: &FoodApp,
+    backup: &crate::crd::BackupSpec,
+    target: &str,
+) -> Result<Option<Action>, Error> {
+    let ctx = step.ctx;
+    let ns = app.namespace().unwrap_or_default();
+    let restore = step.restore;
+    let key = restore
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| restore.name_any());
+    let new = names::recovered_cluster(&app.name_any(), &key);
+    let current = crate::build::db_cluster(app);
+    if current != new {
+        let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+        let Some(cluster) = clusters.get_opt(&new).await.map_err(Error::Dereference)? else {
+            let model = validate::job_model(app, &ctx.agent_image)?;
+            let desired = cnpg::recovered_cluster(&model, backup, &new, &current, target);
+            clusters
+                .patch(
+                    &new,
+                    &PatchParams::apply(cnpg::RESTORE_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await
+                .map_err(|e| Error::Apply(apply::failed("Cluster", &new)(e)))?;
+            step.set(
+                "Restored",
+                false,
+                Reason::Running,
+                format!("recovering Cluster {new} from the archive of {current} up to {target}"),
+            );
+            step.save().await?;
+            return Ok(Some(Action::requeue(Duration::from_secs(15))));
+        };
+        let ready = cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_instances)
+            .unwrap_or(0);
+        let login = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&names::cnpg_app_secret(&new))
+            .await
+            .map_err(Error::Dereference)?;
+        if ready < 1 || login.is_none() {
+            let phase = cluster
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_else(|| "no phase yet".to_owned());
+            step.set(
+                "Restored",
+                false,
+                Reason::Running,
+                format!(
+                    "recovering Cluster {new} from the archive of {current} up to {target}: {phase}"
+                ),
+            );
+            step.save().await?;
+            return Ok(Some(Action::requeue(Duration::from_secs(15))));
+        }
+        super::annotate(ctx, app, DATABASE_CLUSTER_ANNOTATION, Some(&new)).await?;
+        step.set(
+            "Restored",
+            true,
+            Reason::Succeeded,
+            format!("Cluster {new} recovered up to {target}; the FoodApp uses it now, and keeps {current}: delete that one when you no longer need it"),
+        );
+        step.save().await?;
+        ctx.event(
+            restore,
+            Reason::Succeeded,
+            "Restore",
+            format!("Cluster {new} recovered up to {target}; {current} is kept"),
+        )
+        .await;
+        return Ok(Some(Action::requeue(Duration::from_secs(2))));
+    }
+    // The migrations must reach the new Cluster: wait until the FoodApp's
+    // reconcile rewrote the connection Secret.
+    let url = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&names::db_connection(&app.name_any()))
+        .await
+        .map_err(Error::Dereference)?
+        .and_then(|s| s.data)
+        .and_then(|d| {
+            d.get("DATABASE_URL")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
+        .unwrap_or_default();
+    if !url.contains(&format!("@{}.", names::cnpg_rw_service(&new))) {
+        step.set(
+            "Migrated",
+            false,
+            Reason::Running,
+            format!("waiting for the connection Secret to name Cluster {new}"),
+        );
+        step.save().await?;
+        return Ok(Some(Action::requeue(Duration::from_secs(3))));
+    }
+    Ok(None)
 }

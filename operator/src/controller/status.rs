@@ -44,6 +44,8 @@ fn endpoint(app: &FoodApp, observed: &Observed) -> Option<String> {
     let svc = observed.gateway_service.as_ref()?;
     let name = svc.metadata.name.as_deref()?;
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let tls = app.spec.gateway.tls.is_some();
+    let scheme = if tls { "https" } else { "http" };
     match app.spec.gateway.service_type {
         ServiceType::LoadBalancer => {
             let ingress = svc
@@ -55,13 +57,22 @@ fn endpoint(app: &FoodApp, observed: &Observed) -> Option<String> {
                 .as_ref()?
                 .first()?;
             let host = ingress.ip.clone().or_else(|| ingress.hostname.clone())?;
-            Some(format!("http://{host}"))
+            Some(format!("{scheme}://{host}"))
         }
         ServiceType::NodePort => {
-            let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.node_port?;
+            let ports = svc.spec.as_ref()?.ports.as_ref()?;
+            let wanted = if tls { "https" } else { "http" };
+            let port = ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(wanted))
+                .or_else(|| ports.first())?
+                .node_port?;
             Some(format!("<node-ip>:{port}"))
         }
-        ServiceType::ClusterIP => Some(format!("http://{name}.{ns}.svc:80")),
+        ServiceType::ClusterIP => Some(format!(
+            "{scheme}://{name}.{ns}.svc:{}",
+            if tls { 443 } else { 80 }
+        )),
     }
 }
 
@@ -218,11 +229,44 @@ pub fn compute(
             Reason::Scheduled,
             format!("backups run on \"{}\" (UTC)", b.schedule),
         ),
+        (Some(b), _)
+            if observed
+                .cnpg
+                .as_ref()
+                .is_some_and(|c| c.scheduled_backup.is_some()) =>
+        {
+            let status = observed
+                .cnpg
+                .as_ref()
+                .and_then(|c| c.cluster.as_ref())
+                .and_then(|c| c.status.clone())
+                .unwrap_or_default();
+            check(
+                BACKUP_SCHEDULED,
+                true,
+                Reason::Scheduled,
+                format!(
+                    "CloudNativePG archives WAL continuously and takes base backups on \"{}\" (UTC); last base backup: {}; recoverable from: {}",
+                    b.schedule,
+                    status
+                        .last_successful_backup
+                        .as_deref()
+                        .unwrap_or("none yet"),
+                    status
+                        .first_recoverability_point
+                        .as_deref()
+                        .unwrap_or("not yet")
+                ),
+            )
+        }
         (Some(_), _) => check(
             BACKUP_SCHEDULED,
             false,
             Reason::Creating,
-            "creating the backup CronJob",
+            match app.spec.database.engine {
+                crate::crd::Engine::CloudNativePG => "creating the CloudNativePG ScheduledBackup",
+                _ => "creating the backup CronJob",
+            },
         ),
     };
     let db_check = or_apply_failure(db_check, applied, Component::Database);
@@ -258,7 +302,13 @@ pub fn compute(
         Phase::Restoring
     } else if all_ok {
         Phase::Ready
-    } else if observed.statefulset.is_none() {
+    } else if matches!(
+        &database,
+        Database::NotReady {
+            reason: Reason::Creating | Reason::SecretInvalid | Reason::CloudNativePGMissing,
+            ..
+        }
+    ) {
         Phase::Pending
     } else if !db {
         Phase::Provisioning

@@ -87,7 +87,6 @@ impl Database {
 }
 
 pub fn database(app: &FoodApp, observed: &Observed) -> Database {
-    let name = app.metadata.name.as_deref().unwrap_or_default();
     match app.spec.database.engine {
         Engine::BuiltIn => {
             let ready = observed
@@ -120,6 +119,7 @@ pub fn database(app: &FoodApp, observed: &Observed) -> Database {
         }
         Engine::CloudNativePG => {
             let cnpg = observed.cnpg.clone().unwrap_or_default();
+            let cluster_name = crate::build::db_cluster(app);
             if !cnpg.installed {
                 return Database::not_ready(
                     Reason::CloudNativePGMissing,
@@ -129,13 +129,13 @@ pub fn database(app: &FoodApp, observed: &Observed) -> Database {
             let Some(cluster) = &cnpg.cluster else {
                 return Database::not_ready(
                     Reason::Creating,
-                    format!("creating the CloudNativePG Cluster {}", names::db(name)),
+                    format!("creating the CloudNativePG Cluster {cluster_name}"),
                 );
             };
             let status = cluster.status.clone().unwrap_or_default();
             let ready = status.ready_instances.unwrap_or(0);
             let login = cnpg_connection(
-                name,
+                &cluster_name,
                 &app.metadata.namespace.clone().unwrap_or_default(),
                 cnpg.app_secret.as_ref(),
             );
@@ -144,8 +144,7 @@ pub fn database(app: &FoodApp, observed: &Observed) -> Database {
                 _ => Database::not_ready(
                     Reason::Starting,
                     format!(
-                        "waiting for the CloudNativePG Cluster {}: {ready} of {} instances ready ({})",
-                        names::db(name),
+                        "waiting for the CloudNativePG Cluster {cluster_name}: {ready} of {} instances ready ({})",
                         cluster.spec.instances,
                         status.phase.as_deref().unwrap_or("no phase yet")
                     ),
@@ -206,9 +205,9 @@ pub fn external_connection(secret: Option<&Secret>, name: &str) -> Result<Connec
 }
 
 /// The app login CloudNativePG generated, through the read-write Service.
-fn cnpg_connection(app: &str, ns: &str, secret: Option<&Secret>) -> Option<Connection> {
+fn cnpg_connection(cluster: &str, ns: &str, secret: Option<&Secret>) -> Option<Connection> {
     Some(Connection {
-        host: format!("{}.{ns}.svc", names::cnpg_rw_service(app)),
+        host: format!("{}.{ns}.svc", names::cnpg_rw_service(cluster)),
         port: 5432,
         database: secret_value(secret, "dbname")
             .unwrap_or_else(|| crate::build::DB_NAME.to_owned()),

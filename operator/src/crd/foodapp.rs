@@ -374,7 +374,7 @@ pub struct Autoscaling {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretName) != has(self.issuerRef)").message("gateway.tls needs exactly one of secretName or issuerRef"))]
-#[x_kube(validation = Rule::new("!has(self.issuerRef) || size(self.dnsNames) > 0").message("gateway.tls.dnsNames must name the host(s) the certificate is for when issuerRef is set"))]
+#[x_kube(validation = Rule::new("!has(self.issuerRef) || (has(self.dnsNames) && size(self.dnsNames) > 0)").message("gateway.tls.dnsNames must name the host(s) the certificate is for when issuerRef is set"))]
 pub struct TlsSpec {
     /// A `kubernetes.io/tls` Secret (keys tls.crt and tls.key) in the
     /// FoodApp's namespace.

@@ -18,7 +18,7 @@ use super::JobPhase;
     derive = "Default",
     validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppRestore's spec cannot be changed; create a new one"),
     validation = Rule::new("self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a FoodAppRestore name must be a DNS label of at most 55 characters (its Jobs are named <name>-restore and <name>-migrate)"),
-    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey or latest: true"),
+    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true or targetTime"),
     namespaced,
     shortname = "far",
     status = "FoodAppRestoreStatus",
@@ -46,6 +46,12 @@ pub struct FoodAppRestoreSpec {
     /// Restore the newest backup in the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<bool>,
+    /// Engine CloudNativePG: recover to this moment (RFC 3339, e.g.
+    /// 2026-11-22T09:30:00Z) from the WAL archive, into a new Cluster the
+    /// API then switches to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("spec.targetTime must be an RFC 3339 time such as 2026-11-22T09:30:00Z"))]
+    pub target_time: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
