@@ -56,8 +56,8 @@ pub const RULES: &[Rule] = &[
     (
         "",
         &["secrets"],
-        &["get", "list", "watch", "create", "delete"],
-        "read the S3 and admin Secrets; create the generated Secrets once; watch them (a deleted one is re-created); delete them under deletionPolicy Delete",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "read the S3, admin and external-database Secrets; create the generated Secrets once; watch them (a deleted one is re-created); apply the connection Secret of the CloudNativePG and External engines; delete them under deletionPolicy Delete",
     ),
     (
         "",

@@ -1404,6 +1404,47 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
         .unwrap();
     reconcile_diner().await;
 
+    // The External engine: the connection Secret is applied.
+    h.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &secret_with(
+                "managed",
+                &[
+                    ("host", "db.example.com"),
+                    ("database", "d"),
+                    ("user", "u"),
+                    ("password", "pw"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    let mut cafe =
+        foodapp(json!({"database": {"engine": "External", "external": {"secretName": "managed"}}}));
+    cafe.metadata.name = Some("cafe".into());
+    cafe.metadata.uid = None;
+    cafe.metadata.resource_version = None;
+    recorded
+        .api::<FoodApp>()
+        .create(&PostParams::default(), &cafe)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let app = recorded.api::<FoodApp>().get("cafe").await.unwrap();
+        controller::reconcile(Arc::new(app), recorded.ctx.clone())
+            .await
+            .unwrap();
+    }
+    assert!(
+        recorded
+            .api::<Secret>()
+            .get_opt("cafe-db-connection")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     // Retention of FoodAppBackups: keep one, an older one goes.
     recorded
         .create::<FoodAppBackup>(

@@ -354,7 +354,12 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     .await;
     applied.record(Component::Network, policies);
 
-    if let Some(job) = migration_job {
+    // Migrations wait until the database's objects (its connection Secret)
+    // are in place.
+    if let Some(job) = migration_job
+        .as_ref()
+        .filter(|_| applied.failure(Component::Database).is_none())
+    {
         match create_once(client, ns, job).await {
             Ok(None) => {
                 writes += 1;
