@@ -287,7 +287,18 @@ pub fn compute(
         .map(|c| c.type_)
         .chain((!backup_ok).then_some(BACKUP_SCHEDULED))
         .collect();
-    let ready_check = if all_ok {
+    // NetworkPolicies have no condition of their own: a refused one makes
+    // the FoodApp not Ready, saying why.
+    let network = applied.failure(Component::Network);
+    let all_ok = all_ok && network.is_none();
+    let ready_check = if let Some(e) = network {
+        check(
+            READY,
+            false,
+            Reason::ApplyFailed,
+            format!("the NetworkPolicies could not be applied: {e}"),
+        )
+    } else if all_ok {
         check(READY, true, Reason::Ready, "every component is ready")
     } else {
         check(
