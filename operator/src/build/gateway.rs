@@ -32,6 +32,8 @@ const HEALTH_PORT: i32 = 8081;
 pub const DO_PROXY_PROTOCOL_ANNOTATION: &str =
     "service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol";
 pub const CONFIG_HASH_ANNOTATION: &str = "foodapp.io/config-hash";
+/// Pod-template annotation with a hash of the gateway's certificate.
+pub const TLS_HASH_ANNOTATION: &str = "foodapp.io/tls-hash";
 
 /// One nginx worker per CPU the pod may use: its CPU limit, else its
 /// request, rounded up, at most 16; two when neither is set. (`auto` would
@@ -202,11 +204,19 @@ pub fn deployment(model: &Model) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(model, COMPONENT)),
-                    // A config change changes the pod template: pods roll.
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        short_hash(&conf),
-                    )])),
+                    // A config change, or a renewed certificate, changes the
+                    // pod template: pods roll.
+                    annotations: Some(
+                        [(CONFIG_HASH_ANNOTATION.to_owned(), short_hash(&conf))]
+                            .into_iter()
+                            .chain(
+                                model
+                                    .tls_fingerprint
+                                    .clone()
+                                    .map(|h| (TLS_HASH_ANNOTATION.to_owned(), h)),
+                            )
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -335,6 +345,71 @@ mod tests {
         m.spec.gateway.rate_limit.requests_per_second = 35;
         assert_ne!(config_hash(&m), before);
         assert!(config_map(&m).data.unwrap()["nginx.conf"].contains("rate=35r/s"));
+    }
+
+    #[test]
+    fn tls_mounts_the_certificate_and_a_renewed_one_rolls_the_gateway() {
+        let mut m = model();
+        m.spec.gateway.tls = Some(crate::crd::TlsSpec {
+            secret_name: None,
+            issuer_ref: Some(crate::crd::IssuerRef {
+                name: "letsencrypt".into(),
+                kind: "ClusterIssuer".into(),
+            }),
+            dns_names: vec!["shop.example".into()],
+            redirect_http: true,
+            hsts: Default::default(),
+        });
+        m.spec.gateway.proxy_protocol = true;
+        let cert = certificate(&m).unwrap();
+        assert_eq!(cert.spec.secret_name, "shop-gateway-tls");
+        assert_eq!(cert.spec.dns_names, ["shop.example"]);
+        let d = deployment(&m);
+        let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let secret = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap();
+        assert_eq!(
+            secret.secret.unwrap().secret_name.as_deref(),
+            Some("shop-gateway-tls")
+        );
+        let probe = pod.containers[0].readiness_probe.clone().unwrap();
+        assert_eq!(
+            probe.http_get.unwrap().port,
+            IntOrString::String("health".into()),
+            "probes speak neither TLS nor the PROXY protocol"
+        );
+        let annotations = |m: &Model| {
+            deployment(m)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+        };
+        m.tls_fingerprint = Some("aaaa".into());
+        let first = annotations(&m);
+        m.tls_fingerprint = Some("bbbb".into());
+        assert_ne!(annotations(&m), first);
+        let svc = service(&m);
+        assert_eq!(
+            svc.metadata.annotations.unwrap()[DO_PROXY_PROTOCOL_ANNOTATION],
+            "true"
+        );
+        let ports: Vec<i32> = svc
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [80, 443]);
     }
 
     #[test]

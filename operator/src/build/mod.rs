@@ -65,6 +65,9 @@ pub struct Model {
     /// Engine CloudNativePG: the Cluster in use (`<name>-db`, or the one a
     /// point-in-time restore recovered).
     pub db_cluster: String,
+    /// A hash of the gateway's certificate as its Secret holds it now: a
+    /// renewed certificate rolls the gateway (nginx reads it at start).
+    pub tls_fingerprint: Option<String>,
     /// Image of the backup/restore agent (the operator's own image).
     pub agent_image: String,
 }
@@ -138,6 +141,7 @@ impl Model {
             name,
             spec: app.spec.clone(),
             db_cluster: db_cluster(app),
+            tls_fingerprint: None,
             db_password: inputs.db_password,
             connection: inputs.connection,
             jwt_secret: inputs.jwt_secret,
@@ -614,6 +618,7 @@ pub(crate) mod testing {
             restoring: false,
             agent_image: crate::crd::DEFAULT_OPERATOR_IMAGE.into(),
             db_cluster: "shop-db".into(),
+            tls_fingerprint: None,
         }
     }
 }

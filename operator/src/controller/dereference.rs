@@ -31,6 +31,8 @@ pub struct Observed {
     pub cron_job: Option<CronJob>,
     pub backups: Vec<FoodAppBackup>,
     pub restores: Vec<FoodAppRestore>,
+    /// The Secret with the gateway's certificate, when TLS is on.
+    pub gateway_tls_secret: Option<Secret>,
     /// Engine External: the user's Secret naming the server.
     pub external_secret: Option<Secret>,
     /// Engine CloudNativePG: what its operator made.
@@ -206,6 +208,16 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             .into_iter()
             .filter(|r| r.spec.food_app_ref == name)
             .collect(),
+        gateway_tls_secret: match &app.spec.gateway.tls {
+            Some(tls) => {
+                let name = tls
+                    .secret_name
+                    .clone()
+                    .unwrap_or_else(|| names::gateway_tls(name));
+                secrets.get_opt(&name).await?
+            }
+            None => None,
+        },
         external_secret: match &app.spec.database.external {
             Some(e) => secrets.get_opt(&e.secret_name).await?,
             None => None,

@@ -186,7 +186,29 @@ pub fn compute(
         )
     };
     let gw_available = available(observed.gateway_deployment.as_ref());
-    let gateway_check = if gw_available >= 1 {
+    let tls_missing =
+        crate::build::gateway::tls_secret(model).filter(|_| observed.gateway_tls_secret.is_none());
+    let gateway_check = if let Some(secret) = tls_missing {
+        let how = if app
+            .spec
+            .gateway
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.issuer_ref.is_some())
+        {
+            "cert-manager issues it for the Certificate of the same name"
+        } else {
+            "create it (type kubernetes.io/tls, keys tls.crt and tls.key)"
+        };
+        check(
+            GATEWAY_READY,
+            false,
+            Reason::SecretInvalid,
+            format!(
+                "waiting for TLS Secret {secret}: {how}; the gateway pods start once it exists"
+            ),
+        )
+    } else if gw_available >= 1 {
         check(
             GATEWAY_READY,
             true,

@@ -292,6 +292,12 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
             agent_image: agent_image.to_owned(),
         },
     )?;
+    model.tls_fingerprint = observed
+        .gateway_tls_secret
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get("tls.crt"))
+        .map(|crt| crate::build::short_hash(&String::from_utf8_lossy(&crt.0)));
     // A backup without its credentials cannot run: schedule nothing until
     // the Secret exists (the BackupScheduled condition says why).
     if observed.credentials_secret_found == Some(false) {
