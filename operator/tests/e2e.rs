@@ -22,6 +22,8 @@
 //!   are checked too (scheduled, on demand, restore by latest, backupRef and
 //!   objectKey, a restore deleted mid-way).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -1314,31 +1316,10 @@ async fn backups_and_restores(c: &Cluster, discovery: &Discovery) {
 fn self_signed(host: &str) -> (String, String) {
     let dir = std::env::temp_dir().join(format!("e2e-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", &format!("/CN={host}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-        // A server certificate, not a CA: TLS clients refuse a CA as the
-        // server's own certificate.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::self_signed(&dir, host);
     let pair = (
-        std::fs::read_to_string(&crt).unwrap(),
-        std::fs::read_to_string(&key).unwrap(),
+        std::fs::read_to_string(dir.join("tls.crt")).unwrap(),
+        std::fs::read_to_string(dir.join("tls.key")).unwrap(),
     );
     std::fs::remove_dir_all(dir).ok();
     pair

@@ -2,6 +2,8 @@
 //! oldest and newest supported versions) and its nginx.conf loads in a real
 //! nginx. Tools come from `scripts/test-services`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -312,7 +314,7 @@ fn the_gateway_config_loads_in_a_real_nginx() {
     // The full example serves TLS: a throwaway certificate where the
     // Secret is mounted.
     assert!(conf.contains("ssl_certificate /etc/nginx/tls/tls.crt;"));
-    self_signed(&dir);
+    common::self_signed(&dir, "localhost");
     let local = conf
         .replace(upstream, "server 127.0.0.1:9")
         .replace("/etc/nginx/tls/", &format!("{}/", dir.display()));
@@ -330,31 +332,4 @@ fn the_gateway_config_loads_in_a_real_nginx() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_dir_all(dir).ok();
-}
-
-/// tls.crt and tls.key for localhost in `dir`.
-pub fn self_signed(dir: &Path) {
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("tls.key"))
-        .arg("-out")
-        .arg(dir.join("tls.crt"))
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -1665,18 +1665,25 @@ async fn cnpg_ready(h: &Harness, name: &str, password: &str) {
         .unwrap();
 }
 
-fn database_url(secret: &Secret) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()["DATABASE_URL"].0.clone()).unwrap()
-}
-
-#[tokio::test]
-async fn a_cloudnativepg_foodapp_waits_for_its_cluster_then_uses_its_app_login() {
+/// A FoodApp on CloudNativePG with backups, reconciled once its
+/// credentials exist; CloudNativePG itself has done nothing yet.
+async fn cloudnativepg_with_backup() -> Harness {
     let mut spec = with_backup("spaces");
     spec["api"] = json!({"image": "registry.example/api:1"});
     spec["database"] = json!({"engine": "CloudNativePG"});
     let h = Harness::new(foodapp(spec), vec![]).await;
     credentials(&h).await;
     h.settle().await;
+    h
+}
+
+fn database_url(secret: &Secret) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()["DATABASE_URL"].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_cloudnativepg_foodapp_waits_for_its_cluster_then_uses_its_app_login() {
+    let h = cloudnativepg_with_backup().await;
     let (status, reason, message) = h.condition("DatabaseReady").await;
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -1835,12 +1842,7 @@ async fn an_external_foodapp_says_what_is_wrong_with_its_secret() {
 
 #[tokio::test]
 async fn a_point_in_time_restore_recovers_a_new_cluster_and_switches_the_api_to_it() {
-    let mut spec = with_backup("spaces");
-    spec["api"] = json!({"image": "registry.example/api:1"});
-    spec["database"] = json!({"engine": "CloudNativePG"});
-    let h = Harness::new(foodapp(spec), vec![]).await;
-    credentials(&h).await;
-    h.settle().await;
+    let h = cloudnativepg_with_backup().await;
     cnpg_ready(&h, "shop-db", "old").await;
     h.settle().await;
     h.job_done("registry.example/api:1", "Complete", "").await;

@@ -303,7 +303,7 @@ mod tests {
     use super::*;
     use crate::build::testing::model;
 
-    fn config_hash(m: &Model) -> String {
+    fn pod_annotations(m: &Model) -> BTreeMap<String, String> {
         deployment(m)
             .spec
             .unwrap()
@@ -311,8 +311,11 @@ mod tests {
             .metadata
             .unwrap()
             .annotations
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
+            .unwrap()
+    }
+
+    fn config_hash(m: &Model) -> String {
+        pod_annotations(m)[CONFIG_HASH_ANNOTATION].clone()
     }
 
     #[test]
@@ -382,20 +385,10 @@ mod tests {
             IntOrString::String("health".into()),
             "probes speak neither TLS nor the PROXY protocol"
         );
-        let annotations = |m: &Model| {
-            deployment(m)
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()
-        };
         m.tls_fingerprint = Some("aaaa".into());
-        let first = annotations(&m);
+        let first = pod_annotations(&m);
         m.tls_fingerprint = Some("bbbb".into());
-        assert_ne!(annotations(&m), first);
+        assert_ne!(pod_annotations(&m), first);
         let svc = service(&m);
         assert_eq!(
             svc.metadata.annotations.unwrap()[DO_PROXY_PROTOCOL_ANNOTATION],
