@@ -373,6 +373,24 @@ impl Cluster {
         }
     }
 
+    /// A JSON merge patch of FoodApp `app` (a poke, or a spec change).
+    async fn merge(&self, app: &str, patch: Value) -> Result<FoodApp, kube::Error> {
+        self.api::<FoodApp>()
+            .patch(app, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+    }
+
+    /// Waits until Deployment `name` wants and has `n` replicas.
+    async fn replicas_reach(&self, what: &str, name: &str, n: i32) {
+        self.eventually(what, Duration::from_secs(180), || async {
+            match replicas(self, name).await? {
+                (w, a, _) if w == n && a == n => Ok(()),
+                other => Err(format!("wanted, available, generation: {other:?}")),
+            }
+        })
+        .await;
+    }
+
     async fn secret_value(&self, name: &str, key: &str) -> Option<String> {
         let s = self.api::<Secret>().get_opt(name).await.ok()??;
         String::from_utf8(s.data?.get(key)?.0.clone()).ok()
@@ -762,10 +780,12 @@ async fn the_operator_on_a_real_cluster() {
     let mut pokes = 0;
     while start.elapsed() < idle {
         pokes += 1;
-        c.api::<FoodApp>()
-            .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"e2e.foodapp.io/poke": pokes.to_string()}}})))
-            .await
-            .unwrap();
+        c.merge(
+            "shop",
+            json!({"metadata": {"annotations": {"e2e.foodapp.io/poke": pokes.to_string()}}}),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     let after = c.children_versions("shop").await;
@@ -832,10 +852,12 @@ async fn the_operator_on_a_real_cluster() {
             .clone()
             .unwrap_or_default()
     };
-    c.api::<FoodApp>()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"api": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}}})))
-        .await
-        .unwrap();
+    c.merge(
+        "shop",
+        json!({"spec": {"api": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}}}),
+    )
+    .await
+    .unwrap();
     c.eventually("api.resources reaches the Deployment", minute, || async {
         let d = c
             .api::<Deployment>()
@@ -849,12 +871,7 @@ async fn the_operator_on_a_real_cluster() {
         }
     })
     .await;
-    c.api::<FoodApp>()
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"api": {"resources": null}}})),
-        )
+    c.merge("shop", json!({"spec": {"api": {"resources": null}}}))
         .await
         .unwrap();
     c.eventually(
@@ -1010,12 +1027,7 @@ async fn the_operator_on_a_real_cluster() {
         c.log("cleaning up (FOODAPP_E2E_KEEP=1 keeps everything)");
         for app in ["shop", "bistro", "deli", "cafe", "diner"] {
             let _ = c
-                .api::<FoodApp>()
-                .patch(
-                    app,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"spec": {"deletionPolicy": "Delete"}})),
-                )
+                .merge(app, json!({"spec": {"deletionPolicy": "Delete"}}))
                 .await;
             let _ = c
                 .api::<FoodApp>()
@@ -1369,15 +1381,10 @@ async fn scaling_and_edge(c: &Cluster) {
 
     // The autoscaler, not the operator, sets the API's replicas (no metrics
     // source here: it holds them at minReplicas).
-    c.eventually(
+    c.replicas_reach(
         "the autoscaler runs bistro's API at its minimum of 3",
-        3 * minute,
-        || async {
-            match replicas(c, "bistro-api").await? {
-                (3, 3, _) => Ok(()),
-                other => Err(format!("wanted, available, generation: {other:?}")),
-            }
-        },
+        "bistro-api",
+        3,
     )
     .await;
     let d = c.api::<Deployment>().get("bistro-api").await.unwrap();
@@ -1399,31 +1406,22 @@ async fn scaling_and_edge(c: &Cluster) {
         !owners.iter().any(|m| m == "foodapp-operator"),
         "the operator still owns spec.replicas: {owners:?}"
     );
-    c.api::<FoodApp>()
-        .patch(
+    c.merge(
+        "bistro",
+        json!({"spec": {"api": {"autoscaling": {"minReplicas": 4}}}}),
+    )
+    .await
+    .unwrap();
+    c.replicas_reach("the autoscaler takes bistro's API to 4", "bistro-api", 4)
+        .await;
+    let (_, _, generation) = replicas(c, "bistro-api").await.unwrap();
+    for poke in 0..3 {
+        c.merge(
             "bistro",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"api": {"autoscaling": {"minReplicas": 4}}}})),
+            json!({"metadata": {"annotations": {"e2e.foodapp.io/poke": poke.to_string()}}}),
         )
         .await
         .unwrap();
-    c.eventually(
-        "the autoscaler takes bistro's API to 4",
-        3 * minute,
-        || async {
-            match replicas(c, "bistro-api").await? {
-                (4, 4, _) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
-    let (_, _, generation) = replicas(c, "bistro-api").await.unwrap();
-    for poke in 0..3 {
-        c.api::<FoodApp>()
-            .patch("bistro", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"e2e.foodapp.io/poke": poke.to_string()}}})))
-            .await
-            .unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     let (wanted, _, after) = replicas(c, "bistro-api").await.unwrap();
@@ -1433,14 +1431,12 @@ async fn scaling_and_edge(c: &Cluster) {
         "the operator fought the autoscaler"
     );
     c.log("ok: 3 reconciles over 30 s left the autoscaler's 4 replicas and the Deployment's generation alone");
-    c.api::<FoodApp>()
-        .patch(
-            "bistro",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"api": {"autoscaling": null, "replicas": 2}}})),
-        )
-        .await
-        .unwrap();
+    c.merge(
+        "bistro",
+        json!({"spec": {"api": {"autoscaling": null, "replicas": 2}}}),
+    )
+    .await
+    .unwrap();
     c.eventually(
         "without autoscaling, bistro's API is back to 2 and the autoscaler is gone",
         2 * minute,
@@ -1543,8 +1539,10 @@ async fn scaling_and_edge(c: &Cluster) {
 
     // Switching engines is refused at admission.
     let refused = c
-        .api::<FoodApp>()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"database": {"engine": "External", "external": {"secretName": "x"}}}})))
+        .merge(
+            "shop",
+            json!({"spec": {"database": {"engine": "External", "external": {"secretName": "x"}}}}),
+        )
         .await
         .expect_err("an engine switch was admitted");
     assert!(
@@ -1557,14 +1555,12 @@ async fn scaling_and_edge(c: &Cluster) {
 
     // NetworkPolicies can be switched off, and on again.
     for (enabled, wanted) in [(false, 0), (true, 3)] {
-        c.api::<FoodApp>()
-            .patch(
-                "shop",
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"networkPolicy": {"enabled": enabled}}})),
-            )
-            .await
-            .unwrap();
+        c.merge(
+            "shop",
+            json!({"spec": {"networkPolicy": {"enabled": enabled}}}),
+        )
+        .await
+        .unwrap();
         c.eventually(
             &format!("shop has {wanted} NetworkPolicies"),
             minute,
@@ -1739,21 +1735,6 @@ async fn external_database(c: &Cluster, discovery: &Discovery) {
 /// CloudNativePG's CRDs (plural names) from its v1.30 release.
 const CNPG_KINDS: [&str; 4] = ["backups", "clusters", "poolers", "scheduledbackups"];
 
-fn cnpg_crds_dir() -> std::path::PathBuf {
-    let candidates = [
-        std::env::var("CNPG_CRDS")
-            .ok()
-            .map(std::path::PathBuf::from),
-        Some(repo().join("../shared/crds/cloudnative-pg")),
-        Some(std::path::PathBuf::from("/work/shared/crds/cloudnative-pg")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("postgresql.cnpg.io_clusters.yaml").exists())
-        .expect("CloudNativePG's CRDs not found: set CNPG_CRDS")
-}
-
 async fn database_condition(c: &Cluster, app: &str) -> Result<(String, String, String), String> {
     let fa = c
         .api::<FoodApp>()
@@ -1799,7 +1780,7 @@ async fn cloudnativepg(c: &Cluster) {
     c.log("ok: without CloudNativePG, diner's DatabaseReady is False, CloudNativePGMissing");
     let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     for kind in CNPG_KINDS {
-        let file = cnpg_crds_dir().join(format!("postgresql.cnpg.io_{kind}.yaml"));
+        let file = common::cnpg_crds_dir().join(format!("postgresql.cnpg.io_{kind}.yaml"));
         let crd: CustomResourceDefinition =
             yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         crds.patch(

@@ -138,23 +138,10 @@ fn kinds(docs: &[serde_json::Value]) -> String {
 /// errors, as with `kubectl apply --validate=strict`), and its CEL rules.
 mod cnpg {
     use serde_json::{Value, json};
-    use std::path::PathBuf;
-
-    pub fn dir() -> PathBuf {
-        let candidates = [
-            std::env::var("CNPG_CRDS").ok().map(PathBuf::from),
-            Some(super::repo().join("../shared/crds/cloudnative-pg")),
-            Some(PathBuf::from("/work/shared/crds/cloudnative-pg")),
-        ];
-        candidates
-            .into_iter()
-            .flatten()
-            .find(|p| p.join("postgresql.cnpg.io_clusters.yaml").exists())
-            .expect("CloudNativePG's CRDs not found: set CNPG_CRDS to the directory holding postgresql.cnpg.io_clusters.yaml (v1.30)")
-    }
 
     pub fn schema(kind: &str) -> Value {
-        let file = dir().join(format!("postgresql.cnpg.io_{}s.yaml", kind.to_lowercase()));
+        let file = super::common::cnpg_crds_dir()
+            .join(format!("postgresql.cnpg.io_{}s.yaml", kind.to_lowercase()));
         let crd: Value = yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         let version = crd["spec"]["versions"]
             .as_array()

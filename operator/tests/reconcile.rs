@@ -152,6 +152,17 @@ impl Harness {
             .unwrap();
     }
 
+    /// Whether an object of kind K named `name` exists.
+    async fn exists<K>(&self, name: &str) -> bool
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>().get_opt(name).await.unwrap().is_some()
+    }
+
     async fn app(&self) -> FoodApp {
         self.api::<FoodApp>().get("shop").await.unwrap()
     }
@@ -1691,30 +1702,15 @@ async fn a_cloudnativepg_foodapp_waits_for_its_cluster_then_uses_its_app_login()
         "{message}"
     );
     assert!(message.contains("shop-db"), "{message}");
+    assert!(!h.exists::<StatefulSet>("shop-db").await);
+    assert!(!h.exists::<CronJob>("shop-backup").await);
     assert!(
-        h.api::<StatefulSet>()
-            .get_opt("shop-db")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        h.api::<CronJob>()
-            .get_opt("shop-backup")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        h.api::<Job>()
-            .get_opt(&names::migration_job(
-                "shop",
-                "registry.example/api:1",
-                None
-            ))
-            .await
-            .unwrap()
-            .is_none(),
+        !h.exists::<Job>(&names::migration_job(
+            "shop",
+            "registry.example/api:1",
+            None
+        ))
+        .await,
         "no migration before the database is ready"
     );
     cnpg_ready(&h, "shop-db", "p@ss").await;
@@ -1823,19 +1819,9 @@ async fn an_external_foodapp_says_what_is_wrong_with_its_secret() {
         url,
         "postgres://u:pw@db.example.com:25060/d?sslmode=require"
     );
+    assert!(!h.exists::<StatefulSet>("shop-db").await);
     assert!(
-        h.api::<StatefulSet>()
-            .get_opt("shop-db")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        h.api::<Secret>()
-            .get_opt("shop-db")
-            .await
-            .unwrap()
-            .is_none(),
+        !h.exists::<Secret>("shop-db").await,
         "no generated database password for a server the operator does not run"
     );
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the operator's test binaries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A self-signed server certificate for `host` (not a CA: TLS clients
@@ -26,4 +26,20 @@ pub fn self_signed(dir: &Path, host: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// CloudNativePG's own CRDs (v1.30, unmodified): `CNPG_CRDS`, else the
+/// shared directory beside the repository.
+pub fn cnpg_crds_dir() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var("CNPG_CRDS").ok().map(PathBuf::from),
+        Some(repo.join("../shared/crds/cloudnative-pg")),
+        Some(PathBuf::from("/work/shared/crds/cloudnative-pg")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("postgresql.cnpg.io_clusters.yaml").exists())
+        .expect("CloudNativePG's CRDs not found: set CNPG_CRDS to the directory holding postgresql.cnpg.io_clusters.yaml (v1.30)")
 }
