@@ -104,7 +104,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,
-            ApiError::Database(e) if is_transient(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(e) if is_transient(e) || is_read_only(e) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(e) if is_data_exception(e) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,6 +121,11 @@ impl ApiError {
                 extra,
                 ..
             } => (*code, detail.clone(), extra.clone()),
+            ApiError::Database(e) if is_read_only(e) => (
+                "restoring",
+                "the shop is switching to a restored or upgraded database: reads work, writes resume within seconds; retry".to_owned(),
+                None,
+            ),
             ApiError::Database(e) if is_transient(e) => (
                 "unavailable",
                 "the database is unavailable or busy; retry shortly".to_owned(),
@@ -165,6 +172,14 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     })
 }
 
+/// The database refuses writes (SQLSTATE 25006): the operator made it
+/// read-only for the switch of a restore or an upgrade. Not retried inside
+/// the request: the switch takes seconds, and the client is told when to
+/// come back.
+pub fn is_read_only(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| c == "25006")
+}
+
 /// Transient, and worth retrying at once: not a pool that already waited
 /// its acquire timeout for a connection (the database is away; say so now).
 pub fn is_retryable(e: &sqlx::Error) -> bool {
@@ -194,9 +209,11 @@ pub fn problem_response(problem: &Problem) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    // Every 503 is temporary: say when to come back.
+    // Every 503 is temporary: say when to come back (a switch of
+    // databases takes a few seconds).
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let after = if problem.code == "restoring" { "2" } else { "1" };
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(after));
     }
     response
 }

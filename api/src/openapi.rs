@@ -306,7 +306,7 @@ fn shared_errors(method: &str, path: &str, operation: &mut Map<String, Value>) {
     if !NO_DATABASE.contains(&path) || streams {
         add.push((
             "503",
-            "unavailable: the database is away or busy; retry after `Retry-After` seconds",
+            "unavailable: the database is away or busy; restoring: writes pause for the seconds a restore or upgrade switches databases; retry after `Retry-After` seconds",
         ));
     }
     let responses = operation

@@ -83,6 +83,10 @@ enum Command {
     Backup(BackupArgs),
     /// Restore the database from a backup in S3, in one transaction.
     Restore(RestoreArgs),
+    /// The switch of a Beside restore: make the live database read-only,
+    /// export what the restored one lacks next to the dump, and wait until
+    /// the FoodApp reaches the restored database. Prints one JSON line.
+    Switch(agent::switch::SwitchArgs),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -196,6 +200,7 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Backup(args) => backup(args).await,
         Command::Restore(args) => restore(args).await,
+        Command::Switch(args) => switch(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -278,6 +283,14 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         outcome = agent::restore::run(&args) => outcome?,
         () = terminated() => anyhow::bail!("terminated: the restore was rolled back"),
     };
+    agent::report_termination(&outcome);
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
+async fn switch(args: agent::switch::SwitchArgs) -> anyhow::Result<()> {
+    let outcome = agent::switch::run(&args).await?;
+    agent::report_termination(&outcome);
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(())
 }

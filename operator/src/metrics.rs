@@ -48,6 +48,10 @@ pub struct Metrics {
     pub backup_size: Family<AppLabels, Gauge>,
     pub backup_failures: Family<FailureLabels, Counter>,
     pub restores: Family<RestoreLabels, Counter>,
+    /// Write pause of the newest Beside restore's switch, per FoodApp.
+    pub restore_write_pause: Family<AppLabels, Gauge<f64, AtomicU64>>,
+    /// Orders the newest restore discarded (exported), per FoodApp.
+    pub restore_discarded_orders: Family<AppLabels, Gauge>,
     pub reconciles: Family<Outcome, Counter>,
     pub reconcile_errors: Family<Reason, Counter>,
     pub reconcile_duration: Histogram,
@@ -83,6 +87,18 @@ impl Default for Metrics {
             backup_failures.clone(),
         );
         registry.register("restores", "Finished restores by outcome", restores.clone());
+        let restore_write_pause = Family::<AppLabels, Gauge<f64, AtomicU64>>::default();
+        let restore_discarded_orders = Family::<AppLabels, Gauge>::default();
+        registry.register(
+            "restore_write_pause_seconds",
+            "How long writes paused in the switch of the newest Beside restore",
+            restore_write_pause.clone(),
+        );
+        registry.register(
+            "restore_discarded_orders",
+            "Orders the newest restore discarded (exported next to the dump)",
+            restore_discarded_orders.clone(),
+        );
         let reconciles = Family::<Outcome, Counter>::default();
         let reconcile_errors = Family::<Reason, Counter>::default();
         let reconcile_duration = Histogram::new([
@@ -116,6 +132,8 @@ impl Default for Metrics {
             backup_size,
             backup_failures,
             restores,
+            restore_write_pause,
+            restore_discarded_orders,
             reconciles,
             reconcile_errors,
             reconcile_duration,

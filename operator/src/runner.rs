@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use tracing::{error, info, warn};
 
-use crate::controller::{self, Context, backups, restores};
+use crate::controller::{self, Context, backups, operations};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
 use crate::metrics::Metrics;
 
@@ -174,13 +174,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ctx.clone(),
     )
     .for_each(|r| log_result("FoodAppBackup", r));
+    // A restore's Jobs wake it: the switch happens the moment the agent's
+    // pod says writes are paused.
     let restores = Controller::new(
         Api::<FoodAppRestore>::all(client.clone()),
         watcher::Config::default(),
     )
+    .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
     .shutdown_on_signal()
     .run(
-        restores::reconcile,
+        operations::reconcile,
         controller::error_policy::<FoodAppRestore>,
         ctx,
     )

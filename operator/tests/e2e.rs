@@ -1144,8 +1144,8 @@ async fn restore_and_wait(c: &Cluster, name: &str, source: Value) {
                 .map_err(|e| e.to_string())?;
             let s = r.status.ok_or("no status")?;
             match s.phase {
-                Some(foodapp_operator::crd::JobPhase::Succeeded) => Ok(()),
-                Some(foodapp_operator::crd::JobPhase::Failed) => {
+                Some(foodapp_operator::crd::RestorePhase::Succeeded) => Ok(()),
+                Some(foodapp_operator::crd::RestorePhase::Failed) => {
                     panic!("restore {name} failed: {:?}", s.error)
                 }
                 other => Err(format!("{other:?}")),

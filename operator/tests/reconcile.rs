@@ -800,7 +800,7 @@ async fn labelled_pod(h: &Harness, name: &str, labels: Value) {
 
 async fn restore_step(h: &Harness, name: &str) {
     let r = h.api::<FoodAppRestore>().get(name).await.unwrap();
-    foodapp_operator::controller::restores::reconcile(Arc::new(r), h.ctx.clone())
+    foodapp_operator::controller::operations::reconcile(Arc::new(r), h.ctx.clone())
         .await
         .unwrap();
 }

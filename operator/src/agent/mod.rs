@@ -17,6 +17,7 @@ pub mod record;
 pub mod restore;
 pub mod retention;
 pub mod s3;
+pub mod switch;
 pub mod tool;
 
 use clap::ArgAction;
@@ -193,6 +194,29 @@ pub struct RestoreArgs {
     /// Restore the newest backup of this FoodApp.
     #[arg(long, group = "source")]
     pub latest: bool,
+    /// Restore into this database on the server of DATABASE_URL, created
+    /// when missing (a Beside restore on an external server; the login
+    /// needs CREATEDB). The database of DATABASE_URL is not touched.
+    #[arg(long, env = "INTO_DATABASE")]
+    pub into_database: Option<String>,
+    /// After the commit, compare every table's rows with the manifest's
+    /// counts: a mismatch fails the restore (a Beside restore never switches
+    /// to a database that does not hold the whole backup).
+    #[arg(long, env = "CHECK_COUNTS", default_value_t = false, action = ArgAction::Set)]
+    pub check_counts: bool,
+}
+
+/// Writes a Job's result where Kubernetes reads a container's termination
+/// message (the operator reads it from the pod's status), when running in a
+/// pod; best effort.
+pub fn report_termination<T: serde::Serialize>(outcome: &T) {
+    let path = std::path::Path::new("/dev/termination-log");
+    if path.exists()
+        && let Ok(json) = serde_json::to_vec(outcome)
+        && let Err(e) = std::fs::write(path, json)
+    {
+        tracing::warn!(error = %e, "could not write the termination message");
+    }
 }
 
 /// `<prefix>/<namespace>/<foodapp>/`: where a FoodApp's backups are. The

@@ -50,6 +50,8 @@ pub struct Outcome {
     pub size_bytes: u64,
     pub sha256: String,
     pub restored: bool,
+    /// Rows per table matched the manifest after the commit (--check-counts).
+    pub verified: bool,
 }
 
 /// Size and SHA-256 of an object, read through once.
@@ -124,13 +126,58 @@ fn dump_major(manifest: &Manifest) -> u32 {
         .unwrap_or(0)
 }
 
+/// Creates `database` on the server of `url` unless it exists; the URL of it.
+async fn ensure_database(url: &str, database: &str) -> Result<String, Error> {
+    let mut conn = db::connect(url).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let quoted: String = sqlx::query_scalar("SELECT quote_ident($1)")
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+            .execute(&mut conn)
+            .await?;
+        tracing::info!(database, "created the database to restore into");
+    }
+    Ok(db::with_database(url, database)?)
+}
+
+/// The restored database holds exactly the rows the manifest counted.
+async fn check_counts(url: &str, manifest: &Manifest) -> Result<(), Error> {
+    let mut conn = db::connect(url).await?;
+    let counts = db::row_counts(&mut conn).await?;
+    let differ: Vec<String> = manifest
+        .tables
+        .iter()
+        .filter(|(table, n)| counts.get(*table) != Some(*n))
+        .map(|(table, n)| format!("{table}: {} rows, the backup has {n}", counts.get(table).copied().unwrap_or(0)))
+        .collect();
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Verify(format!(
+            "the restored database differs from the backup: {}",
+            differ.join("; ")
+        )))
+    }
+}
+
 pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
     let client = s3::client(&args.store).await;
     let Backup {
         dump: key,
         manifest,
     } = resolve(args, &client).await?;
-    let server_major = db::server_major(&args.store.database_url).await?;
+    let target = match &args.into_database {
+        Some(database) => ensure_database(&args.store.database_url, database).await?,
+        None => args.store.database_url.clone(),
+    };
+    let server_major = db::server_major(&target).await?;
     let store = args
         .store
         .with_tools_for(server_major.max(dump_major(&manifest)))?;
@@ -145,20 +192,17 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
             actual: sha256,
         });
     }
-    restore_sql(
-        &store,
-        &client,
-        &manifest,
-        &store.database_url,
-        server_major,
-    )
-    .await?;
+    restore_sql(&store, &client, &manifest, &target, server_major).await?;
     tracing::info!(key, "restore committed");
+    if args.check_counts {
+        check_counts(&target, &manifest).await?;
+    }
     Ok(Outcome {
         object_key: key,
         size_bytes: size,
         sha256,
         restored: true,
+        verified: args.check_counts,
     })
 }
 

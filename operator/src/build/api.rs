@@ -46,6 +46,21 @@ pub fn merge_env(ours: Vec<EnvVar>, user: &[EnvVar]) -> Vec<EnvVar> {
 }
 
 /// The API Deployment running `image` (the newest image whose migrations succeeded).
+/// The credentials hash and, once a restore switched databases, the
+/// database in use: a switch rolls the API onto it (a FoodApp that never
+/// switched keeps the pod template it had).
+fn pod_annotations(model: &Model) -> std::collections::BTreeMap<String, String> {
+    let mut a = credentials_annotation(model);
+    let in_use = match &model.external_database {
+        Some(database) => Some(database.clone()),
+        None => (model.db_cluster != names::db(&model.name)).then(|| model.db_cluster.clone()),
+    };
+    if let Some(db) = in_use {
+        a.insert(super::DATABASE_IN_USE_ANNOTATION.to_owned(), db);
+    }
+    a
+}
+
 pub fn deployment(model: &Model, image: &str) -> Deployment {
     let api = &model.spec.api;
     let ours = vec![
@@ -77,7 +92,7 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(model, COMPONENT)),
-                    annotations: Some(credentials_annotation(model)),
+                    annotations: Some(pod_annotations(model)),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -9,6 +9,7 @@ pub mod migration;
 pub mod network;
 pub mod nginx;
 pub mod postgres;
+pub mod restore;
 pub mod scaling;
 pub mod secrets;
 
@@ -65,6 +66,9 @@ pub struct Model {
     /// Engine CloudNativePG: the Cluster in use (`<name>-db`, or the one a
     /// point-in-time restore recovered).
     pub db_cluster: String,
+    /// Engine External: the database a restore switched to (annotation
+    /// `foodapp.io/database-name`), instead of the one the Secret names.
+    pub external_database: Option<String>,
     /// A hash of the gateway's certificate as its Secret holds it now: a
     /// renewed certificate rolls the gateway (nginx reads it at start).
     pub tls_fingerprint: Option<String>,
@@ -72,22 +76,67 @@ pub struct Model {
     pub agent_image: String,
 }
 
-/// Set on a FoodApp by the FoodAppRestore that holds it: while set, the API
-/// is stopped and no migration runs.
+/// Set on a FoodApp by the FoodAppRestore that holds it: while set, no
+/// migration runs and no other restore starts.
 pub const RESTORE_ANNOTATION: &str = "foodapp.io/restore";
 
-/// Set on a FoodApp by a point-in-time restore (engine CloudNativePG): the
-/// Cluster the API uses since, when not `<name>-db`.
+/// Set beside `foodapp.io/restore` by a restore that needs the API stopped
+/// (InPlace): while set, the API is scaled to zero and the gateway answers
+/// 503 maintenance. A Beside restore leaves the shop serving.
+pub const API_STOPPED_ANNOTATION: &str = "foodapp.io/api-stopped";
+
+/// Set on a FoodApp by the switch of a restore: the StatefulSet (BuiltIn)
+/// or Cluster (CloudNativePG) the API uses since, when not `<name>-db`.
 pub const DATABASE_CLUSTER_ANNOTATION: &str = "foodapp.io/database-cluster";
 
-/// The CloudNativePG Cluster a FoodApp uses now.
+/// Set on a FoodApp by the switch of a restore on engine External: the
+/// database on the external server the API uses since, when not the one
+/// its Secret names.
+pub const DATABASE_NAME_ANNOTATION: &str = "foodapp.io/database-name";
+
+/// Set on the API's pod template once a restore switched databases: a new
+/// value rolls the API onto the database it names.
+pub const DATABASE_IN_USE_ANNOTATION: &str = "foodapp.io/database";
+
+fn annotation<'a>(app: &'a crate::crd::FoodApp, key: &str) -> Option<&'a String> {
+    app.metadata.annotations.as_ref()?.get(key)
+}
+
+/// Whether `value` names one of this FoodApp's own databases: `<name>-db`,
+/// or a restore's `<name>-db-<6 hex>`. Anything else in the annotation is
+/// ignored, so that writing it cannot point the FoodApp at another's.
+pub fn is_own_database(app: &str, value: &str) -> bool {
+    let base = names::db(app);
+    value == base
+        || value.strip_prefix(&format!("{base}-")).is_some_and(|id| {
+            id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+/// The StatefulSet or CloudNativePG Cluster a FoodApp uses now.
 pub fn db_cluster(app: &crate::crd::FoodApp) -> String {
-    app.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(DATABASE_CLUSTER_ANNOTATION))
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    annotation(app, DATABASE_CLUSTER_ANNOTATION)
+        .filter(|v| is_own_database(name, v))
         .cloned()
-        .unwrap_or_else(|| names::db(app.metadata.name.as_deref().unwrap_or_default()))
+        .unwrap_or_else(|| names::db(name))
+}
+
+/// Whether `value` is a PostgreSQL database name a restore may create.
+pub fn is_database_name(value: &str) -> bool {
+    let mut bytes = value.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && value.len() <= 63
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Engine External: the database a restore switched the FoodApp to.
+pub fn external_database(app: &crate::crd::FoodApp) -> Option<String> {
+    annotation(app, DATABASE_NAME_ANNOTATION)
+        .filter(|v| is_database_name(v))
+        .cloned()
 }
 
 /// Annotation a user sets (to any new value) to run a failed migration again.
@@ -141,6 +190,7 @@ impl Model {
             name,
             spec: app.spec.clone(),
             db_cluster: db_cluster(app),
+            external_database: external_database(app),
             tls_fingerprint: None,
             db_password: inputs.db_password,
             connection: inputs.connection,
@@ -446,10 +496,6 @@ pub mod names {
         };
         format!("{app}-migrate-{}", super::short_hash(&key))
     }
-    /// The PVC the StatefulSet's volumeClaimTemplate creates for pod 0.
-    pub fn db_pvc(app: &str) -> String {
-        format!("data-{app}-db-0")
-    }
     /// DATABASE_URL of a database the operator does not run (CloudNativePG, External).
     pub fn db_connection(app: &str) -> String {
         format!("{app}-db-connection")
@@ -462,9 +508,24 @@ pub mod names {
     pub fn cnpg_rw_service(cluster: &str) -> String {
         format!("{cluster}-rw")
     }
-    /// The Cluster a point-in-time restore recovers into.
+    /// The database a restore makes beside the live one: a StatefulSet
+    /// (BuiltIn) or Cluster (CloudNativePG) `<app>-db-<6 hex>`.
     pub fn recovered_cluster(app: &str, restore: &str) -> String {
-        format!("{app}-db-{}", &super::short_hash(restore)[..6])
+        format!("{app}-db-{}", restore_id(restore))
+    }
+    /// Six hex digits naming what a restore makes.
+    pub fn restore_id(restore: &str) -> String {
+        super::short_hash(restore)[..6].to_owned()
+    }
+    /// The claim of a built-in database's pod.
+    pub fn claim_of(statefulset: &str) -> String {
+        format!("data-{statefulset}-0")
+    }
+    /// Engine External: the database a restore restores into.
+    pub fn restored_database(database: &str, restore: &str) -> String {
+        let id = restore_id(restore);
+        let stem: String = database.chars().take(63 - 2 - id.len()).collect();
+        format!("{stem}_r{id}")
     }
     /// The Secret cert-manager writes the gateway's certificate to.
     pub fn gateway_tls(app: &str) -> String {
@@ -618,6 +679,7 @@ pub(crate) mod testing {
             restoring: false,
             agent_image: crate::crd::DEFAULT_OPERATOR_IMAGE.into(),
             db_cluster: "shop-db".into(),
+            external_database: None,
             tls_fingerprint: None,
         }
     }

@@ -188,7 +188,8 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         ..Default::default()
     };
     StatefulSet {
-        metadata: meta(model, names::db(&model.name), COMPONENT),
+        // The database in use: `<name>-db`, or the one a restore switched to.
+        metadata: meta(model, model.db_cluster.clone(), COMPONENT),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(names::db_headless(&model.name)),
@@ -254,11 +255,22 @@ fn postgres_port() -> ServicePort {
     }
 }
 
+/// Label the StatefulSet controller puts on each of its pods.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+
+/// The client Service reaches the pod of the database in use only: a
+/// restore's second database (same component) stays out of it until the
+/// switch, which is this selector changing.
 pub fn service(model: &Model) -> Service {
+    let mut selector = selector_labels(model, COMPONENT);
+    selector.insert(
+        POD_NAME_LABEL.to_owned(),
+        format!("{}-0", model.db_cluster),
+    );
     Service {
         metadata: meta(model, names::db(&model.name), COMPONENT),
         spec: Some(ServiceSpec {
-            selector: Some(selector_labels(model, COMPONENT)),
+            selector: Some(selector),
             ports: Some(vec![postgres_port()]),
             ..Default::default()
         }),
@@ -389,10 +401,9 @@ mod tests {
             Some("None")
         );
         let s = service(&m).spec.unwrap();
-        assert_eq!(
-            s.selector.unwrap()["app.kubernetes.io/component"],
-            "database"
-        );
+        let selector = s.selector.unwrap();
+        assert_eq!(selector["app.kubernetes.io/component"], "database");
+        assert_eq!(selector[POD_NAME_LABEL], "shop-db-0");
         assert_eq!(s.ports.unwrap()[0].port, 5432);
     }
 }

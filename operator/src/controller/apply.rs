@@ -155,7 +155,7 @@ fn up_to_date<K: Object>(desired: &K, live: &K) -> bool {
 }
 
 /// Applies `obj` server-side with the operator's field manager.
-async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Result<(), Error> {
+pub async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Result<(), Error> {
     let name = obj.meta().name.clone().unwrap_or_default();
     Api::<K>::namespaced(client.clone(), ns)
         .patch(
@@ -212,7 +212,6 @@ pub async fn create_once<K: Object>(
 async fn statefulset(
     client: &Client,
     ns: &str,
-    app: &str,
     desired: &StatefulSet,
     writes: &mut u32,
 ) -> Result<(), Error> {
@@ -242,7 +241,7 @@ async fn statefulset(
     }
     Box::pin(ensure(client, ns, &desired, writes)).await?;
     match wanted_size {
-        Some(size) => Box::pin(grow_claim(client, ns, &names::db_pvc(app), &size, writes)).await,
+        Some(size) => Box::pin(grow_claim(client, ns, &names::claim_of(&name), &size, writes)).await,
         None => Ok(()),
     }
 }
@@ -311,7 +310,7 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
             } => {
                 ensure(client, ns, headless_service.as_ref(), &mut writes).await?;
                 ensure(client, ns, service.as_ref(), &mut writes).await?;
-                Box::pin(statefulset(client, ns, app, sts, &mut writes)).await
+                Box::pin(statefulset(client, ns, sts, &mut writes)).await
             }
             DatabaseObjects::CloudNativePG {
                 cluster,

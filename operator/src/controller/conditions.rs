@@ -40,6 +40,9 @@ pub enum Reason {
     FoodAppNotFound,
     BackupNotFound,
     Timeout,
+    InsufficientQuota,
+    VerificationFailed,
+    WouldDiscard,
     // On-demand backups.
     JobFailed,
     SecretInvalid,
@@ -75,6 +78,9 @@ impl Reason {
             Reason::FoodAppNotFound => "FoodAppNotFound",
             Reason::BackupNotFound => "BackupNotFound",
             Reason::Timeout => "Timeout",
+            Reason::InsufficientQuota => "InsufficientQuota",
+            Reason::VerificationFailed => "VerificationFailed",
+            Reason::WouldDiscard => "WouldDiscard",
             Reason::JobFailed => "JobFailed",
             Reason::SecretInvalid => "SecretInvalid",
             Reason::CloudNativePGMissing => "CloudNativePGMissing",
@@ -95,6 +101,9 @@ impl Reason {
                 | Reason::FoodAppNotFound
                 | Reason::BackupNotFound
                 | Reason::Timeout
+                | Reason::InsufficientQuota
+                | Reason::VerificationFailed
+                | Reason::WouldDiscard
                 | Reason::JobFailed
                 | Reason::SecretInvalid
                 | Reason::CloudNativePGMissing

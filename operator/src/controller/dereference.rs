@@ -177,7 +177,7 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
         admin_secret: secrets.get_opt(&admin_secret_name).await?,
         credentials_secret_found,
         statefulset: Api::<StatefulSet>::namespaced(client.clone(), ns)
-            .get_opt(&names::db(name))
+            .get_opt(&crate::build::db_cluster(app))
             .await?,
         migration_job: Api::<Job>::namespaced(client.clone(), ns)
             .get_opt(&names::migration_job(

@@ -22,7 +22,7 @@ pub fn data_objects(app: &FoodApp) -> (String, Vec<String>) {
     if app.spec.api.admin_secret.is_none() {
         secrets.push(names::admin_secret(&name));
     }
-    (names::db_pvc(&name), secrets)
+    (names::claim_of(&crate::build::db_cluster(app)), secrets)
 }
 
 /// Deletes `name` unless it is already gone.

@@ -9,7 +9,7 @@ pub mod backups;
 pub mod conditions;
 pub mod dereference;
 pub mod finalize;
-pub mod restores;
+pub mod operations;
 pub mod status;
 pub mod validate;
 
@@ -315,42 +315,29 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
 
 /// A restore holds the FoodApp but is gone or finished (its FoodAppRestore
 /// was deleted mid-way, say): let go once none of its Job pods is left, so
-/// the API never comes back while a restore might still write. True when
-/// the lock was released.
+/// a stopped API never comes back while a restore might still write. True
+/// when the lock was released.
 async fn release_abandoned_restore(
     app: &FoodApp,
     observed: &dereference::Observed,
     ctx: &Context,
 ) -> Result<bool, Error> {
-    use crate::crd::JobPhase;
-    let Some(holder) = restores::lock_holder(app) else {
+    let Some(holder) = operations::lock::holder(app) else {
         return Ok(false);
     };
     let active = observed.restores.iter().any(|r| {
         r.name_any() == holder
-            && !matches!(
-                r.status.as_ref().and_then(|s| s.phase),
-                Some(JobPhase::Succeeded | JobPhase::Failed)
-            )
+            && !r
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(crate::crd::RestorePhase::is_final)
     });
     if active {
         return Ok(false);
     }
-    let pods: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
-    let mut left = 0;
-    for job in [
-        restores::restore_job_name(holder),
-        restores::migrate_job_name(holder),
-    ] {
-        let selector = format!("batch.kubernetes.io/job-name={job}");
-        left += pods
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::Dereference)?
-            .items
-            .len();
-    }
+    let ns = app.namespace().unwrap_or_default();
+    let left = operations::restore::pods_left(ctx, &ns, holder).await?;
     if left > 0 {
         info!(
             restore = holder,
@@ -360,12 +347,12 @@ async fn release_abandoned_restore(
         return Ok(false);
     }
     let holder = holder.to_owned();
-    restores::release_lock(ctx, app, &holder).await?;
+    operations::lock::release(ctx, app, &holder).await?;
     ctx.event(
         app,
         Reason::Stopped,
         "Restore",
-        format!("restore {holder} is gone and none of its pods is left: the API comes back"),
+        format!("restore {holder} is gone and none of its pods is left: the FoodApp is free again"),
     )
     .await;
     Ok(true)

@@ -113,7 +113,11 @@ pub fn database(app: &FoodApp, observed: &Observed) -> Database {
                 .map(|e| e.secret_name.clone())
                 .unwrap_or_default();
             match external_connection(observed.external_secret.as_ref(), &secret) {
-                Ok(c) => Database::Ready(Some(c)),
+                // A restore switched the FoodApp to another database on the server.
+                Ok(c) => Database::Ready(Some(Connection {
+                    database: crate::build::external_database(app).unwrap_or(c.database),
+                    ..c
+                })),
                 Err(message) => Database::not_ready(Reason::SecretInvalid, message),
             }
         }
@@ -205,7 +209,7 @@ pub fn external_connection(secret: Option<&Secret>, name: &str) -> Result<Connec
 }
 
 /// The app login CloudNativePG generated, through the read-write Service.
-fn cnpg_connection(cluster: &str, ns: &str, secret: Option<&Secret>) -> Option<Connection> {
+pub fn cnpg_connection(cluster: &str, ns: &str, secret: Option<&Secret>) -> Option<Connection> {
     Some(Connection {
         host: format!("{}.{ns}.svc", names::cnpg_rw_service(cluster)),
         port: 5432,
@@ -239,9 +243,15 @@ pub fn deployed_image(app: &FoodApp, observed: &Observed) -> Option<String> {
         })
 }
 
-/// A restore holds the FoodApp: its API is stopped and no migration runs.
+/// A restore holds the FoodApp and needs its API stopped (InPlace).
 pub fn restoring(app: &FoodApp) -> bool {
-    super::restores::lock_holder(app).is_some()
+    super::operations::lock::stops_api(app)
+}
+
+/// A restore holds the FoodApp: no migration of a new image runs (it would
+/// migrate the schema the restore is about to replace).
+fn restore_in_progress(app: &FoodApp) -> bool {
+    super::operations::lock::holder(app).is_some()
 }
 
 /// The validated Model: pure, from the FoodApp and what dereference found
@@ -286,7 +296,7 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
             // No migration of a new image while a restore runs: it would
             // migrate the schema the restore is about to replace.
             run_migration: !already_migrated
-                && !restoring(app)
+                && !restore_in_progress(app)
                 && (database.is_ready() || observed.migration_job.is_some()),
             restoring: restoring(app),
             agent_image: agent_image.to_owned(),

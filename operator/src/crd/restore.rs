@@ -1,30 +1,37 @@
-//! `FoodAppRestore`: restore a FoodApp's database from a backup, in place.
+//! `FoodAppRestore`: restore a FoodApp's database from a backup, beside the
+//! live one (the shop keeps serving) or in place (the API stops), or undo a
+//! restore.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::JobPhase;
-
-/// Restore a FoodApp's database from one backup. The operator stops the API,
-/// restores in one transaction (all or nothing), runs the migrations and
-/// brings the API back.
+/// Restore a FoodApp's database from one backup. `Beside` (the default)
+/// restores into a second database while the shop serves from the live one,
+/// then switches in seconds; `InPlace` stops the API, restores in one
+/// transaction (all or nothing), runs the migrations and brings the API back.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "foodapp.io",
     version = "v1alpha1",
     kind = "FoodAppRestore",
-    doc = "Restores a FoodApp's database in place from one backup.",
+    doc = "Restores a FoodApp's database from one backup, beside the live database (the default) or in place.",
     derive = "Default",
     validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppRestore's spec cannot be changed; create a new one"),
     validation = Rule::new("self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a FoodAppRestore name must be a DNS label of at most 55 characters (its Jobs are named <name>-restore and <name>-migrate)"),
-    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true or targetTime"),
+    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) + (has(self.spec.revert) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true, targetTime or revert"),
+    validation = Rule::new("!has(self.spec.revert) || !has(self.spec.mode) || self.spec.mode == 'Beside'").message("revert switches back to the database a Beside restore kept: mode InPlace cannot revert"),
+    validation = Rule::new("!has(self.spec.mode) || self.spec.mode == 'Beside' || (!has(self.spec.requireNoDiscard) || !self.spec.requireNoDiscard)").message("requireNoDiscard needs mode Beside: an InPlace restore cannot compare the two databases"),
     namespaced,
     shortname = "far",
     status = "FoodAppRestoreStatus",
     printcolumn(name = "FoodApp", type_ = "string", json_path = ".spec.foodAppRef"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".status.mode"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Object", type_ = "string", json_path = ".status.objectKey"),
+    printcolumn(name = "Discarded", type_ = "integer", json_path = ".status.discarded.orders"),
+    printcolumn(name = "Write pause", type_ = "number", json_path = ".status.writePauseSeconds"),
+    printcolumn(name = "Object", type_ = "string", json_path = ".status.objectKey", priority = 1),
     printcolumn(name = "Completed", type_ = "date", json_path = ".status.completedAt"),
     printcolumn(
         name = "Age",
@@ -52,14 +59,145 @@ pub struct FoodAppRestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("spec.targetTime must be an RFC 3339 time such as 2026-11-22T09:30:00Z"))]
     pub target_time: Option<String>,
+    /// Undo: switch back to the database the named (Succeeded, Beside)
+    /// restore of this FoodApp replaced and kept, the same way and with the
+    /// same accounting of what is discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<String>,
+    /// Beside (default): restore into a second database while the shop
+    /// keeps serving from the live one, then switch; writes pause for
+    /// seconds. InPlace: stop the API for the whole restore (one copy of the
+    /// data: for volumes too small for two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RestoreMode>,
+    /// Beside: stop before the switch when the live database holds orders,
+    /// refunds, order events or users the backup does not; the shop is left
+    /// untouched and the prepared database in place for a decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_no_discard: Option<bool>,
+    /// Beside: keep the replaced database (scaled to zero) until this
+    /// FoodAppRestore is deleted, for `revert` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_previous: Option<bool>,
+    /// Beside on engine External: the database to restore into on the same
+    /// server (default `<database>_r<id>`); the login needs CREATEDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]{0,62}$')").message("spec.targetDatabase must be a lower-case PostgreSQL name of at most 63 characters"))]
+    pub target_database: Option<String>,
+}
+
+impl FoodAppRestoreSpec {
+    pub fn mode(&self) -> RestoreMode {
+        self.mode.unwrap_or_default()
+    }
+    pub fn keeps_previous(&self) -> bool {
+        self.keep_previous.unwrap_or(true)
+    }
+    pub fn requires_no_discard(&self) -> bool {
+        self.require_no_discard.unwrap_or(false)
+    }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoreMode {
+    #[default]
+    Beside,
+    InPlace,
+}
+
+/// Where a restore stands. Beside: Pending → Restoring → Verifying →
+/// Migrating → Switching → Succeeded; InPlace: Pending → Restoring →
+/// Migrating → Succeeded. Failed leaves the live database serving;
+/// Reverted: a later restore switched back to the database this one
+/// replaced.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestorePhase {
+    Pending,
+    Restoring,
+    Verifying,
+    Migrating,
+    Switching,
+    Succeeded,
+    Failed,
+    Reverted,
+}
+
+impl RestorePhase {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RestorePhase::Succeeded | RestorePhase::Failed | RestorePhase::Reverted
+        )
+    }
+}
+
+/// What the live database held that the restored one does not, exported
+/// before the switch as JSON Lines next to the dump.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Discarded {
+    pub orders: i64,
+    /// Status changes of orders both databases hold.
+    pub order_events: i64,
+    pub refunds: i64,
+    pub users: i64,
+    /// The newest change the restored database holds (RFC 3339): what is
+    /// discarded came after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Where the export is (`<dump key>.discarded.jsonl`, with a manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl Discarded {
+    pub fn is_empty(&self) -> bool {
+        self.orders + self.order_events + self.refunds + self.users == 0
+    }
+}
+
+/// The database a Beside restore replaced, kept for `revert`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousDatabase {
+    /// StatefulSet (BuiltIn), database (External) or Cluster (CloudNativePG).
+    pub name: String,
+    /// Its volume (BuiltIn), scaled to zero but still held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// The storage the volume holds, e.g. 10Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// Deleted (keepPrevious: false) or gone with this restore.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FoodAppRestoreStatus {
-    /// Pending, Running, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<JobPhase>,
+    pub phase: Option<RestorePhase>,
+    /// The mode this restore runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RestoreMode>,
+    /// The database restored into (Beside): the StatefulSet, database or
+    /// Cluster the FoodApp uses after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// The database the switch replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousDatabase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<Discarded>,
+    /// How long writes were refused during the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_pause_seconds: Option<f64>,
+    /// When the switch made the live database read-only (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_paused_at: Option<String>,
     /// The object restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_key: Option<String>,
