@@ -212,7 +212,11 @@ pub fn problem_response(problem: &Problem) -> Response {
     // Every 503 is temporary: say when to come back (a switch of
     // databases takes a few seconds).
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        let after = if problem.code == "restoring" { "2" } else { "1" };
+        let after = if problem.code == "restoring" {
+            "2"
+        } else {
+            "1"
+        };
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static(after));
     }
     response

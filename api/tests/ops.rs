@@ -378,3 +378,71 @@ async fn readiness_does_not_wait_for_a_pooled_connection_under_load() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+/// The switch of a restore makes the database read-only for seconds: reads
+/// go on, writes are `503 restoring` with `Retry-After`, and the pool's
+/// sessions ended by the switch reconnect on their own.
+#[tokio::test]
+async fn a_read_only_database_serves_reads_and_answers_writes_503_restoring() {
+    let app = TestApp::new().await;
+    let category = app.category("Mains").await;
+    let item = app.item(category, "Soup", 500, None).await;
+    let (_, token) = app.user(&[Role::Customer]).await;
+    let order =
+        json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": common::cash()});
+    assert_eq!(
+        app.order(&token, "before", order.clone()).await.status,
+        StatusCode::CREATED
+    );
+
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
+        .await
+        .unwrap();
+    let read_only = |on: bool| {
+        format!(
+            "ALTER DATABASE {} {}",
+            app.db.name,
+            if on {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            }
+        )
+    };
+    let end_sessions = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                        WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    sqlx::query(sqlx::AssertSqlSafe(read_only(true)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(end_sessions).execute(&mut admin).await.unwrap();
+
+    let menu = app.get("/api/v1/menu-items", None).await;
+    assert_eq!(menu.status, StatusCode::OK, "{}", menu.text);
+    assert_eq!(
+        app.get("/api/v1/orders", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    let refused = app.order(&token, "during", order.clone()).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.code(), "restoring");
+    assert!(refused.is_problem());
+    assert_eq!(refused.headers[header::RETRY_AFTER], "2");
+
+    sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(read_only(false)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(end_sessions).execute(&mut admin).await.unwrap();
+    let retried = app.order(&token, "during", order).await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text);
+}

@@ -278,8 +278,12 @@ fn backup_and_restore_names_fit_their_jobs() {
     assert!(errors.iter().any(|e| e.contains("DNS label")), "{errors:?}");
     // A restore rejected at admission never reaches the controller; the
     // controller checks the same before stopping anything.
-    assert!(foodapp_operator::controller::operations::restore::check_names(&"r".repeat(55)).is_ok());
-    assert!(foodapp_operator::controller::operations::restore::check_names(&"r".repeat(56)).is_err());
+    assert!(
+        foodapp_operator::controller::operations::restore::check_names(&"r".repeat(55)).is_ok()
+    );
+    assert!(
+        foodapp_operator::controller::operations::restore::check_names(&"r".repeat(56)).is_err()
+    );
 }
 
 #[test]

@@ -155,7 +155,12 @@ async fn check_counts(url: &str, manifest: &Manifest) -> Result<(), Error> {
         .tables
         .iter()
         .filter(|(table, n)| counts.get(*table) != Some(*n))
-        .map(|(table, n)| format!("{table}: {} rows, the backup has {n}", counts.get(table).copied().unwrap_or(0)))
+        .map(|(table, n)| {
+            format!(
+                "{table}: {} rows, the backup has {n}",
+                counts.get(table).copied().unwrap_or(0)
+            )
+        })
         .collect();
     if differ.is_empty() {
         Ok(())

@@ -70,6 +70,11 @@ fn now() -> String {
 
 /// Refuses or allows writes in new sessions of the database `conn` is on.
 pub async fn set_read_only(conn: &mut PgConnection, read_only: bool) -> Result<(), Error> {
+    // This session may have started read-only (a switch run again, or a
+    // resume): it must be able to write the setting itself.
+    sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+        .execute(&mut *conn)
+        .await?;
     let db: String = sqlx::query_scalar("SELECT quote_ident(current_database())")
         .fetch_one(&mut *conn)
         .await?;

@@ -109,7 +109,10 @@ pub fn is_own_database(app: &str, value: &str) -> bool {
     let base = names::db(app);
     value == base
         || value.strip_prefix(&format!("{base}-")).is_some_and(|id| {
-            id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            id.len() == 6
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 

@@ -263,10 +263,7 @@ pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// switch, which is this selector changing.
 pub fn service(model: &Model) -> Service {
     let mut selector = selector_labels(model, COMPONENT);
-    selector.insert(
-        POD_NAME_LABEL.to_owned(),
-        format!("{}-0", model.db_cluster),
-    );
+    selector.insert(POD_NAME_LABEL.to_owned(), format!("{}-0", model.db_cluster));
     Service {
         metadata: meta(model, names::db(&model.name), COMPONENT),
         spec: Some(ServiceSpec {

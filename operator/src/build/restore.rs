@@ -180,13 +180,19 @@ pub fn migrate_job(model: &Model, image: &str, restore: &OwnerReference) -> Job 
     let mut job = migration::job(&m);
     job.metadata.name = Some(migrate_job_name(&restore.name));
     if let Some(labels) = job.metadata.labels.as_mut() {
-        labels.insert("app.kubernetes.io/component".to_owned(), "restore".to_owned());
+        labels.insert(
+            "app.kubernetes.io/component".to_owned(),
+            "restore".to_owned(),
+        );
     }
     if let Some(t) = job.spec.as_mut().and_then(|s| s.template.metadata.as_mut())
         && let Some(labels) = t.labels.as_mut()
     {
         // The database's NetworkPolicy admits migration pods by this label.
-        labels.insert("app.kubernetes.io/component".to_owned(), "migration".to_owned());
+        labels.insert(
+            "app.kubernetes.io/component".to_owned(),
+            "migration".to_owned(),
+        );
     }
     redirect(&mut job, restore, "TARGET_DATABASE_URL");
     job
@@ -269,7 +275,11 @@ pub fn resume_job(model: &Model, backup_spec: &BackupSpec, restore: &OwnerRefere
         backup_spec,
         resume_job_name(&restore.name),
         vec!["switch".to_owned(), "--resume".to_owned()],
-        vec![secret_env("LIVE_DATABASE_URL", &secret, "LIVE_DATABASE_URL")],
+        vec![secret_env(
+            "LIVE_DATABASE_URL",
+            &secret,
+            "LIVE_DATABASE_URL",
+        )],
     );
     redirect(&mut job, restore, "TARGET_DATABASE_URL");
     job
@@ -324,7 +334,14 @@ mod tests {
     }
 
     fn env_of(job: &Job) -> Vec<EnvVar> {
-        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
             .env
             .clone()
             .unwrap()
@@ -342,11 +359,24 @@ mod tests {
         let o = owner("r1", "uid-1");
         let sts = statefulset(&m, "shop-db-abc123", "20Gi", &o);
         assert_eq!(sts.metadata.name.as_deref(), Some("shop-db-abc123"));
-        assert_eq!(sts.metadata.owner_references.as_ref().unwrap()[0].kind, "FoodAppRestore");
+        assert_eq!(
+            sts.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "FoodAppRestore"
+        );
         let spec = sts.spec.unwrap();
         let claim = &spec.volume_claim_templates.unwrap()[0];
         assert_eq!(
-            claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            claim
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
             "20Gi"
         );
         let pod = spec.template.spec.unwrap();
@@ -399,7 +429,10 @@ mod tests {
             Some(("r1-restore-db".into(), "LIVE_DATABASE_URL".into()))
         );
         assert!(secret_key(&vars, "SERVICE_DATABASE_URL").is_some());
-        assert!(vars.iter().any(|e| e.name == "REQUIRE_NO_DISCARD" && e.value.as_deref() == Some("true")));
+        assert!(
+            vars.iter()
+                .any(|e| e.name == "REQUIRE_NO_DISCARD" && e.value.as_deref() == Some("true"))
+        );
         let names: Vec<&str> = vars.iter().map(|e| e.name.as_str()).collect();
         let mut unique = names.clone();
         unique.sort_unstable();

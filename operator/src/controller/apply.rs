@@ -241,7 +241,16 @@ async fn statefulset(
     }
     Box::pin(ensure(client, ns, &desired, writes)).await?;
     match wanted_size {
-        Some(size) => Box::pin(grow_claim(client, ns, &names::claim_of(&name), &size, writes)).await,
+        Some(size) => {
+            Box::pin(grow_claim(
+                client,
+                ns,
+                &names::claim_of(&name),
+                &size,
+                writes,
+            ))
+            .await
+        }
         None => Ok(()),
     }
 }

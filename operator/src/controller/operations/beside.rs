@@ -21,8 +21,8 @@ use super::super::{Error, annotate, apply};
 use super::{Next, Run, get_job, job_result, now_rfc3339, run_job, set_owner};
 use crate::agent::switch::SwitchOutcome;
 use crate::build::restore::{
-    self as children, SwitchJob, builtin_url, restore_job_name,
-    switch_job_name, targets_secret_name,
+    self as children, SwitchJob, builtin_url, restore_job_name, switch_job_name,
+    targets_secret_name,
 };
 use crate::build::{
     DATABASE_CLUSTER_ANNOTATION, DATABASE_IN_USE_ANNOTATION, DATABASE_NAME_ANNOTATION, DB_NAME,
@@ -93,7 +93,9 @@ async fn reverted(run: &Run<'_>, name: &str) -> Result<Result<FoodAppRestore, St
         )));
     };
     let status = r.status.clone().unwrap_or_default();
-    if status.phase != Some(RestorePhase::Succeeded) || status.mode != Some(crate::crd::RestoreMode::Beside) {
+    if status.phase != Some(RestorePhase::Succeeded)
+        || status.mode != Some(crate::crd::RestoreMode::Beside)
+    {
         return Ok(Err(format!(
             "FoodAppRestore {name} is not a Beside restore that succeeded (phase {:?}): there is nothing to switch back to",
             status.phase
@@ -248,15 +250,26 @@ async fn restoring(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
     match run_job(run, &job).await? {
         None | Some(JobState::Running) => Ok(run.waiting(
             "Restored",
-            format!("restoring {source} into {target}; the shop keeps serving from {}", previous(run)),
+            format!(
+                "restoring {source} into {target}; the shop keeps serving from {}",
+                previous(run)
+            ),
             5,
         )),
         Some(JobState::Failed { reason, message }) => Ok(Next::fail(
             Reason::Failed,
-            format!("the restore into {target} failed ({reason}: {message}); nothing was switched, the shop serves from {} as before; delete this restore to remove {target}", previous(run)),
+            format!(
+                "the restore into {target} failed ({reason}: {message}); nothing was switched, the shop serves from {} as before; delete this restore to remove {target}",
+                previous(run)
+            ),
         )),
         Some(JobState::Succeeded) => {
-            run.set("Restored", true, Reason::Succeeded, format!("{source} restored into {target}"));
+            run.set(
+                "Restored",
+                true,
+                Reason::Succeeded,
+                format!("{source} restored into {target}"),
+            );
             Ok(Next::Phase(RestorePhase::Verifying))
         }
     }
@@ -281,7 +294,9 @@ async fn builtin_ready(
         (None, true) => {
             return Ok(Some(Next::fail(
                 Reason::InvalidRestore,
-                format!("StatefulSet {target}, the database to switch back to, is gone; nothing was changed"),
+                format!(
+                    "StatefulSet {target}, the database to switch back to, is gone; nothing was changed"
+                ),
             )));
         }
         (None, false) => {
@@ -364,15 +379,20 @@ async fn cnpg_ready(
     let target = target(run);
     let current = previous(run);
     if let Some(time) = run.restore.spec.target_time.clone() {
-        return super::recovery::ensure_recovered(run, app, backup, &time, &target, &current)
-            .await;
+        return super::recovery::ensure_recovered(run, app, backup, &time, &target, &current).await;
     }
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(cluster) = clusters.get_opt(&target).await.map_err(Error::Dereference)? else {
+    let Some(cluster) = clusters
+        .get_opt(&target)
+        .await
+        .map_err(Error::Dereference)?
+    else {
         if reverting {
             return Ok(Some(Next::fail(
                 Reason::InvalidRestore,
-                format!("Cluster {target}, the database to switch back to, is gone; nothing was changed"),
+                format!(
+                    "Cluster {target}, the database to switch back to, is gone; nothing was changed"
+                ),
             )));
         }
         let mut m = model(run, app)?;
@@ -518,7 +538,10 @@ async fn verifying(run: &mut Run<'_>) -> Result<Next, Error> {
     match job_result::<Restored>(run, &job).await? {
         Some(r) if !r.verified => Ok(Next::fail(
             Reason::VerificationFailed,
-            format!("{} was restored without the row check; nothing was switched", r.object_key),
+            format!(
+                "{} was restored without the row check; nothing was switched",
+                r.object_key
+            ),
         )),
         Some(r) => {
             run.status.object_key = Some(r.object_key.clone());
@@ -526,7 +549,11 @@ async fn verifying(run: &mut Run<'_>) -> Result<Next, Error> {
                 "Verified",
                 true,
                 Reason::Succeeded,
-                format!("every table of {} holds the rows the manifest of {} counts", target(run), r.object_key),
+                format!(
+                    "every table of {} holds the rows the manifest of {} counts",
+                    target(run),
+                    r.object_key
+                ),
             );
             Ok(Next::Phase(RestorePhase::Migrating))
         }
@@ -537,7 +564,10 @@ async fn verifying(run: &mut Run<'_>) -> Result<Next, Error> {
                 "Verified",
                 true,
                 Reason::Succeeded,
-                format!("the restore Job checked {} against the manifest", target(run)),
+                format!(
+                    "the restore Job checked {} against the manifest",
+                    target(run)
+                ),
             );
             Ok(Next::Phase(RestorePhase::Migrating))
         }
@@ -560,10 +590,17 @@ async fn migrating(run: &mut Run<'_>, app: &FoodApp) -> Result<Next, Error> {
         )),
         Some(JobState::Failed { reason, message }) => Ok(Next::fail(
             Reason::MigrationFailed,
-            format!("the migrations of {image} failed on {target} ({reason}: {message}); nothing was switched"),
+            format!(
+                "the migrations of {image} failed on {target} ({reason}: {message}); nothing was switched"
+            ),
         )),
         Some(JobState::Succeeded) => {
-            run.set("Migrated", true, Reason::Succeeded, format!("{target} has the schema of {image}"));
+            run.set(
+                "Migrated",
+                true,
+                Reason::Succeeded,
+                format!("{target} has the schema of {image}"),
+            );
             Ok(Next::Phase(RestorePhase::Switching))
         }
     }
@@ -656,7 +693,12 @@ async fn switching(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
         )),
         Some(JobState::Failed { reason, message }) => {
             if is_switched {
-                run.set("Switched", true, Reason::Succeeded, format!("switched to {target}"));
+                run.set(
+                    "Switched",
+                    true,
+                    Reason::Succeeded,
+                    format!("switched to {target}"),
+                );
                 return finish(run, app, None, Some(format!("the switch agent failed after the switch ({reason}: {message}): its report of what was discarded may be missing; see {key}"))).await;
             }
             // Writes may be paused: give them back before ending.
@@ -664,16 +706,28 @@ async fn switching(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
             match run_job(run, &resume).await? {
                 None | Some(JobState::Running) => Ok(run.waiting(
                     "Switched",
-                    format!("the switch failed ({reason}: {message}); giving the writes back to {}", previous(run)),
+                    format!(
+                        "the switch failed ({reason}: {message}); giving the writes back to {}",
+                        previous(run)
+                    ),
                     2,
                 )),
                 Some(JobState::Succeeded) => Ok(Next::fail(
                     Reason::Failed,
-                    format!("the switch failed ({reason}: {message}); writes were given back and the shop serves from {} as before", previous(run)),
+                    format!(
+                        "the switch failed ({reason}: {message}); writes were given back and the shop serves from {} as before",
+                        previous(run)
+                    ),
                 )),
-                Some(JobState::Failed { reason: r2, message: m2 }) => Ok(Next::fail(
+                Some(JobState::Failed {
+                    reason: r2,
+                    message: m2,
+                }) => Ok(Next::fail(
                     Reason::Failed,
-                    format!("the switch failed ({reason}: {message}) and giving the writes back failed too ({r2}: {m2}): {} may refuse writes; run `ALTER DATABASE foodapp RESET default_transaction_read_only` on it", previous(run)),
+                    format!(
+                        "the switch failed ({reason}: {message}) and giving the writes back failed too ({r2}: {m2}): {} may refuse writes; run `ALTER DATABASE foodapp RESET default_transaction_read_only` on it",
+                        previous(run)
+                    ),
                 )),
             }
         }
@@ -817,11 +871,7 @@ async fn finish(
             .await
             .map_err(Error::Dereference)?;
         if !api_rolled(deployment.as_ref(), &target) {
-            return Ok(run.waiting(
-                "Switched",
-                format!("the API is rolling onto {target}"),
-                1,
-            ));
+            return Ok(run.waiting("Switched", format!("the API is rolling onto {target}"), 1));
         }
         let paused = run
             .status
@@ -853,7 +903,10 @@ async fn finish(
         d.order_events,
         d.refunds,
         d.users,
-        d.object_key.as_ref().map(|k| format!(" (exported to {k})")).unwrap_or_default(),
+        d.object_key
+            .as_ref()
+            .map(|k| format!(" (exported to {k})"))
+            .unwrap_or_default(),
     );
     if let Some(w) = warning {
         message.push_str("; ");

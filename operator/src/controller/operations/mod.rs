@@ -37,7 +37,11 @@ pub enum Next {
     /// Go on to this phase now.
     Phase(RestorePhase),
     /// The operation is over.
-    End { ok: bool, reason: Reason, message: String },
+    End {
+        ok: bool,
+        reason: Reason,
+        message: String,
+    },
 }
 
 impl Next {

@@ -68,7 +68,9 @@ pub async fn ensure_recovered(
             .unwrap_or_else(|| "no phase yet".to_owned());
         return Ok(Some(run.waiting(
             "Restored",
-            format!("recovering Cluster {new} from the archive of {current} up to {target}: {phase}"),
+            format!(
+                "recovering Cluster {new} from the archive of {current} up to {target}: {phase}"
+            ),
             15,
         )));
     }

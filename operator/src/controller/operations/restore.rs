@@ -134,9 +134,9 @@ fn phase_note(phase: RestorePhase, run: &Run<'_>) -> String {
         },
         RestorePhase::Verifying => format!("checking {db} against the backup's manifest"),
         RestorePhase::Migrating => "running the migrations of the API image in use".to_owned(),
-        RestorePhase::Switching => format!(
-            "pausing writes, exporting what would be discarded, switching to {db}"
-        ),
+        RestorePhase::Switching => {
+            format!("pausing writes, exporting what would be discarded, switching to {db}")
+        }
         other => format!("{other:?}"),
     }
 }
@@ -186,7 +186,10 @@ async fn start(run: &mut Run<'_>, app: &FoodApp, backup_spec: &BackupSpec) -> Re
     if spec.target_database.is_some() && engine != Engine::External {
         return Ok(Next::fail(
             Reason::InvalidRestore,
-            format!("targetDatabase is for database.engine External; FoodApp {} uses {engine:?}; nothing was changed", app.name_any()),
+            format!(
+                "targetDatabase is for database.engine External; FoodApp {} uses {engine:?}; nothing was changed",
+                app.name_any()
+            ),
         ));
     }
     let source = match resolve_source(run, app, backup_spec).await? {
@@ -216,7 +219,9 @@ async fn start(run: &mut Run<'_>, app: &FoodApp, backup_spec: &BackupSpec) -> Re
     {
         return Ok(Next::fail(
             Reason::InsufficientQuota,
-            format!("{message}; nothing was changed: raise the quota, or restore with mode InPlace (one copy of the data)"),
+            format!(
+                "{message}; nothing was changed: raise the quota, or restore with mode InPlace (one copy of the data)"
+            ),
         ));
     }
     if !lock::take(ctx, app, &name, mode == RestoreMode::InPlace).await? {
@@ -285,7 +290,10 @@ async fn resolve_source(
             } else {
                 Ok(Err(Next::fail(
                     Reason::InvalidRestore,
-                    format!("objectKey {key} is not a backup of FoodApp {}: its backups are {own}<time>.dump; nothing was changed", app.name_any()),
+                    format!(
+                        "objectKey {key} is not a backup of FoodApp {}: its backups are {own}<time>.dump; nothing was changed",
+                        app.name_any()
+                    ),
                 )))
             }
         }
@@ -317,7 +325,10 @@ pub fn quota_refusal(
     }
     for q in quotas {
         let (Some(hard), used) = (
-            q.status.as_ref().and_then(|s| s.hard.as_ref()).or(q.spec.as_ref().and_then(|s| s.hard.as_ref())),
+            q.status
+                .as_ref()
+                .and_then(|s| s.hard.as_ref())
+                .or(q.spec.as_ref().and_then(|s| s.hard.as_ref())),
             q.status.as_ref().and_then(|s| s.used.as_ref()),
         ) else {
             continue;
@@ -336,7 +347,11 @@ pub fn quota_refusal(
                     q.name_any(),
                     hard[key].0,
                     used.and_then(|u| u.get(key)).map_or("0", |v| v.0.as_str()),
-                    if key.ends_with("persistentvolumeclaims") { "one more claim".to_owned() } else { size.to_owned() },
+                    if key.ends_with("persistentvolumeclaims") {
+                        "one more claim".to_owned()
+                    } else {
+                        size.to_owned()
+                    },
                 ));
             }
         }
@@ -389,7 +404,9 @@ async fn in_place(
                 if super::waited_longer_than(&run.status, API_STOP_DEADLINE) {
                     return Ok(Next::fail(
                         Reason::Timeout,
-                        format!("{pods} API pod(s) did not stop within {API_STOP_DEADLINE:?}; nothing was restored"),
+                        format!(
+                            "{pods} API pod(s) did not stop within {API_STOP_DEADLINE:?}; nothing was restored"
+                        ),
                     ));
                 }
                 run.set(
@@ -415,7 +432,8 @@ async fn in_place(
                 .object_key
                 .clone()
                 .unwrap_or_else(|| "latest".to_owned());
-            let mut job = backup::restore_job(&model, backup_spec, restore_job_name(&name), &source);
+            let mut job =
+                backup::restore_job(&model, backup_spec, restore_job_name(&name), &source);
             job.metadata.owner_references = Some(vec![run.owner()]);
             match run_job(run, &job).await? {
                 None | Some(JobState::Running) => {
@@ -423,10 +441,17 @@ async fn in_place(
                 }
                 Some(JobState::Failed { reason, message }) => Ok(Next::fail(
                     Reason::Failed,
-                    format!("the restore Job failed ({reason}: {message}); the previous data is intact"),
+                    format!(
+                        "the restore Job failed ({reason}: {message}); the previous data is intact"
+                    ),
                 )),
                 Some(JobState::Succeeded) => {
-                    run.set("Restored", true, Reason::Succeeded, format!("{source} restored"));
+                    run.set(
+                        "Restored",
+                        true,
+                        Reason::Succeeded,
+                        format!("{source} restored"),
+                    );
                     Ok(Next::Phase(RestorePhase::Migrating))
                 }
             }
@@ -459,7 +484,12 @@ async fn in_place(
                     ))
                 }
                 Some(JobState::Succeeded) => {
-                    run.set("Migrated", true, Reason::Succeeded, "migrations applied".to_owned());
+                    run.set(
+                        "Migrated",
+                        true,
+                        Reason::Succeeded,
+                        "migrations applied".to_owned(),
+                    );
                     Ok(Next::End {
                         ok: true,
                         reason: Reason::Succeeded,
@@ -511,12 +541,22 @@ mod tests {
 
     #[test]
     fn a_second_database_that_the_quota_cannot_hold_is_refused_before_anything_changes() {
-        let q = quota(&[("requests.storage", "15Gi")], &[("requests.storage", "10Gi")]);
+        let q = quota(
+            &[("requests.storage", "15Gi")],
+            &[("requests.storage", "10Gi")],
+        );
         let message = quota_refusal(std::slice::from_ref(&q), "10Gi", None).unwrap();
         assert!(message.contains("requests.storage 15Gi"), "{message}");
         assert!(quota_refusal(&[q], "5Gi", None).is_none());
-        let claims = quota(&[("persistentvolumeclaims", "1")], &[("persistentvolumeclaims", "1")]);
-        assert!(quota_refusal(&[claims], "1Gi", None).unwrap().contains("one more claim"));
+        let claims = quota(
+            &[("persistentvolumeclaims", "1")],
+            &[("persistentvolumeclaims", "1")],
+        );
+        assert!(
+            quota_refusal(&[claims], "1Gi", None)
+                .unwrap()
+                .contains("one more claim")
+        );
         let class = quota(
             &[("fast.storageclass.storage.k8s.io/requests.storage", "10Gi")],
             &[("fast.storageclass.storage.k8s.io/requests.storage", "10Gi")],
