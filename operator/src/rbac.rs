@@ -75,7 +75,13 @@ pub const RULES: &[Rule] = &[
         "",
         &["pods"],
         &["list"],
-        "a restore waits until the API's pods (and an abandoned restore's Job pods) are gone",
+        "a restore waits until the API's pods (and an abandoned restore's Job pods) are gone, and reads what its agent reported (termination messages)",
+    ),
+    (
+        "",
+        &["resourcequotas"],
+        &["list"],
+        "a Beside restore checks that the namespace's quotas allow its second volume before making anything",
     ),
     (
         "",
@@ -88,6 +94,12 @@ pub const RULES: &[Rule] = &[
         &["statefulsets", "deployments"],
         &["get", "list", "watch", "create", "patch"],
         "own PostgreSQL, the API and the gateway",
+    ),
+    (
+        "apps",
+        &["statefulsets"],
+        &["delete"],
+        "a Beside restore with keepPrevious: false deletes the database it replaced",
     ),
     (
         "batch",

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use kube_fake_client::{ClientBuilder, interceptor};
 use serde_json::{Value, json};
 
@@ -822,10 +822,15 @@ fn job_done_json(outcome: &str) -> Value {
 async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
     let h = ready_with_backup().await;
     let restores = h.api::<FoodAppRestore>();
-    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
-        .await;
+    h.create::<FoodAppRestore>(
+        "r1",
+        json!({"foodAppRef": "shop", "latest": true, "mode": "InPlace"}),
+    )
+    .await;
+    // An API pod is there (the FoodApp reconcile has not stopped it yet).
+    api_pod(&h, "shop-api-abc").await;
     restore_step(&h, "r1").await;
-    assert_eq!(restore_phase(&h, "r1").await, "Running");
+    assert_eq!(restore_phase(&h, "r1").await, "Restoring");
 
     // The FoodApp reconcile stops the API and pauses scheduled backups.
     h.settle().await;
@@ -844,13 +849,15 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
     assert_eq!(h.phase().await, "Restoring");
 
     // A second restore of the same FoodApp waits.
-    h.create::<FoodAppRestore>("r2", json!({"foodAppRef": "shop", "latest": true}))
-        .await;
+    h.create::<FoodAppRestore>(
+        "r2",
+        json!({"foodAppRef": "shop", "latest": true, "mode": "InPlace"}),
+    )
+    .await;
     restore_step(&h, "r2").await;
     assert_eq!(restore_phase(&h, "r2").await, "Pending");
 
     // No restore Job while an API pod is still there (even terminating).
-    api_pod(&h, "shop-api-abc").await;
     restore_step(&h, "r1").await;
     assert!(
         h.api::<Job>()
@@ -904,7 +911,7 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
             Some(&["migrate".to_owned()][..])
         )
     );
-    assert_eq!(restore_phase(&h, "r1").await, "Running");
+    assert_eq!(restore_phase(&h, "r1").await, "Migrating");
 
     h.set_status::<Job>("r1-migrate", job_done_json("Complete"))
         .await;
@@ -926,14 +933,17 @@ async fn a_restore_stops_the_api_restores_migrates_and_brings_it_back() {
     h.settle().await;
     assert_eq!(h.api_replicas().await, Some(2));
     restore_step(&h, "r2").await;
-    assert_eq!(restore_phase(&h, "r2").await, "Running");
+    assert_eq!(restore_phase(&h, "r2").await, "Restoring");
 }
 
 #[tokio::test]
 async fn a_restore_deleted_mid_way_keeps_the_api_stopped_until_its_pods_are_gone() {
     let h = ready_with_backup().await;
-    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
-        .await;
+    h.create::<FoodAppRestore>(
+        "r1",
+        json!({"foodAppRef": "shop", "latest": true, "mode": "InPlace"}),
+    )
+    .await;
     restore_step(&h, "r1").await;
     h.settle().await;
     restore_step(&h, "r1").await;
@@ -1027,7 +1037,7 @@ async fn a_restore_only_takes_this_foodapps_own_backups() {
             .unwrap()
             .error
             .unwrap();
-        assert!(error.contains("nothing was stopped"), "{name}: {error}");
+        assert!(error.contains("nothing was changed"), "{name}: {error}");
     }
     assert_eq!(h.api_replicas().await, Some(2));
 }
@@ -1037,7 +1047,7 @@ async fn a_failed_restore_job_fails_the_restore_and_the_api_returns() {
     let h = ready_with_backup().await;
     h.create::<FoodAppRestore>(
         "bad",
-        json!({"foodAppRef": "shop", "objectKey": "foodapp/food/shop/20261121T030000000Z.dump"}),
+        json!({"foodAppRef": "shop", "objectKey": "foodapp/food/shop/20261121T030000000Z.dump", "mode": "InPlace"}),
     )
     .await;
     restore_step(&h, "bad").await;
@@ -1173,7 +1183,7 @@ async fn a_restore_that_cannot_work_fails_before_the_api_is_stopped() {
         .unwrap()
         .status
         .unwrap();
-    assert!(r.error.unwrap().contains("nothing was stopped"));
+    assert!(r.error.unwrap().contains("nothing was changed"));
     assert_eq!(replicas().await, before, "the API never stopped");
 
     h.api::<Secret>()
@@ -1317,7 +1327,10 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     recorded.set_image("registry.example/api:2").await;
     recorded.settle().await;
     recorded
-        .create::<FoodAppRestore>("r", json!({"foodAppRef": "shop", "latest": true}))
+        .create::<FoodAppRestore>(
+            "r",
+            json!({"foodAppRef": "shop", "latest": true, "mode": "InPlace"}),
+        )
         .await;
     for _ in 0..2 {
         restore_step(&recorded, "r").await;
@@ -1335,6 +1348,24 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
         .set_status::<Job>("r-migrate", job_done_json("Complete"))
         .await;
     restore_step(&recorded, "r").await;
+    // A Beside restore, through the switch, that deletes what it replaced.
+    recorded
+        .create::<FoodAppRestore>(
+            "b",
+            json!({"foodAppRef": "shop", "latest": true, "keepPrevious": false}),
+        )
+        .await;
+    beside_until_switch(&recorded, "b").await;
+    recorded
+        .set_status::<Job>("b-switch", json!({"ready": 1}))
+        .await;
+    restore_step(&recorded, "b").await;
+    recorded
+        .set_status::<Job>("b-switch", job_done_json("Complete"))
+        .await;
+    restore_step(&recorded, "b").await;
+    assert_eq!(restore_phase(&recorded, "b").await, "Succeeded");
+    recorded.settle().await;
     recorded
         .create::<FoodAppBackup>("now", json!({"foodAppRef": "shop"}))
         .await;
@@ -1547,7 +1578,8 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
         .filter(|(g, r, v)| {
             let test_only = matches!(
                 (g.as_str(), r.as_str(), v.as_str()),
-                (_, "persistentvolumeclaims", "create")
+                (_, "persistentvolumeclaims" | "pods", "create")
+                    | ("", "pods/status", "patch")
                     | (
                         "foodapp.io",
                         "foodapprestores" | "foodappbackups" | "foodapps",
@@ -1839,11 +1871,11 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_and_switches_the_api_to_
 
     h.create::<FoodAppRestore>(
         "pitr",
-        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z"}),
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "mode": "InPlace"}),
     )
     .await;
     restore_step(&h, "pitr").await;
-    assert_eq!(restore_phase(&h, "pitr").await, "Running");
+    assert_eq!(restore_phase(&h, "pitr").await, "Restoring");
     h.settle().await;
     assert_eq!(h.api_replicas().await, Some(0), "the API is stopped first");
     restore_step(&h, "pitr").await;
@@ -1938,4 +1970,436 @@ async fn a_point_in_time_restore_needs_cloudnativepg() {
             .contains("needs database.engine CloudNativePG")
     );
     assert_eq!(h.api_replicas().await, Some(2), "nothing was stopped");
+}
+
+/// A pod of a restore's Job that ended with `message` as its termination
+/// message (what the agent reports).
+async fn finished_agent_pod(h: &Harness, job: &str, message: Value) {
+    labelled_pod(
+        h,
+        &format!("{job}-pod"),
+        json!({"batch.kubernetes.io/job-name": job}),
+    )
+    .await;
+    h.set_status::<Pod>(
+        &format!("{job}-pod"),
+        json!({"containerStatuses": [{"name": "agent", "image": AGENT, "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 0, "message": message.to_string()}}}]}),
+    )
+    .await;
+}
+
+fn owner_kind(meta: &kube::api::ObjectMeta) -> String {
+    meta.owner_references
+        .as_ref()
+        .and_then(|o| o.first())
+        .map(|o| o.kind.clone())
+        .unwrap_or_default()
+}
+
+async fn restore_status(h: &Harness, name: &str) -> foodapp_operator::crd::FoodAppRestoreStatus {
+    h.api::<FoodAppRestore>()
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+}
+
+/// Drives a Beside restore `name` of the built-in database from its
+/// second database's start to the switch; returns that database's name.
+async fn beside_until_switch(h: &Harness, name: &str) -> String {
+    restore_step(h, name).await;
+    assert_eq!(restore_phase(h, name).await, "Restoring");
+    let db = restore_status(h, name).await.database.unwrap();
+    let sts = h
+        .api::<StatefulSet>()
+        .get(&db)
+        .await
+        .expect("a second StatefulSet");
+    assert_eq!(owner_kind(&sts.metadata), "FoodAppRestore");
+    // Its server starts; its claim goes with the restore.
+    h.api::<PersistentVolumeClaim>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": format!("data-{db}-0"), "namespace": NS},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    h.set_status::<StatefulSet>(&db, json!({"replicas": 1, "readyReplicas": 1}))
+        .await;
+    restore_step(h, name).await;
+    let claim = h
+        .api::<PersistentVolumeClaim>()
+        .get(&format!("data-{db}-0"))
+        .await
+        .unwrap();
+    assert_eq!(owner_kind(&claim.metadata), "FoodAppRestore");
+    let job = h
+        .api::<Job>()
+        .get(&format!("{name}-restore"))
+        .await
+        .unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let url = env.iter().find(|e| e.name == "DATABASE_URL").unwrap();
+    assert_eq!(
+        url.value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .key,
+        "TARGET_DATABASE_URL",
+        "the restore goes into the second database"
+    );
+    let targets = h
+        .api::<Secret>()
+        .get(&format!("{name}-restore-db"))
+        .await
+        .unwrap();
+    // The fake API server keeps stringData as it was sent.
+    let target_url = targets.string_data.unwrap()["TARGET_DATABASE_URL"].clone();
+    assert!(
+        target_url.contains(&format!("@{db}-0.shop-db-hl.")),
+        "{target_url}"
+    );
+    h.set_status::<Job>(&format!("{name}-restore"), job_done_json("Complete"))
+        .await;
+    finished_agent_pod(
+        h,
+        &format!("{name}-restore"),
+        json!({"objectKey": "backups/food/shop/20261201T030000000Z.dump", "sizeBytes": 1, "sha256": "x", "restored": true, "verified": true}),
+    )
+    .await;
+    restore_step(h, name).await;
+    assert_eq!(restore_phase(h, name).await, "Migrating");
+    h.set_status::<Job>(&format!("{name}-migrate"), job_done_json("Complete"))
+        .await;
+    restore_step(h, name).await;
+    assert_eq!(restore_phase(h, name).await, "Switching");
+    db
+}
+
+#[tokio::test]
+async fn a_beside_restore_keeps_the_shop_serving_and_switches_in_one_step() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    let db = beside_until_switch(&h, "r1").await;
+    h.settle().await;
+    assert_eq!(h.api_replicas().await, Some(2), "the API never stops");
+    assert_eq!(h.phase().await, "Ready", "the shop serves throughout");
+    let switch = h.api::<Job>().get("r1-switch").await.unwrap();
+    let c = &switch.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.args.as_deref(), Some(&["switch".to_owned()][..]));
+    let discard = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "DISCARD_KEY")
+        .unwrap();
+    assert_eq!(
+        discard.value.as_deref(),
+        Some("backups/food/shop/20261201T030000000Z.dump.discarded.jsonl"),
+        "the export goes next to the dump"
+    );
+
+    // Until the agent paused writes, nothing switches.
+    restore_step(&h, "r1").await;
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/database-cluster")
+    );
+    h.set_status::<Job>("r1-switch", json!({"ready": 1})).await;
+    restore_step(&h, "r1").await;
+    assert_eq!(
+        h.app().await.annotations()["foodapp.io/database-cluster"],
+        db,
+        "the FoodApp uses the restored database"
+    );
+    let service = h.api::<Service>().get("shop-db").await.unwrap();
+    assert_eq!(
+        service.spec.unwrap().selector.unwrap()["statefulset.kubernetes.io/pod-name"],
+        format!("{db}-0"),
+        "the database Service reaches the restored server at once"
+    );
+    let sts = h.api::<StatefulSet>().get(&db).await.unwrap();
+    assert_eq!(
+        owner_kind(&sts.metadata),
+        "FoodApp",
+        "the database in use is the FoodApp's"
+    );
+    let secret = h.api::<Secret>().get("shop-api").await.unwrap();
+    assert_eq!(
+        secret.annotations()["foodapp.io/database-cluster"],
+        db,
+        "recorded where it survives the FoodApp (Retain)"
+    );
+
+    // The agent reports the pause and what was discarded.
+    h.set_status::<Job>("r1-switch", job_done_json("Complete"))
+        .await;
+    finished_agent_pod(
+        &h,
+        "r1-switch",
+        json!({"discarded": {"orders": 3, "orderEvents": 1, "refunds": 0, "users": 1,
+               "objectKey": "backups/food/shop/20261201T030000000Z.dump.discarded.jsonl"},
+               "refused": false, "pausedAt": "2026-12-02T05:00:00.000Z",
+               "resumedAt": "2026-12-02T05:00:01.200Z", "writePauseSeconds": 1.2}),
+    )
+    .await;
+    restore_step(&h, "r1").await;
+    assert_eq!(restore_phase(&h, "r1").await, "Succeeded");
+    let s = restore_status(&h, "r1").await;
+    assert_eq!(s.discarded.as_ref().unwrap().orders, 3);
+    assert_eq!(s.write_pause_seconds, Some(1.2));
+    let previous = s.previous.unwrap();
+    assert_eq!(previous.name, "shop-db");
+    let old = h.api::<StatefulSet>().get("shop-db").await.unwrap();
+    assert_eq!(
+        old.spec.as_ref().unwrap().replicas,
+        Some(0),
+        "kept, scaled to zero"
+    );
+    assert_eq!(
+        owner_kind(&old.metadata),
+        "FoodAppRestore",
+        "gone with the restore"
+    );
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/restore")
+    );
+
+    // The FoodApp now runs on the restored database, and rolls its API onto it.
+    h.settle().await;
+    let api = h.api::<Deployment>().get("shop-api").await.unwrap();
+    let template = api.spec.unwrap().template.metadata.unwrap();
+    assert_eq!(template.annotations.unwrap()["foodapp.io/database"], db);
+    assert!(
+        h.api::<StatefulSet>()
+            .get("shop-db")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
+            == Some(0),
+        "the FoodApp leaves the kept database alone"
+    );
+
+    // Undo: switch back the same way.
+    h.create::<FoodAppRestore>("undo", json!({"foodAppRef": "shop", "revert": "r1"}))
+        .await;
+    restore_step(&h, "undo").await;
+    assert_eq!(
+        restore_status(&h, "undo").await.database.as_deref(),
+        Some("shop-db")
+    );
+    let old = h.api::<StatefulSet>().get("shop-db").await.unwrap();
+    assert_eq!(old.spec.as_ref().unwrap().replicas, Some(1), "woken up");
+    h.set_status::<StatefulSet>("shop-db", json!({"replicas": 1, "readyReplicas": 1}))
+        .await;
+    restore_step(&h, "undo").await;
+    assert_eq!(restore_phase(&h, "undo").await, "Migrating");
+    h.set_status::<Job>("undo-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "undo").await;
+    h.set_status::<Job>("undo-switch", json!({"ready": 1}))
+        .await;
+    restore_step(&h, "undo").await;
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/database-cluster"),
+        "back on shop-db"
+    );
+    h.set_status::<Job>("undo-switch", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "undo").await;
+    assert_eq!(restore_phase(&h, "undo").await, "Succeeded");
+    assert_eq!(restore_phase(&h, "r1").await, "Reverted");
+    let restored = h.api::<StatefulSet>().get(&db).await.unwrap();
+    assert_eq!(restored.spec.unwrap().replicas, Some(0));
+    assert_eq!(owner_kind(&restored.metadata), "FoodAppRestore");
+    h.settle().await;
+    let service = h.api::<Service>().get("shop-db").await.unwrap();
+    assert_eq!(
+        service.spec.unwrap().selector.unwrap()["statefulset.kubernetes.io/pod-name"],
+        "shop-db-0"
+    );
+}
+
+#[tokio::test]
+async fn require_no_discard_stops_before_the_switch_until_the_discard_is_accepted() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppRestore>(
+        "r1",
+        json!({"foodAppRef": "shop", "latest": true, "requireNoDiscard": true}),
+    )
+    .await;
+    let db = beside_until_switch(&h, "r1").await;
+    h.set_status::<Job>("r1-switch", job_done_json("Complete"))
+        .await;
+    finished_agent_pod(
+        &h,
+        "r1-switch",
+        json!({"discarded": {"orders": 2, "orderEvents": 0, "refunds": 0, "users": 0}, "refused": true}),
+    )
+    .await;
+    restore_step(&h, "r1").await;
+    assert_eq!(
+        restore_phase(&h, "r1").await,
+        "Switching",
+        "waiting for a decision"
+    );
+    let s = restore_status(&h, "r1").await;
+    let c = s.conditions.iter().find(|c| c.type_ == "Switched").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "WouldDiscard")
+    );
+    assert!(c.message.contains("2 orders"), "{}", c.message);
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/database-cluster")
+    );
+    assert!(
+        h.exists::<StatefulSet>(&db).await,
+        "the prepared database stays"
+    );
+
+    // Accepted: a switch without the condition runs.
+    h.api::<FoodAppRestore>()
+        .patch(
+            "r1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"metadata": {"annotations": {"foodapp.io/accept-discard": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    restore_step(&h, "r1").await;
+    let accept = h.api::<Job>().get("r1-accept").await.unwrap();
+    let env = accept.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "REQUIRE_NO_DISCARD" && e.value.as_deref() == Some("false"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_switch_gives_the_writes_back_and_the_shop_stays_on_its_database() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    beside_until_switch(&h, "r1").await;
+    h.set_status::<Job>("r1-switch", job_done_json("Failed"))
+        .await;
+    restore_step(&h, "r1").await;
+    let resume = h.api::<Job>().get("r1-resume").await.expect("a resume Job");
+    let args = resume.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone();
+    assert_eq!(args, Some(vec!["switch".to_owned(), "--resume".to_owned()]));
+    assert_eq!(restore_phase(&h, "r1").await, "Switching");
+    h.set_status::<Job>("r1-resume", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "r1").await;
+    assert_eq!(restore_phase(&h, "r1").await, "Failed");
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/database-cluster")
+    );
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/restore")
+    );
+    h.settle().await;
+    let service = h.api::<Service>().get("shop-db").await.unwrap();
+    assert_eq!(
+        service.spec.unwrap().selector.unwrap()["statefulset.kubernetes.io/pod-name"],
+        "shop-db-0"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_job_under_a_restores_name_is_never_taken_for_its_own() {
+    let h = ready_with_backup().await;
+    // Someone made the restore's Job first.
+    let job: Job = serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "r1-restore", "namespace": NS},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}))
+    .unwrap();
+    h.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    h.set_status::<Job>("r1-restore", job_done_json("Complete"))
+        .await;
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    restore_step(&h, "r1").await;
+    let db = restore_status(&h, "r1").await.database.unwrap();
+    h.set_status::<StatefulSet>(&db, json!({"replicas": 1, "readyReplicas": 1}))
+        .await;
+    restore_step(&h, "r1").await;
+    assert_eq!(restore_phase(&h, "r1").await, "Failed");
+    let error = restore_status(&h, "r1").await.error.unwrap();
+    assert!(error.contains("not this restore's"), "{error}");
+}
+
+#[tokio::test]
+async fn a_second_database_beyond_the_quota_is_refused_before_anything_changes() {
+    let h = ready_with_backup().await;
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "storage", "namespace": NS},
+        "spec": {"hard": {"requests.storage": "15Gi"}}}))
+    .unwrap();
+    h.api::<k8s_openapi::api::core::v1::ResourceQuota>()
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    h.set_status::<k8s_openapi::api::core::v1::ResourceQuota>(
+        "storage",
+        json!({"hard": {"requests.storage": "15Gi"}, "used": {"requests.storage": "10Gi"}}),
+    )
+    .await;
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    restore_step(&h, "r1").await;
+    assert_eq!(restore_phase(&h, "r1").await, "Failed");
+    let s = restore_status(&h, "r1").await;
+    let c = s.conditions.iter().find(|c| c.type_ == "Complete").unwrap();
+    assert_eq!(c.reason, "InsufficientQuota");
+    assert!(c.message.contains("mode InPlace"), "{}", c.message);
+    let sets = h
+        .api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(sets.items.len(), 1, "no second database");
 }

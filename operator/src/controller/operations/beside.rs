@@ -204,10 +204,10 @@ pub async fn step(
     phase: RestorePhase,
 ) -> Result<Next, Error> {
     match phase {
-        RestorePhase::Restoring => restoring(run, app, backup).await,
-        RestorePhase::Verifying => verifying(run).await,
-        RestorePhase::Migrating => migrating(run, app).await,
-        RestorePhase::Switching => switching(run, app, backup).await,
+        RestorePhase::Restoring => Box::pin(restoring(run, app, backup)).await,
+        RestorePhase::Verifying => Box::pin(verifying(run)).await,
+        RestorePhase::Migrating => Box::pin(migrating(run, app)).await,
+        RestorePhase::Switching => Box::pin(switching(run, app, backup)).await,
         other => Ok(Next::fail(
             Reason::InvalidRestore,
             format!("phase {other:?} is not one of a Beside restore"),
@@ -221,13 +221,13 @@ async fn restoring(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
     let reverting = run.restore.spec.revert.is_some();
     let engine = app.spec.database.engine;
     if let Some(next) = match engine {
-        Engine::BuiltIn => builtin_ready(run, app, reverting).await?,
-        Engine::CloudNativePG => cnpg_ready(run, app, backup, reverting).await?,
+        Engine::BuiltIn => Box::pin(builtin_ready(run, app, reverting)).await?,
+        Engine::CloudNativePG => Box::pin(cnpg_ready(run, app, backup, reverting)).await?,
         Engine::External => None,
     } {
         return Ok(next);
     }
-    if let Some(next) = ensure_targets(run, app).await? {
+    if let Some(next) = Box::pin(ensure_targets(run, app)).await? {
         return Ok(next);
     }
     if reverting || run.restore.spec.target_time.is_some() {
@@ -683,7 +683,7 @@ async fn switching(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
                     1,
                 ));
             }
-            switch_over(run, app).await?;
+            Box::pin(switch_over(run, app)).await?;
             Ok(Next::Wait(Duration::from_secs(1)))
         }
         None | Some(JobState::Running) => Ok(run.waiting(
@@ -749,14 +749,14 @@ async fn switching(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
             }
             if !is_switched {
                 // External and CloudNativePG: the agent ends once paused.
-                switch_over(run, app).await?;
+                Box::pin(switch_over(run, app)).await?;
                 if let Some(o) = &outcome {
                     run.status.writes_paused_at = o.paused_at.clone();
                     run.status.discarded = Some(o.discarded.clone());
                 }
                 return Ok(Next::Wait(Duration::from_secs(1)));
             }
-            finish(run, app, outcome, None).await
+            Box::pin(finish(run, app, outcome, None)).await
         }
     }
 }
@@ -884,7 +884,7 @@ async fn finish(
                 .as_secs_f64()
         });
     }
-    let kept = keep_previous(run, app).await?;
+    let kept = Box::pin(keep_previous(run, app)).await?;
     if let Some(name) = &run.restore.spec.revert {
         let api: Api<FoodAppRestore> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch_status(

@@ -47,7 +47,14 @@ pub fn check_names(restore: &str) -> Result<(), String> {
 }
 
 pub async fn reconcile(restore: Arc<FoodAppRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
-    instrumented(restore.as_ref(), &ctx, reconcile_inner(&restore, &ctx)).await
+    // Boxed, as every step below: the steps hold large Kubernetes objects
+    // and would otherwise overflow small task stacks.
+    instrumented(
+        restore.as_ref(),
+        &ctx,
+        Box::pin(reconcile_inner(&restore, &ctx)),
+    )
+    .await
 }
 
 async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Action, Error> {
@@ -85,12 +92,14 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 .await;
         };
         let next = match (run.phase(), run.status.mode.unwrap_or_default()) {
-            (None | Some(RestorePhase::Pending), _) => start(&mut run, &app, &backup_spec).await?,
+            (None | Some(RestorePhase::Pending), _) => {
+                Box::pin(start(&mut run, &app, &backup_spec)).await?
+            }
             (Some(phase), RestoreMode::InPlace) => {
-                in_place(&mut run, &app, &backup_spec, phase).await?
+                Box::pin(in_place(&mut run, &app, &backup_spec, phase)).await?
             }
             (Some(phase), RestoreMode::Beside) => {
-                beside::step(&mut run, &app, &backup_spec, phase).await?
+                Box::pin(beside::step(&mut run, &app, &backup_spec, phase)).await?
             }
         };
         match next {
@@ -115,7 +124,7 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 message,
             } => {
                 if !ok {
-                    beside::on_failure(&mut run, &app).await?;
+                    Box::pin(beside::on_failure(&mut run, &app)).await?;
                 }
                 return run.end(ok, reason, message, Some(&app)).await;
             }
