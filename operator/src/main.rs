@@ -289,7 +289,13 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn switch(args: agent::switch::SwitchArgs) -> anyhow::Result<()> {
-    let outcome = agent::switch::run(&args).await?;
+    let outcome = tokio::select! {
+        outcome = agent::switch::run(&args) => outcome?,
+        () = terminated() => {
+            let said = agent::switch::on_terminate(&args).await?;
+            anyhow::bail!("terminated: {said}");
+        }
+    };
     agent::report_termination(&outcome);
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(())

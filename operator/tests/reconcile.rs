@@ -2403,3 +2403,26 @@ async fn a_second_database_beyond_the_quota_is_refused_before_anything_changes()
         .unwrap();
     assert_eq!(sets.items.len(), 1, "no second database");
 }
+
+#[tokio::test]
+async fn a_foodapp_recreated_under_retain_finds_the_database_a_restore_switched_to() {
+    let h = ready_with_backup().await;
+    let secret = h.api::<Secret>().get("shop-api").await.unwrap();
+    h.api::<Secret>()
+        .patch(
+            &secret.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"foodapp.io/database-cluster": "shop-db-abc123"}}})),
+        )
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(
+        h.app().await.annotations()["foodapp.io/database-cluster"],
+        "shop-db-abc123"
+    );
+    assert!(
+        h.exists::<StatefulSet>("shop-db-abc123").await,
+        "the data's StatefulSet is the one applied"
+    );
+}

@@ -319,3 +319,44 @@ async fn require_no_discard_leaves_the_live_database_writable_and_switches_nothi
     );
     s.drop_restored().await;
 }
+
+#[tokio::test]
+async fn a_switch_agent_stopped_before_the_switch_gives_the_writes_back() {
+    let s = shop().await;
+    let dir = tempfile_dir();
+    let paused = format!("{dir}/paused");
+    // The address never reaches the restored server: the agent waits.
+    let mut child = tokio::process::Command::new(foodapp_e2e::binary("foodapp-operator"))
+        .arg("switch")
+        .env("DATABASE_URL", &s.restored_url)
+        .env("LIVE_DATABASE_URL", &s.live.url)
+        .env("SERVICE_DATABASE_URL", &s.live.url)
+        .env("PAUSED_FILE", &paused)
+        .env("S3_BUCKET", &s.bucket)
+        .env("FOODAPP_NAME", &s.app)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::path::Path::new(&paused).exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(std::path::Path::new(&paused).exists(), "writes were paused");
+    assert_eq!(write(&s.live.url).await.as_deref(), Some("25006"));
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "a stopped switch is not a success");
+    assert_eq!(
+        write(&s.live.url).await,
+        None,
+        "the live database takes writes again"
+    );
+    s.drop_restored().await;
+}

@@ -103,9 +103,10 @@ pub async fn end_sessions(conn: &mut PgConnection) -> Result<u64, Error> {
     Ok(u64::try_from(ended).unwrap_or(0))
 }
 
-/// The address the server of `conn` answers on.
+/// Which server and database `conn` reaches: the address the server
+/// answers on and the database's name.
 async fn server_address(conn: &mut PgConnection) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar("SELECT host(inet_server_addr())")
+    Ok(sqlx::query_scalar("SELECT host(inet_server_addr()) || '/' || current_database()")
         .fetch_one(&mut *conn)
         .await?)
 }
@@ -458,6 +459,24 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
         resumed_at: Some(resumed_at),
         write_pause_seconds: Some((resumed - paused).as_secs_f64()),
     })
+}
+
+/// The agent is being stopped (its restore was deleted, its node drained):
+/// unless the FoodApp already reaches the restored database, the live one
+/// gets its writes back. What it says it did.
+pub async fn on_terminate(args: &SwitchArgs) -> Result<String, Error> {
+    if let Some(service) = &args.service_database_url {
+        let mut restored = db::connect(&args.store.database_url).await?;
+        let target = server_address(&mut restored).await?;
+        let mut via = db::connect(service).await?;
+        if server_address(&mut via).await? == target {
+            return Ok("stopped after the switch: the restored database serves".to_owned());
+        }
+    }
+    let mut live = db::connect(&args.live_database_url).await?;
+    set_read_only(&mut live, false).await?;
+    end_sessions(&mut live).await?;
+    Ok("stopped before the switch: writes were given back to the live database".to_owned())
 }
 
 fn refused(discarded: Discarded) -> SwitchOutcome {

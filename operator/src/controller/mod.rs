@@ -265,6 +265,12 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         // The patch wakes the next pass, which brings the API back.
         return Ok(requeue_soon(1));
     }
+    if let Some((key, value)) = database_in_use_record(app, &observed) {
+        // A FoodApp re-created over data kept under Retain: the database a
+        // restore switched to is the one with the data.
+        annotate(ctx, app, key, Some(&value)).await?;
+        return Ok(requeue_soon(1));
+    }
     let model = match validate::model(app, &observed, &ctx.agent_image) {
         Ok(model) => model,
         Err(e) => {
@@ -356,6 +362,23 @@ async fn release_abandoned_restore(
     )
     .await;
     Ok(true)
+}
+
+/// The database a restore switched to, as recorded on the API Secret (which
+/// outlives the FoodApp under Retain), when the FoodApp does not say it.
+fn database_in_use_record(
+    app: &FoodApp,
+    observed: &dereference::Observed,
+) -> Option<(&'static str, String)> {
+    let key = match app.spec.database.engine {
+        crate::crd::Engine::External => build::DATABASE_NAME_ANNOTATION,
+        _ => build::DATABASE_CLUSTER_ANNOTATION,
+    };
+    if app.annotations().contains_key(key) {
+        return None;
+    }
+    let recorded = observed.api_secret.as_ref()?.annotations().get(key)?;
+    Some((key, recorded.clone()))
 }
 
 /// The whole status, by server-side apply with the operator's field
