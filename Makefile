@@ -37,7 +37,7 @@ e2e: ## The operator on a real cluster (FOODAPP_E2E_KUBECONFIG; README: End-to-e
 	@if [ -z "$$FOODAPP_E2E_KUBECONFIG" ]; then \
 		echo "make e2e: SKIPPED: FOODAPP_E2E_KUBECONFIG is not set (README: End-to-end tests)"; exit 0; fi
 	$(SERVICES) install
-	cargo test --locked -p foodapp-operator --test e2e -- --ignored --nocapture --test-threads=1
+	cargo test --locked -p foodapp-operator --test e2e -- --ignored --nocapture --test-threads=1 $(E2E_TEST)
 
 bench: ## Benchmarks against release builds (figures go in the README)
 	cargo build --locked --release -p foodapp-api -p foodapp-operator

@@ -1,6 +1,7 @@
 //! Connection pool, embedded migrations and the schema-version check that
 //! `serve` and `/readyz` rely on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -17,9 +18,37 @@ pub async fn connect(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
         // No ping before every query (a round trip each): a broken connection
         // fails its query, is discarded, and /readyz reports the outage.
         .test_before_acquire(false)
+        // Once one connection was found lost, every connection older than
+        // that is replaced as it is taken: the server ended them together
+        // (a restart, or a restore's switch ending every session), and each
+        // would otherwise fail one more request.
+        .before_acquire(|_, meta| Box::pin(async move { Ok(!opened_before_loss(meta.age)) }))
         .acquire_timeout(Duration::from_secs(5))
         .connect(&args.database_url)
         .await
+}
+
+/// When a connection was last found lost (ended by the server, or broken),
+/// in milliseconds since the Unix epoch; 0: never.
+static LOST_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A query found its connection lost: the pool's older connections are
+/// suspect from now on.
+pub fn connection_lost() {
+    LOST_AT_MS.store(now_ms(), Ordering::Relaxed);
+}
+
+/// Whether a connection of this age was opened before the last loss.
+pub fn opened_before_loss(age: Duration) -> bool {
+    let lost = LOST_AT_MS.load(Ordering::Relaxed);
+    let opened = now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+    lost != 0 && opened <= lost
 }
 
 /// The newest migration this build embeds.

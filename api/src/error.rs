@@ -180,6 +180,19 @@ pub fn is_read_only(e: &sqlx::Error) -> bool {
     sqlstate(e).is_some_and(|c| c == "25006")
 }
 
+/// The connection itself is gone (ended by the server: a restart, an
+/// administrator, a restore's switch; or broken): unlike a busy database,
+/// a fresh connection may well work at once.
+pub fn is_connection_lost(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_))
+        || sqlstate(e).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+}
+
+/// Set on a response whose request failed because its database connection
+/// was lost: a read may be served again at once (`retry::ReadRetryLayer`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLost;
+
 /// Transient, and worth retrying at once: not a pool that already waited
 /// its acquire timeout for a connection (the database is away; say so now).
 pub fn is_retryable(e: &sqlx::Error) -> bool {
@@ -196,10 +209,18 @@ fn is_data_exception(e: &sqlx::Error) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
+        let lost = matches!(&self, ApiError::Database(e) if is_connection_lost(e));
+        if lost {
+            crate::db::connection_lost();
+        }
         if problem.status >= 500 {
             tracing::error!(error = %self, code = %problem.code, "request failed");
         }
-        problem_response(&problem)
+        let mut response = problem_response(&problem);
+        if lost {
+            response.extensions_mut().insert(ConnectionLost);
+        }
+        response
     }
 }
 

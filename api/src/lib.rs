@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orders;
 pub mod pagination;
 pub mod refunds;
+pub mod retry;
 pub mod seed;
 pub mod telemetry;
 pub mod text;
@@ -150,6 +151,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+        .layer(retry::ReadRetryLayer)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| -> Response {
             axum::response::IntoResponse::into_response(ApiError::Internal(

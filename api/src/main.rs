@@ -89,9 +89,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.jwt_secret.len() < 32 {
         anyhow::bail!("JWT_SECRET must be at least 32 bytes long");
     }
-    let pool = db::connect(&args.database)
-        .await
-        .context("connecting to DATABASE_URL")?;
+    let pool = connect_patiently(&args.database).await?;
     db::check_schema(&pool).await?;
     match (&args.admin_email, &args.admin_password) {
         (Some(email), Some(password)) => {
@@ -138,6 +136,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         task.abort();
     }
     finish(server, args.shutdown_grace).await
+}
+
+/// The pool, once the database answers: a server restarting, or the
+/// moment a restore switches databases, is waited for (a minute) rather than
+/// turned into a crash and a restart.
+async fn connect_patiently(args: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match db::connect(args).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the database does not answer yet; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context("connecting to DATABASE_URL"),
+        }
+    }
 }
 
 async fn finish(

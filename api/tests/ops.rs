@@ -446,3 +446,64 @@ async fn a_read_only_database_serves_reads_and_answers_writes_503_restoring() {
     let retried = app.order(&token, "during", order).await;
     assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text);
 }
+
+/// The server ends every session at once, some in the middle of a query
+/// (a restart, a restore's switch): no read fails for it, and the next order
+/// goes through.
+#[tokio::test]
+async fn sessions_ended_by_the_server_fail_no_read() {
+    let app = std::sync::Arc::new(TestApp::new().await);
+    let category = app.category("Mains").await;
+    let item = app.item(category, "Soup", 500, None).await;
+    let (_, token) = app.user(&[Role::Customer]).await;
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Readers of what is read from the database every time (the menu is cached).
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, token, stop) = (app.clone(), token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = app.get("/api/v1/orders", Some(&token)).await;
+                    if r.status != StatusCode::OK {
+                        failed.push(r.text);
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut ended = 0;
+    for _ in 0..3 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        ended += n;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut failed = Vec::new();
+    for r in readers {
+        failed.extend(r.await.unwrap());
+    }
+    assert!(ended >= 3, "sessions were ended: {ended}");
+    assert!(
+        failed.is_empty(),
+        "{} reads failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let order =
+        json!({"items": [{"menu_item_id": item, "quantity": 1}], "payment": common::cash()});
+    let placed = app.order(&token, "after-the-end", order).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.text);
+}

@@ -369,10 +369,9 @@ fn a_restore_names_exactly_one_source_and_never_changes() {
         let errors =
             check("FoodAppRestore", &restore(bad.clone()), None).expect_err(&bad.to_string());
         assert!(
-            errors
-                .iter()
-                .any(|e| e
-                    .contains("exactly one of backupRef, objectKey, latest: true or targetTime")),
+            errors.iter().any(|e| e.contains(
+                "exactly one of backupRef, objectKey, latest: true, targetTime or revert"
+            )),
             "{errors:?}"
         );
     }
@@ -383,6 +382,57 @@ fn a_restore_names_exactly_one_source_and_never_changes() {
         errors.iter().any(|e| e.contains("cannot be changed")),
         "{errors:?}"
     );
+}
+
+#[test]
+fn a_restore_chooses_its_mode_and_undo_goes_beside() {
+    let restore = |spec: Value| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore", "metadata": {"name": "r"}, "spec": spec});
+    for good in [
+        json!({"foodAppRef": "shop", "latest": true, "mode": "InPlace"}),
+        json!({"foodAppRef": "shop", "latest": true, "mode": "Beside", "requireNoDiscard": true, "keepPrevious": false}),
+        json!({"foodAppRef": "shop", "revert": "r0"}),
+        json!({"foodAppRef": "shop", "latest": true, "targetDatabase": "shop_restored"}),
+    ] {
+        check("FoodAppRestore", &restore(good.clone()), None).expect(&good.to_string());
+    }
+    for (bad, says) in [
+        (
+            json!({"foodAppRef": "shop", "revert": "r0", "latest": true}),
+            "exactly one of",
+        ),
+        (
+            json!({"foodAppRef": "shop", "revert": "r0", "mode": "InPlace"}),
+            "mode InPlace cannot revert",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "mode": "InPlace", "requireNoDiscard": true}),
+            "requireNoDiscard needs mode Beside",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "targetDatabase": "Shop; DROP"}),
+            "targetDatabase must be",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "mode": "Sideways"}),
+            "Sideways",
+        ),
+    ] {
+        let errors =
+            check("FoodAppRestore", &restore(bad.clone()), None).expect_err(&bad.to_string());
+        assert!(errors.iter().any(|e| e.contains(says)), "{bad}: {errors:?}");
+    }
+    // The examples a user applies are valid.
+    for file in ["restore.yaml", "restore-undo.yaml"] {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/operations")
+                .join(file),
+        )
+        .unwrap();
+        let mut example: Value = yaml_serde::from_str(&text).unwrap();
+        example["metadata"]["name"] = json!("r");
+        check("FoodAppRestore", &example, None).expect(file);
+    }
 }
 
 #[test]

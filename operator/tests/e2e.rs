@@ -23,6 +23,10 @@
 //!   objectKey, a restore deleted mid-way).
 
 mod common;
+#[path = "e2e/restore.rs"]
+mod restore;
+#[path = "e2e/traffic.rs"]
+mod traffic;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -597,18 +601,18 @@ async fn apply_foodapp(c: &Cluster, app: &FoodApp) {
         .unwrap();
 }
 
-#[tokio::test]
-#[ignore = "needs a cluster: make e2e with FOODAPP_E2E_KUBECONFIG"]
-async fn the_operator_on_a_real_cluster() {
+/// The CRDs and the chart, as `helm install` would, and the operator
+/// running with a leader; FoodApps go to namespace `ns`. None: no cluster.
+async fn install(ns: &str) -> Option<(Cluster, Discovery, Client, String)> {
     let Some(client) = connect().await else {
         println!(
             "SKIPPED: FOODAPP_E2E_KUBECONFIG is not set; `make e2e` needs a cluster (README: End-to-end tests)"
         );
-        return;
+        return None;
     };
     let c = Cluster {
         client: client.clone(),
-        ns: setting("FOODAPP_E2E_NAMESPACE", "foodapp-e2e"),
+        ns: ns.to_owned(),
         system_ns: setting("FOODAPP_E2E_SYSTEM_NAMESPACE", "foodapp-system"),
         started: Instant::now(),
     };
@@ -704,6 +708,19 @@ async fn the_operator_on_a_real_cluster() {
         })
         .await;
     c.log(&format!("leader: {leader}"));
+    Some((c, discovery, client, leader))
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: make e2e with FOODAPP_E2E_KUBECONFIG"]
+async fn the_operator_on_a_real_cluster() {
+    let Some((c, discovery, client, leader)) =
+        install(&setting("FOODAPP_E2E_NAMESPACE", "foodapp-e2e")).await
+    else {
+        return;
+    };
+    let minute = Duration::from_secs(60);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &c.system_ns);
 
     // 2. Both examples, side by side in one namespace.
     c.ensure_namespace(&c.ns).await;

@@ -106,9 +106,11 @@ pub async fn end_sessions(conn: &mut PgConnection) -> Result<u64, Error> {
 /// Which server and database `conn` reaches: the address the server
 /// answers on and the database's name.
 async fn server_address(conn: &mut PgConnection) -> Result<Option<String>, Error> {
-    Ok(sqlx::query_scalar("SELECT host(inet_server_addr()) || '/' || current_database()")
-        .fetch_one(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT host(inet_server_addr()) || '/' || current_database()")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// Rows the live database has that the restored one lacks, by table.

@@ -3,8 +3,9 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -46,6 +47,9 @@ pub fn merge_env(ours: Vec<EnvVar>, user: &[EnvVar]) -> Vec<EnvVar> {
 }
 
 /// The API Deployment running `image` (the newest image whose migrations succeeded).
+/// How long a stopping API pod keeps serving before it shuts down.
+const PRE_STOP_SECONDS: i64 = 5;
+
 /// The credentials hash and, once a restore switched databases, the
 /// database in use: a switch rolls the API onto it (a FoodApp that never
 /// switched keeps the pod template it had).
@@ -111,6 +115,19 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
                         liveness_probe: Some(http_probe("/healthz", 10, 3)),
                         resources: api.resources.clone(),
                         security_context: Some(container_security(API_UID)),
+                        // A pod that is told to stop keeps serving until the
+                        // endpoints no longer name it (kube-proxy and the
+                        // gateway's connections catch up): a rollout, such as
+                        // the one after a restore's switch, fails no request.
+                        lifecycle: Some(Lifecycle {
+                            pre_stop: Some(LifecycleHandler {
+                                sleep: Some(SleepAction {
+                                    seconds: PRE_STOP_SECONDS,
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
                         volume_mounts: Some(vec![VolumeMount {
                             name: "tmp".to_owned(),
                             mount_path: "/tmp".to_owned(),
@@ -119,7 +136,8 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
                         ..Default::default()
                     }],
                     security_context: Some(pod_security(API_UID)),
-                    termination_grace_period_seconds: Some(30),
+                    // The pause, then the API's own 25 s to finish requests.
+                    termination_grace_period_seconds: Some(PRE_STOP_SECONDS + 30),
                     enable_service_links: Some(false),
                     topology_spread_constraints: Some(super::scaling::spread(model, COMPONENT)),
                     volumes: Some(vec![Volume {
@@ -177,6 +195,17 @@ mod tests {
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("img:1"));
         assert_eq!(c.args.as_deref(), Some(&["serve".to_owned()][..]));
+        let pause = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+        assert_eq!(pause.sleep.as_ref().unwrap().seconds, PRE_STOP_SECONDS);
+        assert!(
+            spec.template
+                .spec
+                .as_ref()
+                .unwrap()
+                .termination_grace_period_seconds
+                > Some(PRE_STOP_SECONDS + 25),
+            "the pause and the API's own grace both fit"
+        );
         assert_eq!(
             c.readiness_probe
                 .as_ref()
