@@ -2213,6 +2213,15 @@ async fn a_beside_restore_keeps_the_shop_serving_and_switches_in_one_step() {
     h.set_status::<StatefulSet>("shop-db", json!({"replicas": 1, "readyReplicas": 1}))
         .await;
     restore_step(&h, "undo").await;
+    // The switch left it read-only: it takes writes again first.
+    let writable = h.api::<Job>().get("undo-restore").await.unwrap();
+    assert_eq!(
+        writable.spec.unwrap().template.spec.unwrap().containers[0].args,
+        Some(vec!["switch".to_owned(), "--writable".to_owned()])
+    );
+    h.set_status::<Job>("undo-restore", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "undo").await;
     assert_eq!(restore_phase(&h, "undo").await, "Migrating");
     h.set_status::<Job>("undo-migrate", job_done_json("Complete"))
         .await;

@@ -287,6 +287,24 @@ async fn the_switch_accounts_for_exactly_what_the_live_database_gained_after_the
     .await;
     success(&out);
     assert_eq!(write(&s.live.url).await, None, "writes are back");
+
+    // A revert: the database a switch replaced takes writes again.
+    success(&s.switch(&[]).await);
+    assert_eq!(write(&s.live.url).await.as_deref(), Some("25006"));
+    let out = agent(
+        &s.live.url,
+        &s.endpoint,
+        &s.bucket,
+        &["switch", "--writable"],
+        &[("LIVE_DATABASE_URL", &s.restored_url)],
+    )
+    .await;
+    success(&out);
+    assert_eq!(
+        write(&s.live.url).await,
+        None,
+        "the kept database takes writes"
+    );
     s.drop_restored().await;
 }
 

@@ -46,6 +46,10 @@ pub struct SwitchArgs {
     /// Only give the live database its writes back.
     #[arg(long)]
     pub resume: bool,
+    /// Only give the database to switch to (DATABASE_URL) its writes back:
+    /// a database a switch replaced, about to be switched back to.
+    #[arg(long, conflicts_with = "resume")]
+    pub writable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -376,6 +380,19 @@ async fn store_export(
 }
 
 pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
+    if args.writable {
+        let mut target = db::connect(&args.store.database_url).await?;
+        set_read_only(&mut target, false).await?;
+        end_sessions(&mut target).await?;
+        tracing::info!("the database to switch to takes writes");
+        return Ok(SwitchOutcome {
+            discarded: Discarded::default(),
+            refused: false,
+            paused_at: None,
+            resumed_at: None,
+            write_pause_seconds: None,
+        });
+    }
     let mut live = db::connect(&args.live_database_url).await?;
     if args.resume {
         set_read_only(&mut live, false).await?;
@@ -428,6 +445,7 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
     };
     let target = server_address(&mut restored).await?;
     let deadline = paused + Duration::from_secs(args.deadline_seconds);
+    let mut last_said = Instant::now();
     let resumed = loop {
         if Instant::now() > deadline {
             return Err(Error::Verify(format!(
@@ -438,14 +456,33 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
         // Sessions that reached the old server meanwhile are ended, so
         // their pools reconnect through the address, to the restored one.
         end_sessions(&mut live).await?;
-        if let Ok(mut via) = db::connect(service).await {
-            let here = server_address(&mut via).await.ok().flatten();
+        // Each look is bounded: a connection attempt caught in the moment
+        // the address changes servers may never be answered.
+        let here = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut via = db::connect(service).await?;
+            let here = server_address(&mut via).await;
             via.close().await.ok();
-            if here.is_some() && here == target {
-                break Instant::now();
+            here
+        })
+        .await;
+        match here {
+            Ok(Ok(here)) if here.is_some() && here == target => break Instant::now(),
+            other if last_said.elapsed() > Duration::from_secs(5) => {
+                let seen = match other {
+                    Ok(Ok(h)) => format!("reaches {}", h.unwrap_or_default()),
+                    Ok(Err(e)) => format!("fails: {e}"),
+                    Err(_) => "does not answer within 2 s".to_owned(),
+                };
+                tracing::info!(
+                    seen,
+                    target = target.as_deref().unwrap_or_default(),
+                    "waiting for the database address to reach the restored server"
+                );
+                last_said = Instant::now();
             }
+            _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let resumed_at = now();
     // Connections opened before every node's rules changed may still

@@ -285,6 +285,26 @@ pub fn resume_job(model: &Model, backup_spec: &BackupSpec, restore: &OwnerRefere
     job
 }
 
+/// A revert: the database switched back to was left read-only by the
+/// switch that replaced it; it takes writes again before it is migrated.
+/// Runs under the restore Job's name (a revert restores nothing else).
+pub fn writable_job(model: &Model, backup_spec: &BackupSpec, restore: &OwnerReference) -> Job {
+    let secret = targets_secret_name(&restore.name);
+    let mut job = agent_job(
+        model,
+        backup_spec,
+        restore_job_name(&restore.name),
+        vec!["switch".to_owned(), "--writable".to_owned()],
+        vec![secret_env(
+            "LIVE_DATABASE_URL",
+            &secret,
+            "LIVE_DATABASE_URL",
+        )],
+    );
+    redirect(&mut job, restore, "TARGET_DATABASE_URL");
+    job
+}
+
 fn agent_job(
     model: &Model,
     backup_spec: &BackupSpec,

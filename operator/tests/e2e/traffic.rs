@@ -105,7 +105,8 @@ impl Report {
                     .failed
                     .entry(format!("{} {}", x.status, x.code))
                     .or_default() += 1;
-                seen.failed_at.push(x.done.saturating_duration_since(from).as_secs_f64());
+                seen.failed_at
+                    .push(x.done.saturating_duration_since(from).as_secs_f64());
             }
         }
         gap(&mut seen, last, to);

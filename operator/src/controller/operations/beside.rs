@@ -230,7 +230,32 @@ async fn restoring(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
     if let Some(next) = Box::pin(ensure_targets(run, app)).await? {
         return Ok(next);
     }
-    if reverting || run.restore.spec.target_time.is_some() {
+    let model = model(run, app)?;
+    if reverting {
+        // The switch that replaced it left it read-only.
+        let job = children::writable_job(&model, backup, &run.owner());
+        return Ok(match run_job(run, &job).await? {
+            None | Some(JobState::Running) => {
+                run.waiting("Restored", format!("giving {target} its writes back"), 2)
+            }
+            Some(JobState::Failed { reason, message }) => Next::fail(
+                Reason::Failed,
+                format!(
+                    "{target} could not be given its writes back ({reason}: {message}); nothing was switched"
+                ),
+            ),
+            Some(JobState::Succeeded) => {
+                run.set(
+                    "Restored",
+                    true,
+                    Reason::Succeeded,
+                    format!("{target} is ready and takes writes"),
+                );
+                Next::Phase(RestorePhase::Migrating)
+            }
+        });
+    }
+    if run.restore.spec.target_time.is_some() {
         run.set(
             "Restored",
             true,
@@ -239,7 +264,6 @@ async fn restoring(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
         );
         return Ok(Next::Phase(RestorePhase::Migrating));
     }
-    let model = model(run, app)?;
     let source = run
         .status
         .object_key
