@@ -41,5 +41,5 @@ e2e: ## The operator on a real cluster (FOODAPP_E2E_KUBECONFIG; README: End-to-e
 
 bench: ## Benchmarks against release builds (figures go in the README)
 	cargo build --locked --release -p foodapp-api -p foodapp-operator
-	NEED_WRK=1 PG_FSYNC=on $(SERVICES) run -- sh -c 'bench/run && bench/backup'
+	NEED_WRK=1 PG_FSYNC=on $(SERVICES) run -- sh -c 'bench/run && bench/backup && bench/restore'
 	cargo bench --locked -p foodapp-operator --bench reconcile_memory
