@@ -263,34 +263,3 @@ async fn a_data_directory_whose_login_was_the_superuser_is_brought_in_line() {
         .unwrap();
     assert_eq!(n, 2, "the data is untouched");
 }
-
-#[tokio::test]
-async fn a_database_a_restore_left_read_only_still_starts_and_stays_read_only() {
-    let data = Data::new("readonly");
-    data.prepare();
-    data.start();
-    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
-        .await
-        .unwrap();
-    // What a Beside restore's switch leaves on the database it replaced.
-    sqlx::query("ALTER DATABASE foodapp SET default_transaction_read_only = on")
-        .execute(&mut app)
-        .await
-        .unwrap();
-    app.close().await.ok();
-    stop(&data);
-    data.prepare();
-    data.start();
-    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
-        .await
-        .unwrap();
-    let read_only: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-        .fetch_one(&mut app)
-        .await
-        .unwrap();
-    assert_eq!(
-        read_only, "on",
-        "kept read-only until a revert gives it its writes back"
-    );
-    stop(&data);
-}

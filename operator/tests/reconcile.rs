@@ -2435,3 +2435,21 @@ async fn a_foodapp_recreated_under_retain_finds_the_database_a_restore_switched_
         "the data's StatefulSet is the one applied"
     );
 }
+
+#[tokio::test]
+async fn the_switch_leaves_the_restored_database_running_as_it_is() {
+    let h = ready_with_backup().await;
+    h.create::<FoodAppRestore>("r1", json!({"foodAppRef": "shop", "latest": true}))
+        .await;
+    let db = beside_until_switch(&h, "r1").await;
+    let template = |s: StatefulSet| s.spec.unwrap().template;
+    let before = template(h.api::<StatefulSet>().get(&db).await.unwrap());
+    h.set_status::<Job>("r1-switch", json!({"ready": 1})).await;
+    restore_step(&h, "r1").await;
+    h.settle().await;
+    let after = template(h.api::<StatefulSet>().get(&db).await.unwrap());
+    assert_eq!(
+        before, after,
+        "the FoodApp's apply changes nothing in the pods of the database it switched to (a change restarts it)"
+    );
+}

@@ -270,13 +270,18 @@ async fn the_switch_accounts_for_exactly_what_the_live_database_gained_after_the
         old_order.to_string()
     );
 
-    // The live database refuses writes (the API answers 503 restoring);
-    // the restored one takes them.
+    // Once the address reaches the restored server, the replaced one is
+    // kept as it was (it must start again for a revert).
+    assert_eq!(write(&s.live.url).await, None);
+
+    // Without the address to wait for, the agent ends with writes paused:
+    // the live database refuses them (the API answers 503 restoring), the
+    // restored one takes them.
+    success(&s.switch(&[]).await);
     assert_eq!(write(&s.live.url).await.as_deref(), Some("25006"));
     assert_eq!(write(&s.restored_url).await, None);
 
     // A switch that did not happen gives the writes back.
-    success(&s.switch(&[]).await);
     let out = agent(
         &s.restored_url,
         &s.endpoint,

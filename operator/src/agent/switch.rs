@@ -107,6 +107,14 @@ pub async fn end_sessions(conn: &mut PgConnection) -> Result<u64, Error> {
     Ok(u64::try_from(ended).unwrap_or(0))
 }
 
+/// Which server and database `url` reaches now, on a new connection.
+async fn where_is(url: &str) -> Result<Option<String>, Error> {
+    let mut conn = db::connect(url).await?;
+    let here = server_address(&mut conn).await;
+    conn.close().await.ok();
+    here
+}
+
 /// Which server and database `conn` reaches: the address the server
 /// answers on and the database's name.
 async fn server_address(conn: &mut PgConnection) -> Result<Option<String>, Error> {
@@ -443,7 +451,6 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
             write_pause_seconds: None,
         });
     };
-    let target = server_address(&mut restored).await?;
     let deadline = paused + Duration::from_secs(args.deadline_seconds);
     let mut last_said = Instant::now();
     let resumed = loop {
@@ -456,15 +463,20 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
         // Sessions that reached the old server meanwhile are ended, so
         // their pools reconnect through the address, to the restored one.
         end_sessions(&mut live).await?;
-        // Each look is bounded: a connection attempt caught in the moment
-        // the address changes servers may never be answered.
-        let here = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut via = db::connect(service).await?;
-            let here = server_address(&mut via).await;
-            via.close().await.ok();
-            here
+        // Each look is bounded (a connection attempt caught in the moment
+        // the address changes servers may never be answered), and asks the
+        // restored server where it is now: its pod may have moved.
+        let look = tokio::time::timeout(Duration::from_secs(2), async {
+            let target = where_is(&args.store.database_url).await?;
+            let here = where_is(service).await?;
+            Ok::<_, Error>((target, here))
         })
         .await;
+        let (target, here) = match look {
+            Ok(Ok((target, here))) => (target, Ok(Ok(here))),
+            Ok(Err(e)) => (None, Ok(Err(e))),
+            Err(e) => (None, Err(e)),
+        };
         match here {
             Ok(Ok(here)) if here.is_some() && here == target => break Instant::now(),
             other if last_said.elapsed() > Duration::from_secs(5) => {
@@ -475,7 +487,7 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
                 };
                 tracing::info!(
                     seen,
-                    target = target.as_deref().unwrap_or_default(),
+                    restored = target.as_deref().unwrap_or_default(),
                     "waiting for the database address to reach the restored server"
                 );
                 last_said = Instant::now();
@@ -491,6 +503,10 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
         end_sessions(&mut live).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Nothing reaches it any more: the replaced database is kept as it was,
+    // so that it starts again as it is for a revert (its pod's start-up
+    // script writes).
+    set_read_only(&mut live, false).await?;
     Ok(SwitchOutcome {
         discarded: counts,
         refused: false,

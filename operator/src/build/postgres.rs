@@ -100,8 +100,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
 fi
 sock=$(mktemp -d)
-# A database a restore's switch replaced is read-only; this script writes.
-export PGOPTIONS="-c default_transaction_read_only=off"
 pg_ctl -D "$PGDATA" -w -t 600 -o "-c listen_addresses='' -c unix_socket_directories=$sock" start
 trap 'pg_ctl -D "$PGDATA" -m fast -w stop' EXIT
 admin=postgres

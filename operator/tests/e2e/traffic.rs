@@ -88,7 +88,7 @@ impl Report {
             ..Default::default()
         };
         let mut last = from;
-        let mut gap = |seen: &mut Seen, last: Instant, now: Instant| {
+        let gap = |seen: &mut Seen, last: Instant, now: Instant| {
             let g = now.saturating_duration_since(last);
             if g > seen.longest_gap {
                 seen.longest_gap = g;

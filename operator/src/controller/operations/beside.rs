@@ -332,7 +332,16 @@ async fn builtin_ready(
                 .unwrap_or_default();
             let live_size = super::restore::live_claim_size(run, &size).await?;
             let size = children::volume_size(&app.spec.database.storage.size, live_size.as_ref());
-            let sts = children::statefulset(&model(run, app)?, &target, &size, &owner);
+            // The password's hash is on the pod template: the FoodApp's own
+            // apply after the switch must find the StatefulSet as it wants
+            // it, or it would restart the database it just switched to.
+            let mut m = model(run, app)?;
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&names::db(&app.name_any()))
+                .await
+                .map_err(Error::Dereference)?;
+            m.db_password = secret_string(secret.as_ref(), "password").unwrap_or_default();
+            let sts = children::statefulset(&m, &target, &size, &owner);
             apply::create_once(&ctx.client, &ns, &sts).await?;
             return Ok(Some(run.waiting(
                 "Restored",
