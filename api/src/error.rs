@@ -296,6 +296,7 @@ impl From<crate::orders::error::OrderError> for ApiError {
             E::Database(db) => return ApiError::Database(db),
             E::Internal(_) => return ApiError::Internal(detail),
             E::MissingKey => (StatusCode::BAD_REQUEST, "missing_idempotency_key", None),
+            E::KeyInFlight => (StatusCode::SERVICE_UNAVAILABLE, "restoring", None),
             E::InvalidKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key", None),
             E::KeyReused => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -50,6 +50,13 @@ pub enum OrderError {
     InvalidTransition { from: OrderStatus, action: Action },
     #[error("courier_id must name a user with the courier role")]
     NotACourier { courier: Uuid },
+    /// The key is claimed, but its order cannot be read: during a restore's
+    /// switch one replica's connections reach two databases for a moment
+    /// (the key on the old one, the read on the new). A retry settles it.
+    #[error(
+        "this Idempotency-Key's order is not readable right now (the shop is switching databases); retry with the same key"
+    )]
+    KeyInFlight,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("internal error: {0}")]

@@ -162,7 +162,7 @@ pub async fn place(
             // The key was claimed before, or by a concurrent twin that committed first.
             Ok(None) => replay(state, customer, &key, &request_hash)
                 .await?
-                .ok_or_else(|| OrderError::Internal("idempotency key vanished".into())),
+                .ok_or(OrderError::KeyInFlight),
             Err(err) => {
                 // A concurrent twin may have taken the last units (or the
                 // last unpaid slot) with this very key: then the answer is

@@ -185,6 +185,23 @@ async fn under_traffic(c: &Cluster, shop: &Shop, name: &str, spec: Value) -> (Me
     (m, report)
 }
 
+/// A write refused during a switch is a 503 with a code a client retries on
+/// (`restoring`, `unavailable`), never another error.
+fn only_retry_laters(m: &Measured) {
+    let other: Vec<&String> = m
+        .writes
+        .failed
+        .keys()
+        .filter(|k| !(k.starts_with("503 restoring") || k.starts_with("503 unavailable")))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "{}: writes failed otherwise than 503: {}",
+        m.name,
+        m.writes
+    );
+}
+
 /// Every order acknowledged is in the database, or in the export of what
 /// the restore discarded — exactly those, and as many as it counted.
 async fn every_order_accounted_for(
@@ -347,6 +364,7 @@ async fn restores_keep_the_shop_open() {
         "writes paused at most 10 s: {}",
         beside.writes
     );
+    only_retry_laters(&beside);
     acknowledged.extend(report.acknowledged().into_iter().map(|(id, _)| id));
     every_order_accounted_for(&c, &token, &acknowledged, &beside).await;
     let kept = beside.status.previous.clone().unwrap();
