@@ -175,6 +175,18 @@ pub async fn agent(
         .expect("run foodapp-operator")
 }
 
+/// The one JSON line a successful agent run prints; the run's output when it failed.
+pub fn success(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "agent failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim().lines().last().unwrap()).expect("one JSON line")
+}
+
 /// Every table's rows, as text, in a stable order: for comparing contents.
 pub async fn contents(pool: &PgPool) -> Vec<(String, Vec<String>)> {
     let tables: Vec<String> = sqlx::query_scalar(

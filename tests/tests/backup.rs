@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_s3::primitives::ByteStream;
-use foodapp_e2e::{Database, agent, contents, env, keys, new_bucket, s3};
+use foodapp_e2e::{Database, agent, contents, env, keys, new_bucket, s3, success};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,17 +33,6 @@ async fn seed(db: &Database) {
     .execute(&db.pool)
     .await
     .unwrap();
-}
-
-fn success(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "agent failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(line.trim().lines().last().unwrap()).expect("one JSON line")
 }
 
 struct Setup {

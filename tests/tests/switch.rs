@@ -4,20 +4,9 @@
 //! gained after the backup, its export, the pause of writes and their
 //! return, and `requireNoDiscard`.
 
-use foodapp_e2e::{Database, agent, env, new_bucket, s3};
+use foodapp_e2e::{Database, agent, env, new_bucket, s3, success};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
-
-fn success(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "agent failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(line.trim().lines().last().unwrap()).expect("one JSON line")
-}
 
 async fn customers(db: &Database, prefix: &str, n: i32) {
     sqlx::query(

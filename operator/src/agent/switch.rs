@@ -393,26 +393,14 @@ pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
         set_read_only(&mut target, false).await?;
         end_sessions(&mut target).await?;
         tracing::info!("the database to switch to takes writes");
-        return Ok(SwitchOutcome {
-            discarded: Discarded::default(),
-            refused: false,
-            paused_at: None,
-            resumed_at: None,
-            write_pause_seconds: None,
-        });
+        return Ok(SwitchOutcome::nothing_switched(false));
     }
     let mut live = db::connect(&args.live_database_url).await?;
     if args.resume {
         set_read_only(&mut live, false).await?;
         end_sessions(&mut live).await?;
         tracing::info!("writes given back to the live database");
-        return Ok(SwitchOutcome {
-            discarded: Discarded::default(),
-            refused: false,
-            paused_at: None,
-            resumed_at: None,
-            write_pause_seconds: None,
-        });
+        return Ok(SwitchOutcome::nothing_switched(false));
     }
     let mut restored = db::connect(&args.store.database_url).await?;
     // A first look while the shop still writes: refuse before pausing.
@@ -537,10 +525,19 @@ pub async fn on_terminate(args: &SwitchArgs) -> Result<String, Error> {
 fn refused(discarded: Discarded) -> SwitchOutcome {
     SwitchOutcome {
         discarded,
-        refused: true,
-        paused_at: None,
-        resumed_at: None,
-        write_pause_seconds: None,
+        ..SwitchOutcome::nothing_switched(true)
+    }
+}
+
+impl SwitchOutcome {
+    fn nothing_switched(refused: bool) -> SwitchOutcome {
+        SwitchOutcome {
+            discarded: Discarded::default(),
+            refused,
+            paused_at: None,
+            resumed_at: None,
+            write_pause_seconds: None,
+        }
     }
 }
 

@@ -269,32 +269,41 @@ pub fn switch_job(model: &Model, backup_spec: &BackupSpec, s: &SwitchJob<'_>) ->
 
 /// Gives the live database its writes back: the switch did not happen.
 pub fn resume_job(model: &Model, backup_spec: &BackupSpec, restore: &OwnerReference) -> Job {
-    let secret = targets_secret_name(&restore.name);
-    let mut job = agent_job(
+    give_writes_back(
         model,
         backup_spec,
+        restore,
         resume_job_name(&restore.name),
-        vec!["switch".to_owned(), "--resume".to_owned()],
-        vec![secret_env(
-            "LIVE_DATABASE_URL",
-            &secret,
-            "LIVE_DATABASE_URL",
-        )],
-    );
-    redirect(&mut job, restore, "TARGET_DATABASE_URL");
-    job
+        "--resume",
+    )
 }
 
 /// A revert: the database switched back to was left read-only by the
 /// switch that replaced it; it takes writes again before it is migrated.
 /// Runs under the restore Job's name (a revert restores nothing else).
 pub fn writable_job(model: &Model, backup_spec: &BackupSpec, restore: &OwnerReference) -> Job {
+    give_writes_back(
+        model,
+        backup_spec,
+        restore,
+        restore_job_name(&restore.name),
+        "--writable",
+    )
+}
+
+fn give_writes_back(
+    model: &Model,
+    backup_spec: &BackupSpec,
+    restore: &OwnerReference,
+    name: String,
+    which: &str,
+) -> Job {
     let secret = targets_secret_name(&restore.name);
     let mut job = agent_job(
         model,
         backup_spec,
-        restore_job_name(&restore.name),
-        vec!["switch".to_owned(), "--writable".to_owned()],
+        name,
+        vec!["switch".to_owned(), which.to_owned()],
         vec![secret_env(
             "LIVE_DATABASE_URL",
             &secret,
