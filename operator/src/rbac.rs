@@ -140,8 +140,8 @@ pub const RULES: &[Rule] = &[
     (
         "postgresql.cnpg.io",
         &["clusters"],
-        &["get", "list", "create", "patch"],
-        "engine CloudNativePG: the Cluster (list: whether CloudNativePG is installed; the garbage collector deletes an owned one)",
+        &["get", "list", "create", "patch", "delete"],
+        "engine CloudNativePG: the Cluster (list: whether CloudNativePG is installed; the garbage collector deletes an owned one); a Beside restore with keepPrevious: false deletes the one it replaced",
     ),
     (
         "postgresql.cnpg.io",

@@ -1435,6 +1435,48 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             .unwrap()
             .is_some()
     );
+    // A point-in-time restore beside diner's Cluster that deletes the one it replaced.
+    cnpg_ready(&recorded, "diner-db", "old").await;
+    reconcile_diner().await;
+    recorded
+        .create::<FoodAppRestore>(
+            "p",
+            json!({"foodAppRef": "diner", "targetTime": "2026-11-22T09:30:00Z", "keepPrevious": false}),
+        )
+        .await;
+    restore_step(&recorded, "p").await;
+    let new = restore_status(&recorded, "p").await.database.unwrap();
+    cnpg_ready(&recorded, &new, "new").await;
+    restore_step(&recorded, "p").await;
+    recorded
+        .set_status::<Job>("p-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&recorded, "p").await;
+    recorded
+        .set_status::<Job>("p-switch", json!({"ready": 1}))
+        .await;
+    restore_step(&recorded, "p").await;
+    recorded
+        .set_status::<Job>("p-switch", job_done_json("Complete"))
+        .await;
+    reconcile_diner().await;
+    if recorded.exists::<Deployment>("diner-api").await {
+        let generation = recorded
+            .api::<Deployment>()
+            .get("diner-api")
+            .await
+            .unwrap()
+            .metadata
+            .generation;
+        recorded
+            .set_status::<Deployment>(
+                "diner-api",
+                json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "observedGeneration": generation}),
+            )
+            .await;
+    }
+    restore_step(&recorded, "p").await;
+    assert_eq!(restore_phase(&recorded, "p").await, "Succeeded");
     recorded
         .api::<FoodApp>()
         .patch(
@@ -1580,6 +1622,7 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
                 (g.as_str(), r.as_str(), v.as_str()),
                 (_, "persistentvolumeclaims" | "pods", "create")
                     | ("", "pods/status", "patch")
+                    | ("postgresql.cnpg.io", "clusters/status", "patch")
                     | (
                         "foodapp.io",
                         "foodapprestores" | "foodappbackups" | "foodapps",
@@ -2452,4 +2495,100 @@ async fn the_switch_leaves_the_restored_database_running_as_it_is() {
         before, after,
         "the FoodApp's apply changes nothing in the pods of the database it switched to (a change restarts it)"
     );
+}
+
+#[tokio::test]
+async fn a_point_in_time_restore_beside_keeps_the_api_on_the_old_cluster_until_the_switch() {
+    let h = cloudnativepg_with_backup().await;
+    cnpg_ready(&h, "shop-db", "old").await;
+    h.settle().await;
+    h.job_done("registry.example/api:1", "Complete", "").await;
+    h.settle().await;
+    h.deployments_available().await;
+    h.settle().await;
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "keepPrevious": false}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Restoring");
+    let new = restore_status(&h, "pitr").await.database.unwrap();
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(&new)
+        .await
+        .expect("a recovered Cluster beside the old one");
+    assert_eq!(owner_kind(&cluster.metadata), "FoodAppRestore");
+    h.settle().await;
+    assert_eq!(
+        h.api_replicas().await,
+        Some(2),
+        "the API keeps serving from the old Cluster"
+    );
+    cnpg_ready(&h, &new, "new").await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Migrating");
+    let targets = h.api::<Secret>().get("pitr-restore-db").await.unwrap();
+    let urls = targets.string_data.unwrap();
+    assert!(urls["TARGET_DATABASE_URL"].contains(&format!("@{new}-rw.")));
+    assert!(urls["LIVE_DATABASE_URL"].contains("@shop-db-rw."));
+    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Switching");
+    h.set_status::<Job>("pitr-switch", json!({"ready": 1}))
+        .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(
+        h.app().await.annotations()["foodapp.io/database-cluster"],
+        new
+    );
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(&new)
+        .await
+        .unwrap();
+    assert_eq!(
+        owner_kind(&cluster.metadata),
+        "FoodApp",
+        "the Cluster in use is the FoodApp's"
+    );
+    h.set_status::<Job>("pitr-switch", job_done_json("Complete"))
+        .await;
+    // Writes resume once the API has rolled onto the new connection.
+    h.settle().await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(
+        restore_phase(&h, "pitr").await,
+        "Switching",
+        "the API is still rolling"
+    );
+    let generation = h
+        .api::<Deployment>()
+        .get("shop-api")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    h.set_status::<Deployment>(
+        "shop-api",
+        json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2,
+               "observedGeneration": generation}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(
+        restore_phase(&h, "pitr").await,
+        "Succeeded",
+        "{:?}",
+        restore_status(&h, "pitr").await
+    );
+    assert!(
+        !h.exists::<foodapp_operator::crd::foreign::Cluster>("shop-db")
+            .await,
+        "keepPrevious: false deletes the Cluster replaced"
+    );
+    let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
+    assert!(url.contains(&format!("@{new}-rw.")), "{url}");
 }
