@@ -93,6 +93,15 @@ pub async fn set_read_only(conn: &mut PgConnection, read_only: bool) -> Result<(
     Ok(())
 }
 
+/// New sessions of the database at `url` take writes again; the ones
+/// opened meanwhile are ended so that they reconnect with the setting.
+async fn give_writes_back(url: &str) -> Result<(), Error> {
+    let mut conn = db::connect(url).await?;
+    set_read_only(&mut conn, false).await?;
+    end_sessions(&mut conn).await?;
+    Ok(())
+}
+
 /// Ends every other session of this login on this database: open
 /// transactions roll back (nothing they did was acknowledged), and pools
 /// reconnect, getting the database's current settings.
@@ -269,32 +278,28 @@ pub async fn gained(live: &mut PgConnection, restored: &mut PgConnection) -> Res
 /// `events`. Rows are read from the live database as stored.
 pub async fn export(live: &mut PgConnection, g: &Gained) -> Result<Vec<u8>, Error> {
     let mut lines: Vec<serde_json::Value> = Vec::new();
-    if !g.users.is_empty() {
-        lines.extend(
-            sqlx::query_scalar::<_, serde_json::Value>(
-                "SELECT jsonb_build_object('kind', 'user', 'row', to_jsonb(u))
-                 FROM users u WHERE u.id = ANY($1) ORDER BY u.created_at, u.id",
-            )
-            .bind(&g.users)
-            .fetch_all(&mut *live)
-            .await?,
-        );
-    }
-    if !g.orders.is_empty() {
-        lines.extend(
-            sqlx::query_scalar::<_, serde_json::Value>(
-                "SELECT jsonb_build_object('kind', 'order', 'row', to_jsonb(o),
-                   'items', (SELECT coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.menu_item_id), '[]')
-                             FROM order_items i WHERE i.order_id = o.id),
-                   'events', (SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]')
-                              FROM order_events e WHERE e.order_id = o.id))
-                 FROM orders o WHERE o.id = ANY($1) ORDER BY o.created_at, o.id",
-            )
-            .bind(&g.orders)
-            .fetch_all(&mut *live)
-            .await?,
-        );
-    }
+    lines.extend(
+        by_id(
+            live,
+            "SELECT jsonb_build_object('kind', 'user', 'row', to_jsonb(u))
+             FROM users u WHERE u.id = ANY($1) ORDER BY u.created_at, u.id",
+            &g.users,
+        )
+        .await?,
+    );
+    lines.extend(
+        by_id(
+            live,
+            "SELECT jsonb_build_object('kind', 'order', 'row', to_jsonb(o),
+               'items', (SELECT coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.menu_item_id), '[]')
+                         FROM order_items i WHERE i.order_id = o.id),
+               'events', (SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]')
+                          FROM order_events e WHERE e.order_id = o.id))
+             FROM orders o WHERE o.id = ANY($1) ORDER BY o.created_at, o.id",
+            &g.orders,
+        )
+        .await?,
+    );
     if !g.events.is_empty() {
         let (order_ids, ids): (Vec<uuid::Uuid>, Vec<i64>) = g.events.iter().copied().unzip();
         lines.extend(
@@ -309,23 +314,36 @@ pub async fn export(live: &mut PgConnection, g: &Gained) -> Result<Vec<u8>, Erro
             .await?,
         );
     }
-    if !g.refunds.is_empty() {
-        lines.extend(
-            sqlx::query_scalar::<_, serde_json::Value>(
-                "SELECT jsonb_build_object('kind', 'refund', 'row', to_jsonb(r))
-                 FROM refunds r WHERE r.id = ANY($1) ORDER BY r.created_at, r.id",
-            )
-            .bind(&g.refunds)
-            .fetch_all(&mut *live)
-            .await?,
-        );
-    }
+    lines.extend(
+        by_id(
+            live,
+            "SELECT jsonb_build_object('kind', 'refund', 'row', to_jsonb(r))
+             FROM refunds r WHERE r.id = ANY($1) ORDER BY r.created_at, r.id",
+            &g.refunds,
+        )
+        .await?,
+    );
     let mut out = Vec::new();
     for line in lines {
         out.extend(serde_json::to_vec(&line).map_err(|e| Error::Verify(e.to_string()))?);
         out.push(b'\n');
     }
     Ok(out)
+}
+
+/// The export lines `sql` makes of the rows with these ids (none: no query).
+async fn by_id(
+    live: &mut PgConnection,
+    sql: &'static str,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<serde_json::Value>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(sql)
+        .bind(ids)
+        .fetch_all(&mut *live)
+        .await?)
 }
 
 /// The manifest of an export, beside it (`.discarded.manifest.json`): a
@@ -388,20 +406,17 @@ async fn store_export(
 }
 
 pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
-    if args.writable {
-        let mut target = db::connect(&args.store.database_url).await?;
-        set_read_only(&mut target, false).await?;
-        end_sessions(&mut target).await?;
-        tracing::info!("the database to switch to takes writes");
+    if args.writable || args.resume {
+        let (url, which) = if args.writable {
+            (&args.store.database_url, "the database to switch to")
+        } else {
+            (&args.live_database_url, "the live database")
+        };
+        give_writes_back(url).await?;
+        tracing::info!("{which} takes writes");
         return Ok(SwitchOutcome::nothing_switched(false));
     }
     let mut live = db::connect(&args.live_database_url).await?;
-    if args.resume {
-        set_read_only(&mut live, false).await?;
-        end_sessions(&mut live).await?;
-        tracing::info!("writes given back to the live database");
-        return Ok(SwitchOutcome::nothing_switched(false));
-    }
     let mut restored = db::connect(&args.store.database_url).await?;
     // A first look while the shop still writes: refuse before pausing.
     if args.require_no_discard {
@@ -516,9 +531,7 @@ pub async fn on_terminate(args: &SwitchArgs) -> Result<String, Error> {
             return Ok("stopped after the switch: the restored database serves".to_owned());
         }
     }
-    let mut live = db::connect(&args.live_database_url).await?;
-    set_read_only(&mut live, false).await?;
-    end_sessions(&mut live).await?;
+    give_writes_back(&args.live_database_url).await?;
     Ok("stopped before the switch: writes were given back to the live database".to_owned())
 }
 

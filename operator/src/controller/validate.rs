@@ -53,7 +53,7 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
-fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
+pub fn secret_value(secret: Option<&Secret>, key: &str) -> Option<String> {
     let bytes = secret?.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone())
         .ok()
@@ -105,13 +105,7 @@ pub fn database(app: &FoodApp, observed: &Observed) -> Database {
             }
         }
         Engine::External => {
-            let secret = app
-                .spec
-                .database
-                .external
-                .as_ref()
-                .map(|e| e.secret_name.clone())
-                .unwrap_or_default();
+            let secret = external_secret_name(app);
             match external_connection(observed.external_secret.as_ref(), &secret) {
                 // A restore switched the FoodApp to another database on the server.
                 Ok(c) => Database::Ready(Some(Connection {
@@ -156,6 +150,16 @@ pub fn database(app: &FoodApp, observed: &Observed) -> Database {
             }
         }
     }
+}
+
+/// The Secret `database.external.secretName` names.
+pub fn external_secret_name(app: &FoodApp) -> String {
+    app.spec
+        .database
+        .external
+        .as_ref()
+        .map(|e| e.secret_name.clone())
+        .unwrap_or_default()
 }
 
 /// The user's Secret for engine External, read: every key present and

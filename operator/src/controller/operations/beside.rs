@@ -64,13 +64,7 @@ async fn external(
     run: &Run<'_>,
     app: &FoodApp,
 ) -> Result<Result<crate::build::Connection, String>, Error> {
-    let name = app
-        .spec
-        .database
-        .external
-        .as_ref()
-        .map(|e| e.secret_name.clone())
-        .unwrap_or_default();
+    let name = validate::external_secret_name(app);
     let secret = Api::<Secret>::namespaced(run.ctx.client.clone(), &run.ns())
         .get_opt(&name)
         .await
@@ -324,13 +318,7 @@ async fn builtin_ready(
             )));
         }
         (None, false) => {
-            let size = run
-                .status
-                .previous
-                .as_ref()
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
-            let live_size = super::restore::live_claim_size(run, &size).await?;
+            let live_size = super::restore::live_claim_size(run, &previous(run)).await?;
             let size = children::volume_size(&app.spec.database.storage.size, live_size.as_ref());
             // The password's hash is on the pod template: the FoodApp's own
             // apply after the switch must find the StatefulSet as it wants
@@ -340,7 +328,7 @@ async fn builtin_ready(
                 .get_opt(&names::db(&app.name_any()))
                 .await
                 .map_err(Error::Dereference)?;
-            m.db_password = secret_string(secret.as_ref(), "password").unwrap_or_default();
+            m.db_password = validate::secret_value(secret.as_ref(), "password").unwrap_or_default();
             let sts = children::statefulset(&m, &target, &size, &owner);
             apply::create_once(&ctx.client, &ns, &sts).await?;
             return Ok(Some(run.waiting(
@@ -464,9 +452,13 @@ async fn cnpg_ready(
     Ok(None)
 }
 
-fn secret_string(secret: Option<&Secret>, key: &str) -> Option<String> {
-    let bytes = secret?.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok()
+/// The app login CloudNativePG made for `cluster`, as a URL, once it exists.
+async fn cnpg_url(secrets: &Api<Secret>, ns: &str, cluster: &str) -> Result<Option<String>, Error> {
+    let s = secrets
+        .get_opt(&names::cnpg_app_secret(cluster))
+        .await
+        .map_err(Error::Dereference)?;
+    Ok(validate::cnpg_connection(cluster, ns, s.as_ref()).map(|c| c.url()))
 }
 
 /// The Secret with both databases' addresses, made once. None when it
@@ -492,7 +484,7 @@ async fn ensure_targets(run: &mut Run<'_>, app: &FoodApp) -> Result<Option<Next>
                 .get_opt(&names::db(&app.name_any()))
                 .await
                 .map_err(Error::Dereference)?;
-            secret_string(secret.as_ref(), "password").map(|password| {
+            validate::secret_value(secret.as_ref(), "password").map(|password| {
                 (
                     builtin_url(&model, &target, &password),
                     builtin_url(&model, &live, &password),
@@ -520,21 +512,10 @@ async fn ensure_targets(run: &mut Run<'_>, app: &FoodApp) -> Result<Option<Next>
             Err(message) => return Ok(Some(Next::fail(Reason::SecretInvalid, message))),
         },
         Engine::CloudNativePG => {
-            let login = |cluster: &str| {
-                let secrets = secrets.clone();
-                let ns = ns.clone();
-                let cluster = cluster.to_owned();
-                async move {
-                    let s = secrets
-                        .get_opt(&names::cnpg_app_secret(&cluster))
-                        .await
-                        .map_err(Error::Dereference)?;
-                    Ok::<_, Error>(
-                        validate::cnpg_connection(&cluster, &ns, s.as_ref()).map(|c| c.url()),
-                    )
-                }
-            };
-            match (login(&target).await?, login(&live).await?) {
+            match (
+                cnpg_url(&secrets, &ns, &target).await?,
+                cnpg_url(&secrets, &ns, &live).await?,
+            ) {
                 (Some(t), Some(l)) => Some((t, l, None)),
                 _ => None,
             }
@@ -662,21 +643,8 @@ fn accepted(run: &Run<'_>) -> bool {
 }
 
 /// Whether the FoodApp uses the restore's database now.
-fn switched(run: &Run<'_>, app: &FoodApp) -> bool {
-    let target = target(run);
-    match app.spec.database.engine {
-        Engine::External => {
-            crate::build::external_database(app).as_deref() == Some(target.as_str())
-                || (crate::build::external_database(app).is_none()
-                    && run.restore.spec.revert.is_some()
-                    && run
-                        .status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == "Switched" && c.status == "True"))
-        }
-        _ => crate::build::db_cluster(app) == target,
-    }
+async fn switched(run: &Run<'_>, app: &FoodApp) -> Result<bool, Error> {
+    Ok(in_use(run, app).await?.is_ok_and(|db| db == target(run)))
 }
 
 /// The switch: the agent pauses writes and exports; once its pod is ready
@@ -702,7 +670,7 @@ async fn switching(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
     );
     let job_name = switch_job_name(&run.name(), accepted);
     let state = run_job(run, &job).await?;
-    let is_switched = switched(run, app);
+    let is_switched = switched(run, app).await?;
     match state {
         None | Some(JobState::Running) if !is_switched => {
             let ready = get_job(run, &job_name)
@@ -1038,7 +1006,7 @@ where
 /// What this restore made stays with it (inspect it; deleting the restore
 /// removes it).
 pub async fn on_failure(run: &mut Run<'_>, app: &FoodApp) -> Result<(), Error> {
-    if run.status.mode != Some(crate::crd::RestoreMode::Beside) || switched(run, app) {
+    if run.status.mode != Some(crate::crd::RestoreMode::Beside) || switched(run, app).await? {
         return Ok(());
     }
     let Some(name) = run.restore.spec.revert.clone() else {
