@@ -26,8 +26,8 @@ pub const RULES: &[Rule] = &[
     (
         "foodapp.io",
         &["foodapps"],
-        &["patch"],
-        "add and remove the finalizer that applies deletionPolicy",
+        &["create", "patch"],
+        "add and remove the finalizer that applies deletionPolicy; a restore with spec.target creates the FoodApp it clones into",
     ),
     (
         "foodapp.io",

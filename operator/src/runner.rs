@@ -150,10 +150,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Api::<FoodAppRestore>::all(client.clone()),
             watcher::Config::default(),
             |r| {
-                Some(
-                    ObjectRef::new(&r.spec.food_app_ref)
-                        .within(r.metadata.namespace.as_deref().unwrap_or_default()),
-                )
+                let ns = r.metadata.namespace.clone().unwrap_or_default();
+                r.spec
+                    .food_apps()
+                    .map(|a| ObjectRef::new(a).within(&ns))
+                    .collect::<Vec<_>>()
             },
         )
         .shutdown_on_signal()

@@ -449,6 +449,58 @@ fn a_restore_chooses_its_mode_and_undo_goes_beside() {
 }
 
 #[test]
+fn a_clone_names_another_foodapp_and_only_a_backup_to_restore() {
+    let restore = |spec: Value| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore", "metadata": {"name": "r"}, "spec": spec});
+    for good in [
+        json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "staging"}}),
+        json!({"foodAppRef": "shop", "backupRef": "b1", "target": {"foodApp": "staging", "anonymize": true}}),
+    ] {
+        if let Err(e) = check("FoodAppRestore", &restore(good.clone()), None) {
+            panic!("{good}: {e:?}");
+        }
+    }
+    for (bad, says) in [
+        (
+            json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "shop"}}),
+            "a clone goes into another FoodApp",
+        ),
+        (
+            json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "target": {"foodApp": "staging"}}),
+            "revert and targetTime are for the FoodApp itself",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "mode": "Beside", "target": {"foodApp": "staging"}}),
+            "mode, requireNoDiscard, keepPrevious and targetDatabase",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "keepPrevious": false, "target": {"foodApp": "staging"}}),
+            "mode, requireNoDiscard, keepPrevious and targetDatabase",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "Staging_1"}}),
+            "spec.target.foodApp must be a FoodApp name",
+        ),
+        (
+            json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "s".repeat(41)}}),
+            "spec.target.foodApp must be a FoodApp name",
+        ),
+    ] {
+        let Err(errors) = check("FoodAppRestore", &restore(bad.clone()), None) else {
+            panic!("{bad} was accepted");
+        };
+        assert!(errors.iter().any(|e| e.contains(says)), "{bad}: {errors:?}");
+    }
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/operations/clone.yaml"),
+    )
+    .unwrap();
+    let example: Value = yaml_serde::from_str(&text).unwrap();
+    if let Err(e) = check("FoodAppRestore", &example, None) {
+        panic!("clone.yaml: {e:?}");
+    }
+}
+
+#[test]
 fn a_backup_names_its_foodapp_and_never_changes() {
     let backup = |spec: Value| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppBackup", "metadata": {"name": "b"}, "spec": spec});
     check(

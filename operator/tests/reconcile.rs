@@ -1366,6 +1366,36 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     restore_step(&recorded, "b").await;
     assert_eq!(restore_phase(&recorded, "b").await, "Succeeded");
     recorded.settle().await;
+    // A clone into a FoodApp the restore makes.
+    recorded
+        .create::<FoodAppRestore>(
+            "c",
+            json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "staging", "anonymize": true}}),
+        )
+        .await;
+    restore_step(&recorded, "c").await;
+    h.api::<FoodApp>()
+        .patch(
+            "staging",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": [OTHER_FINALIZER]}})),
+        )
+        .await
+        .unwrap();
+    restore_step(&recorded, "c").await;
+    settle_app(&recorded, "staging").await;
+    recorded
+        .set_status::<StatefulSet>("staging-db", json!({"replicas": 1, "readyReplicas": 1}))
+        .await;
+    settle_app(&recorded, "staging").await;
+    restore_step(&recorded, "c").await;
+    for job in ["c-restore", "c-migrate"] {
+        recorded
+            .set_status::<Job>(job, job_done_json("Complete"))
+            .await;
+        restore_step(&recorded, "c").await;
+    }
+    assert_eq!(restore_phase(&recorded, "c").await, "Succeeded");
     recorded
         .create::<FoodAppBackup>("now", json!({"foodAppRef": "shop"}))
         .await;
@@ -1413,8 +1443,8 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     diner.metadata.name = Some("diner".into());
     diner.metadata.uid = None;
     diner.metadata.resource_version = None;
-    recorded
-        .api::<FoodApp>()
+    // Made by the test, not recorded (only a clone's FoodApp is the operator's).
+    h.api::<FoodApp>()
         .create(&PostParams::default(), &diner)
         .await
         .unwrap();
@@ -1509,8 +1539,8 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     cafe.metadata.name = Some("cafe".into());
     cafe.metadata.uid = None;
     cafe.metadata.resource_version = None;
-    recorded
-        .api::<FoodApp>()
+    // Made by the test, not recorded (only a clone's FoodApp is the operator's).
+    h.api::<FoodApp>()
         .create(&PostParams::default(), &cafe)
         .await
         .unwrap();
@@ -1625,7 +1655,7 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
                     | ("postgresql.cnpg.io", "clusters/status", "patch")
                     | (
                         "foodapp.io",
-                        "foodapprestores" | "foodappbackups" | "foodapps",
+                        "foodapprestores" | "foodappbackups",
                         "create"
                     )
                     | (
@@ -2591,4 +2621,271 @@ async fn a_point_in_time_restore_beside_keeps_the_api_on_the_old_cluster_until_t
     );
     let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
     assert!(url.contains(&format!("@{new}-rw.")), "{url}");
+}
+
+/// One reconcile of FoodApp `name` until it writes nothing.
+async fn settle_app(h: &Harness, name: &str) {
+    for _ in 0..5 {
+        let before = h.writes.load(Ordering::SeqCst);
+        let app = h.api::<FoodApp>().get(name).await.unwrap();
+        controller::reconcile(Arc::new(app), h.ctx.clone())
+            .await
+            .unwrap();
+        if h.writes.load(Ordering::SeqCst) == before {
+            return;
+        }
+    }
+    panic!("FoodApp {name} never settled");
+}
+
+fn env_of(job: &Job) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    job.spec.clone().unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap()
+}
+
+fn env_value(job: &Job, name: &str) -> String {
+    let e = env_of(job).into_iter().find(|e| e.name == name);
+    let e = e.unwrap_or_else(|| panic!("{name} is not set"));
+    match (e.value, e.value_from) {
+        (Some(v), _) => v,
+        (None, Some(from)) => {
+            let k = from.secret_key_ref.unwrap();
+            format!("secret:{}/{}", k.name, k.key)
+        }
+        _ => String::new(),
+    }
+}
+
+/// Everything of the source a clone must leave alone.
+async fn source_state(h: &Harness) -> Value {
+    let app = h.app().await;
+    let api = h.api::<Deployment>().get("shop-api").await.unwrap();
+    json!({
+        "annotations": app.metadata.annotations,
+        "spec": app.spec,
+        "api": api.spec,
+        "cronjob": h.api::<CronJob>().get("shop-backup").await.unwrap().spec,
+    })
+}
+
+#[tokio::test]
+async fn a_clone_goes_into_a_new_foodapp_made_from_the_source_and_leaves_the_source_untouched() {
+    let h = ready_with_backup().await;
+    let before = source_state(&h).await;
+    h.create::<FoodAppRestore>(
+        "c1",
+        json!({"foodAppRef": "shop", "latest": true,
+               "target": {"foodApp": "staging", "anonymize": true}}),
+    )
+    .await;
+    restore_step(&h, "c1").await;
+    // Made from the source's spec, without its backups, marked.
+    let staging = h.api::<FoodApp>().get("staging").await.unwrap();
+    let source = h.app().await;
+    assert!(staging.spec.backup.is_none());
+    assert_eq!(staging.spec.api, source.spec.api);
+    assert_eq!(staging.spec.database, source.spec.database);
+    let a = staging.annotations();
+    assert_eq!(a["foodapp.io/cloned-from"], "food/shop");
+    assert_eq!(a["foodapp.io/cloned-by"], "c1");
+    assert!(
+        staging.owner_references().is_empty(),
+        "the clone outlives the restore"
+    );
+    // The fake API server cannot add a first finalizer (see OTHER_FINALIZER).
+    h.api::<FoodApp>()
+        .patch(
+            "staging",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": [OTHER_FINALIZER]}})),
+        )
+        .await
+        .unwrap();
+    restore_step(&h, "c1").await;
+    assert_eq!(restore_phase(&h, "c1").await, "Restoring");
+    let staging = h.api::<FoodApp>().get("staging").await.unwrap();
+    assert_eq!(staging.annotations()["foodapp.io/restore"], "c1");
+    assert_eq!(staging.annotations()["foodapp.io/api-stopped"], "true");
+
+    // Its database is not up yet: the restore waits for it.
+    settle_app(&h, "staging").await;
+    restore_step(&h, "c1").await;
+    assert!(!h.exists::<Job>("c1-restore").await);
+    let status = restore_status(&h, "c1").await;
+    let waiting = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DatabaseReady")
+        .unwrap();
+    assert!(waiting.message.contains("staging"), "{}", waiting.message);
+    h.set_status::<StatefulSet>("staging-db", json!({"replicas": 1, "readyReplicas": 1}))
+        .await;
+    settle_app(&h, "staging").await;
+    restore_step(&h, "c1").await;
+
+    // The restore reads the source's backups and writes the clone's database.
+    let job = h.api::<Job>().get("c1-restore").await.unwrap();
+    assert_eq!(env_value(&job, "FOODAPP_NAME"), "shop");
+    assert_eq!(
+        env_value(&job, "DATABASE_URL"),
+        "secret:staging-db/DATABASE_URL"
+    );
+    assert_eq!(env_value(&job, "S3_BUCKET"), "shop-backups");
+    assert_eq!(env_value(&job, "CLONE"), "true");
+    assert_eq!(env_value(&job, "ANONYMIZE"), "true");
+    assert_eq!(env_value(&job, "CHECK_COUNTS"), "true");
+    assert_eq!(
+        env_value(&job, "CLONE_ADMIN_EMAIL"),
+        "secret:staging-admin/email"
+    );
+    assert_eq!(
+        env_value(&job, "CLONE_ADMIN_PASSWORD"),
+        "secret:staging-admin/password"
+    );
+    let labels = job
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .labels
+        .unwrap();
+    assert_eq!(
+        labels["app.kubernetes.io/instance"], "staging",
+        "the clone's database admits it"
+    );
+    h.set_status::<Job>("c1-restore", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "c1").await;
+    assert_eq!(restore_phase(&h, "c1").await, "Migrating");
+    let migrate = h.api::<Job>().get("c1-migrate").await.unwrap();
+    assert_eq!(
+        env_value(&migrate, "DATABASE_URL"),
+        "secret:staging-db/DATABASE_URL"
+    );
+    h.set_status::<Job>("c1-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "c1").await;
+    assert_eq!(restore_phase(&h, "c1").await, "Succeeded");
+    let staging = h.api::<FoodApp>().get("staging").await.unwrap();
+    assert!(!staging.annotations().contains_key("foodapp.io/restore"));
+    assert!(!staging.annotations().contains_key("foodapp.io/api-stopped"));
+
+    // Nothing of the source changed, before, during or after.
+    h.settle().await;
+    assert_eq!(source_state(&h).await, before);
+}
+
+#[tokio::test]
+async fn a_clone_moves_a_builtin_backup_into_an_existing_cloudnativepg_foodapp() {
+    let h = ready_with_backup().await;
+    let staging: FoodApp = serde_json::from_value(json!({
+        "apiVersion": "foodapp.io/v1alpha1", "kind": "FoodApp",
+        "metadata": {"name": "staging", "namespace": NS, "finalizers": [OTHER_FINALIZER]},
+        "spec": {"api": {"image": "registry.example/api:1"},
+                 "database": {"engine": "CloudNativePG"}},
+    }))
+    .unwrap();
+    h.api::<FoodApp>()
+        .create(&PostParams::default(), &staging)
+        .await
+        .unwrap();
+    settle_app(&h, "staging").await;
+    h.create::<FoodAppRestore>(
+        "c2",
+        json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "staging"}}),
+    )
+    .await;
+    restore_step(&h, "c2").await;
+    assert_eq!(restore_phase(&h, "c2").await, "Restoring");
+    let staging = h.api::<FoodApp>().get("staging").await.unwrap();
+    assert_eq!(
+        staging.spec.database.engine,
+        foodapp_operator::crd::Engine::CloudNativePG,
+        "an existing FoodApp is used as it is"
+    );
+    cnpg_ready(&h, "staging-db", "cnpg-pw").await;
+    settle_app(&h, "staging").await;
+    restore_step(&h, "c2").await;
+    let job = h.api::<Job>().get("c2-restore").await.unwrap();
+    assert_eq!(
+        env_value(&job, "DATABASE_URL"),
+        "secret:staging-db-connection/DATABASE_URL"
+    );
+    assert_eq!(env_value(&job, "ANONYMIZE"), "false");
+    // The agent refuses a database with orders; the restore says so and
+    // gives the clone its API back.
+    h.set_status::<Job>("c2-restore", job_done_json("Failed"))
+        .await;
+    restore_step(&h, "c2").await;
+    assert_eq!(restore_phase(&h, "c2").await, "Failed");
+    let staging = h.api::<FoodApp>().get("staging").await.unwrap();
+    assert!(!staging.annotations().contains_key("foodapp.io/restore"));
+    assert!(
+        h.app()
+            .await
+            .annotations()
+            .get("foodapp.io/restore")
+            .is_none(),
+        "the source was never held"
+    );
+}
+
+#[tokio::test]
+async fn a_clone_into_a_foodapp_on_the_sources_external_database_is_refused() {
+    let mut spec = with_backup("spaces");
+    spec["api"] = json!({"image": "registry.example/api:1"});
+    spec["database"] = json!({"engine": "External", "external": {"secretName": "managed"}});
+    let managed = |name: &str, host: &str| {
+        serde_json::to_value(secret_with(
+            name,
+            &[
+                ("host", host),
+                ("database", "shop"),
+                ("user", "u"),
+                ("password", "pw"),
+            ],
+        ))
+        .unwrap()
+    };
+    let twin: Value = json!({
+        "apiVersion": "foodapp.io/v1alpha1", "kind": "FoodApp",
+        "metadata": {"name": "staging", "namespace": NS, "finalizers": [OTHER_FINALIZER]},
+        "spec": {"api": {"image": "registry.example/api:1"},
+                 "database": {"engine": "External", "external": {"secretName": "managed-copy"}}},
+    });
+    let h = Harness::new(
+        foodapp(spec),
+        vec![
+            managed("managed", "db.example.com"),
+            managed("managed-copy", "DB.example.com"),
+            twin,
+        ],
+    )
+    .await;
+    credentials(&h).await;
+    h.create::<FoodAppRestore>(
+        "c3",
+        json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "staging"}}),
+    )
+    .await;
+    restore_step(&h, "c3").await;
+    assert_eq!(restore_phase(&h, "c3").await, "Failed");
+    let error = restore_status(&h, "c3").await.error.unwrap();
+    assert!(
+        error.contains("uses the database of FoodApp shop"),
+        "{error}"
+    );
+    // And a copy of an External FoodApp is never made.
+    h.create::<FoodAppRestore>(
+        "c4",
+        json!({"foodAppRef": "shop", "latest": true, "target": {"foodApp": "other"}}),
+    )
+    .await;
+    restore_step(&h, "c4").await;
+    assert_eq!(restore_phase(&h, "c4").await, "Failed");
+    assert!(!h.exists::<FoodApp>("other").await);
 }

@@ -248,7 +248,8 @@ async fn verify_restorable(
     db::create_database(verify_url, &scratch).await?;
     let result = async {
         let url = db::with_database(verify_url, &scratch)?;
-        super::restore::restore_sql(store, client, manifest, &url, major).await?;
+        super::restore::restore_sql(store, client, manifest, &url, major, &Default::default())
+            .await?;
         let mut conn = db::connect(&url).await?;
         let counts = db::row_counts(&mut conn).await?;
         conn.close().await.ok();

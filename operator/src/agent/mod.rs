@@ -10,6 +10,7 @@
 //! after verification; only keys directly under a FoodApp's own prefix whose
 //! manifest names it are ever listed, restored or deleted.
 
+pub mod anonymize;
 pub mod backup;
 pub mod db;
 pub mod manifest;
@@ -204,6 +205,22 @@ pub struct RestoreArgs {
     /// to a database that does not hold the whole backup).
     #[arg(long, env = "CHECK_COUNTS", default_value_t = false, action = ArgAction::Set)]
     pub check_counts: bool,
+    /// Replace what the data says about people (emails, names, password
+    /// hashes, payment references, free-text reasons: `agent::anonymize`)
+    /// with deterministic fake values, inside the restore's transaction.
+    #[arg(long, env = "ANONYMIZE", default_value_t = false, action = ArgAction::Set)]
+    pub anonymize: bool,
+    /// A restore into a new FoodApp (a clone): refuse a database that holds
+    /// orders, revoke every session, and give the administrator named by
+    /// CLONE_ADMIN_EMAIL the password CLONE_ADMIN_PASSWORD.
+    #[arg(long, env = "CLONE", default_value_t = false, action = ArgAction::Set)]
+    pub clone: bool,
+    /// The clone's administrator (its own Secret's `email`).
+    #[arg(long, env = "CLONE_ADMIN_EMAIL")]
+    pub clone_admin_email: Option<String>,
+    /// Its password (the Secret's `password`).
+    #[arg(long, env = "CLONE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub clone_admin_password: Option<String>,
 }
 
 /// Writes a Job's result where Kubernetes reads a container's termination

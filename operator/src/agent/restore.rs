@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::manifest::{DUMP_SUFFIX, Manifest, manifest_key};
 use super::retention::Backup;
 use super::tool::Tool;
-use super::{Error, RestoreArgs, StoreArgs, db, retention, s3};
+use super::{Error, RestoreArgs, StoreArgs, anonymize, db, retention, s3};
 
 /// What psql runs before the restored SQL. Sessions holding locks on the
 /// schema being replaced (a running pg_dump, a stuck transaction) are ended
@@ -39,7 +39,10 @@ BEGIN
 END $$;
 BEGIN;
 SET LOCAL lock_timeout = '60s';
-DROP SCHEMA IF EXISTS public CASCADE;
+";
+
+/// Replaces the schema; after what checks the database first.
+const REPLACE_SCHEMA: &str = "DROP SCHEMA IF EXISTS public CASCADE;
 CREATE SCHEMA public;
 ";
 
@@ -52,6 +55,40 @@ pub struct Outcome {
     pub restored: bool,
     /// Rows per table matched the manifest after the commit (--check-counts).
     pub verified: bool,
+    /// What the data says about people was replaced (--anonymize).
+    pub anonymized: bool,
+}
+
+/// What a restore adds to its transaction: checks before the schema is
+/// replaced, and edits after the data is in (both inside the transaction).
+#[derive(Debug, Default, Clone)]
+pub struct Edits {
+    pub before: String,
+    pub after: String,
+}
+
+impl Edits {
+    /// The edits `args` asks for (`--clone`, `--anonymize`).
+    pub fn of(args: &RestoreArgs) -> Result<Edits, Error> {
+        let mut edits = Edits::default();
+        if args.anonymize {
+            edits.after.push_str(&anonymize::anonymize_sql());
+        }
+        if args.clone {
+            edits.before.push_str(anonymize::REQUIRE_NO_ORDERS);
+            let hash = match (&args.clone_admin_email, &args.clone_admin_password) {
+                (Some(email), Some(password)) if !email.trim().is_empty() => Some((
+                    email.as_str(),
+                    anonymize::hash_password(password).map_err(Error::Verify)?,
+                )),
+                _ => None,
+            };
+            edits.after.push_str(&anonymize::clone_sql(
+                hash.as_ref().map(|(e, h)| (*e, h.as_str())),
+            ));
+        }
+        Ok(edits)
+    }
 }
 
 /// Size and SHA-256 of an object, read through once.
@@ -173,6 +210,7 @@ async fn check_counts(url: &str, manifest: &Manifest) -> Result<(), Error> {
 }
 
 pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
+    let edits = Edits::of(args)?;
     let client = s3::client(&args.store).await;
     let Backup {
         dump: key,
@@ -197,7 +235,7 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
             actual: sha256,
         });
     }
-    restore_sql(&store, &client, &manifest, &target, server_major).await?;
+    restore_sql(&store, &client, &manifest, &target, server_major, &edits).await?;
     tracing::info!(key, "restore committed");
     if args.check_counts {
         check_counts(&target, &manifest).await?;
@@ -208,6 +246,7 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
         sha256,
         restored: true,
         verified: args.check_counts,
+        anonymized: args.anonymize,
     })
 }
 
@@ -217,13 +256,16 @@ pub async fn run(args: &RestoreArgs) -> Result<Outcome, Error> {
 /// written only after the whole object was read, its checksum matched and
 /// pg_restore exited 0; on any failure psql is killed first, and if the agent
 /// dies, psql dies with it or reads end of input with the transaction open.
-/// Verification restores through the same path.
+/// Verification restores through the same path. `edits` run in the same
+/// transaction: their checks before the schema is replaced, their changes
+/// before COMMIT.
 pub async fn restore_sql(
     store: &StoreArgs,
     client: &aws_sdk_s3::Client,
     manifest: &Manifest,
     target_url: &str,
     server_major: u32,
+    edits: &Edits,
 ) -> Result<(), Error> {
     let key = &manifest.object_key;
     let restore_args = [
@@ -249,10 +291,12 @@ pub async fn restore_sql(
     let unsupported = super::tool::unsupported_lines(server_major);
 
     let feed = async {
-        psql_in
-            .write_all(BEGIN.as_bytes())
-            .await
-            .map_err(|e| Error::Io("writing to psql", e))?;
+        for sql in [BEGIN, &edits.before, REPLACE_SCHEMA] {
+            psql_in
+                .write_all(sql.as_bytes())
+                .await
+                .map_err(|e| Error::Io("writing to psql", e))?;
+        }
         super::tool::copy_sql(restore_out, &mut psql_in, &unsupported)
             .await
             .map_err(|e| Error::Io("piping pg_restore into psql", e))?;
@@ -299,12 +343,11 @@ pub async fn restore_sql(
         Ok(()) => pg_restore.finish().await.and(fed),
     };
     if let Err(e) = restored_sql {
-        // Killed before any COMMIT: the transaction is rolled back.
-        psql.kill().await;
-        return Err(e);
+        // Stopped before any COMMIT: the transaction is rolled back.
+        return Err(psql.stop(e).await);
     }
     psql_in
-        .write_all(b"COMMIT;\n")
+        .write_all(format!("{}COMMIT;\n", edits.after).as_bytes())
         .await
         .map_err(|e| Error::Io("writing to psql", e))?;
     drop(psql_in);

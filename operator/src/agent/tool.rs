@@ -78,6 +78,25 @@ impl Tool {
         let _ = self.child.kill().await;
     }
 
+    /// Stops the tool after `cause` broke the pipeline. A tool that had
+    /// already stopped on an error of its own (psql with ON_ERROR_STOP) is
+    /// the better explanation: its stderr is returned instead.
+    pub async fn stop(mut self, cause: Error) -> Error {
+        let exited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), self.child.wait()).await;
+        match exited {
+            Ok(Ok(status)) if !status.success() => Error::Tool {
+                tool: self.name.to_owned(),
+                status: status.to_string(),
+                stderr: self.stderr.await.unwrap_or_default(),
+            },
+            _ => {
+                let _ = self.child.kill().await;
+                cause
+            }
+        }
+    }
+
     /// Waits for the tool; anything but success is `Error::Tool` with its stderr.
     pub async fn finish(mut self) -> Result<(), Error> {
         let status = self

@@ -94,6 +94,11 @@ pub const DATABASE_CLUSTER_ANNOTATION: &str = "foodapp.io/database-cluster";
 /// its Secret names.
 pub const DATABASE_NAME_ANNOTATION: &str = "foodapp.io/database-name";
 
+/// Set on a FoodApp a restore created as a clone: `<namespace>/<name>` of
+/// the FoodApp it was cloned from, and the restore that made it.
+pub const CLONED_FROM_ANNOTATION: &str = "foodapp.io/cloned-from";
+pub const CLONED_BY_ANNOTATION: &str = "foodapp.io/cloned-by";
+
 /// Set on the API's pod template once a restore switched databases: a new
 /// value rolls the API onto the database it names.
 pub const DATABASE_IN_USE_ANNOTATION: &str = "foodapp.io/database";

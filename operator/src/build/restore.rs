@@ -15,8 +15,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::postgres::{env, secret_env};
-use super::{DB_NAME, DB_USER, Model, backup, migration, names};
-use crate::crd::BackupSpec;
+use super::{
+    CLONED_BY_ANNOTATION, CLONED_FROM_ANNOTATION, DB_NAME, DB_USER, Model, backup, migration, names,
+};
+use crate::crd::{BackupSpec, FoodApp};
 
 /// The FoodAppRestore a child belongs to.
 pub fn owner(restore: &str, uid: &str) -> OwnerReference {
@@ -340,6 +342,78 @@ fn agent_job(
     }
     add_env(&mut job, vars);
     job.metadata.name = Some(name);
+    job
+}
+
+/// A clone's FoodApp when the restore makes it: the spec of the FoodApp
+/// restored from without its backups (a clone does not write into the
+/// source's store unless told to), marked with where it came from. Not
+/// owned by the restore: it outlives it.
+pub fn clone_foodapp(source: &FoodApp, name: &str, restore: &str) -> FoodApp {
+    let ns = source.metadata.namespace.clone().unwrap_or_default();
+    let mut spec = source.spec.clone();
+    spec.backup = None;
+    FoodApp {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.clone()),
+            annotations: Some(BTreeMap::from([
+                (
+                    CLONED_FROM_ANNOTATION.to_owned(),
+                    format!("{ns}/{}", source.metadata.name.clone().unwrap_or_default()),
+                ),
+                (CLONED_BY_ANNOTATION.to_owned(), restore.to_owned()),
+            ])),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// The restore of a clone: `source_key` of the FoodApp `source` (its
+/// bucket, its key prefix) into the clone's own database (`model`), in one
+/// transaction that refuses a database with orders, revokes every session,
+/// gives the clone's administrator its own Secret's password, anonymises
+/// when asked, and checks every table's rows against the manifest.
+pub fn clone_restore_job(
+    model: &Model,
+    source_backup: &BackupSpec,
+    source: &str,
+    source_key: &str,
+    anonymize: bool,
+    restore: &OwnerReference,
+) -> Job {
+    let mut job = backup::restore_job(
+        model,
+        source_backup,
+        restore_job_name(&restore.name),
+        source_key,
+    );
+    job.metadata.owner_references = Some(vec![restore.clone()]);
+    if let Some(c) = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .and_then(|p| p.containers.first_mut())
+    {
+        for e in c.env.iter_mut().flatten() {
+            // The backups are the source's: its name is part of their keys.
+            if e.name == "FOODAPP_NAME" {
+                *e = env("FOODAPP_NAME", source);
+            }
+        }
+    }
+    add_env(
+        &mut job,
+        vec![
+            env("CLONE", "true"),
+            env("ANONYMIZE", if anonymize { "true" } else { "false" }),
+            env("CHECK_COUNTS", "true"),
+            secret_env("CLONE_ADMIN_EMAIL", &model.admin_secret, "email"),
+            secret_env("CLONE_ADMIN_PASSWORD", &model.admin_secret, "password"),
+        ],
+    );
     job
 }
 

@@ -206,7 +206,7 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             .await?
             .items
             .into_iter()
-            .filter(|r| r.spec.food_app_ref == name)
+            .filter(|r| r.spec.food_apps().any(|a| a == name))
             .collect(),
         gateway_tls_secret: match &app.spec.gateway.tls {
             Some(tls) => {

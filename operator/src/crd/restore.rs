@@ -23,11 +23,15 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) + (has(self.spec.revert) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true, targetTime or revert"),
     validation = Rule::new("!has(self.spec.revert) || !has(self.spec.mode) || self.spec.mode == 'Beside'").message("revert switches back to the database a Beside restore kept: mode InPlace cannot revert"),
     validation = Rule::new("!has(self.spec.mode) || self.spec.mode == 'Beside' || (!has(self.spec.requireNoDiscard) || !self.spec.requireNoDiscard)").message("requireNoDiscard needs mode Beside: an InPlace restore cannot compare the two databases"),
+    validation = Rule::new("!has(self.spec.target) || self.spec.target.foodApp != self.spec.foodAppRef").message("spec.target.foodApp names the FoodApp restored from: a clone goes into another FoodApp (leave target out to restore this one)"),
+    validation = Rule::new("!has(self.spec.target) || (!has(self.spec.revert) && !has(self.spec.targetTime))").message("a clone restores a backup (backupRef, objectKey or latest): revert and targetTime are for the FoodApp itself"),
+    validation = Rule::new("!has(self.spec.target) || (!has(self.spec.mode) && !has(self.spec.requireNoDiscard) && !has(self.spec.keepPrevious) && !has(self.spec.targetDatabase))").message("a clone replaces the new FoodApp's database whole: mode, requireNoDiscard, keepPrevious and targetDatabase are for restores of the FoodApp itself"),
     namespaced,
     shortname = "far",
     status = "FoodAppRestoreStatus",
     printcolumn(name = "FoodApp", type_ = "string", json_path = ".spec.foodAppRef"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".status.mode"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.foodApp", priority = 1),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Discarded", type_ = "integer", json_path = ".status.discarded.orders"),
     printcolumn(name = "Write pause", type_ = "number", json_path = ".status.writePauseSeconds"),
@@ -84,9 +88,42 @@ pub struct FoodAppRestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]{0,62}$')").message("spec.targetDatabase must be a lower-case PostgreSQL name of at most 63 characters"))]
     pub target_database: Option<String>,
+    /// Restore into another FoodApp instead (a clone: staging, inspection,
+    /// or moving to another engine); the FoodApp restored from is not
+    /// touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RestoreTarget>,
+}
+
+/// A clone: the backup restored into a new FoodApp.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTarget {
+    /// The FoodApp (same namespace) to restore into. Missing, it is created
+    /// with the spec of the FoodApp restored from, without its backups.
+    /// Existing, its database must hold no orders (it is replaced whole).
+    #[x_kube(validation = Rule::new("self.size() <= 40 && self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("spec.target.foodApp must be a FoodApp name: a lower-case DNS label of at most 40 characters"))]
+    pub food_app: String,
+    /// Replace what the data says about people (emails, names, password
+    /// hashes, payment references, staff notes) with deterministic fake
+    /// values before the clone serves; see docs/restores.md for the columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymize: Option<bool>,
+}
+
+impl RestoreTarget {
+    pub fn anonymizes(&self) -> bool {
+        self.anonymize.unwrap_or(false)
+    }
 }
 
 impl FoodAppRestoreSpec {
+    /// The FoodApps this restore concerns: the one restored from, and the
+    /// clone it goes into.
+    pub fn food_apps(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.food_app_ref.as_str())
+            .chain(self.target.as_ref().map(|t| t.food_app.as_str()))
+    }
     pub fn mode(&self) -> RestoreMode {
         self.mode.unwrap_or_default()
     }

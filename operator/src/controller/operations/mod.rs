@@ -8,6 +8,7 @@
 //! the shop serving from the database it used before.
 
 pub mod beside;
+pub mod clone;
 pub mod lock;
 pub mod recovery;
 pub mod restore;

@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use super::super::conditions::Reason;
 use super::super::validate::{self, JobState};
 use super::super::{Context, Error, instrumented, requeue_normal};
-use super::{Next, Run, beside, lock, now_rfc3339, pods_of, recovery, run_job};
+use super::{Next, Run, beside, clone, lock, now_rfc3339, pods_of, recovery, run_job};
 use crate::build::restore::{migrate_job_name, restore_job_name};
 use crate::build::{backup, migration, names};
 use crate::crd::{
@@ -80,7 +80,10 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 "FoodApp {} not found in namespace {ns}",
                 restore.spec.food_app_ref
             );
-            return run.end(false, Reason::FoodAppNotFound, message, None).await;
+            let clone = clone::target(&run).await?;
+            return run
+                .end(false, Reason::FoodAppNotFound, message, clone.as_ref())
+                .await;
         };
         let Some(backup_spec) = app.spec.backup.clone() else {
             let message = format!(
@@ -91,15 +94,19 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 .end(false, Reason::InvalidRestore, message, Some(&app))
                 .await;
         };
-        let next = match (run.phase(), run.status.mode.unwrap_or_default()) {
-            (None | Some(RestorePhase::Pending), _) => {
-                Box::pin(start(&mut run, &app, &backup_spec)).await?
-            }
-            (Some(phase), RestoreMode::InPlace) => {
-                Box::pin(in_place(&mut run, &app, &backup_spec, phase)).await?
-            }
-            (Some(phase), RestoreMode::Beside) => {
-                Box::pin(beside::step(&mut run, &app, &backup_spec, phase)).await?
+        let next = if let Some(target) = &restore.spec.target {
+            Box::pin(clone::step(&mut run, &app, &backup_spec, target)).await?
+        } else {
+            match (run.phase(), run.status.mode.unwrap_or_default()) {
+                (None | Some(RestorePhase::Pending), _) => {
+                    Box::pin(start(&mut run, &app, &backup_spec)).await?
+                }
+                (Some(phase), RestoreMode::InPlace) => {
+                    Box::pin(in_place(&mut run, &app, &backup_spec, phase)).await?
+                }
+                (Some(phase), RestoreMode::Beside) => {
+                    Box::pin(beside::step(&mut run, &app, &backup_spec, phase)).await?
+                }
             }
         };
         match next {
@@ -123,6 +130,11 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 reason,
                 message,
             } => {
+                if restore.spec.target.is_some() {
+                    // A clone held the FoodApp it goes into, not this one.
+                    let clone = clone::target(&run).await?;
+                    return run.end(ok, reason, message, clone.as_ref()).await;
+                }
                 if !ok {
                     Box::pin(beside::on_failure(&mut run, &app)).await?;
                 }
@@ -168,19 +180,8 @@ async fn start(run: &mut Run<'_>, app: &FoodApp, backup_spec: &BackupSpec) -> Re
     if let Err(message) = check_names(&name) {
         return Ok(Next::fail(Reason::InvalidRestore, message));
     }
-    let credentials = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&backup_spec.s3.credentials_secret)
-        .await
-        .map_err(Error::Dereference)?;
-    if credentials.is_none() {
-        return Ok(Next::fail(
-            Reason::CredentialsSecretMissing,
-            format!(
-                "Secret {} (backup.s3.credentials_secret of FoodApp {}) was not found; nothing was changed",
-                backup_spec.s3.credentials_secret,
-                app.name_any()
-            ),
-        ));
+    if let Some(next) = check_credentials(run, app, backup_spec).await? {
+        return Ok(next);
     }
     let engine = app.spec.database.engine;
     if spec.target_time.is_some() && engine != Engine::CloudNativePG {
@@ -259,10 +260,33 @@ async fn start(run: &mut Run<'_>, app: &FoodApp, backup_spec: &BackupSpec) -> Re
     Ok(Next::Phase(RestorePhase::Restoring))
 }
 
+/// The bucket's credentials Secret exists; else the restore ends before
+/// anything changes.
+pub async fn check_credentials(
+    run: &Run<'_>,
+    app: &FoodApp,
+    backup_spec: &BackupSpec,
+) -> Result<Option<Next>, Error> {
+    let credentials = Api::<Secret>::namespaced(run.ctx.client.clone(), &run.ns())
+        .get_opt(&backup_spec.s3.credentials_secret)
+        .await
+        .map_err(Error::Dereference)?;
+    Ok(credentials.is_none().then(|| {
+        Next::fail(
+            Reason::CredentialsSecretMissing,
+            format!(
+                "Secret {} (backup.s3.credentials_secret of FoodApp {}) was not found; nothing was changed",
+                backup_spec.s3.credentials_secret,
+                app.name_any()
+            ),
+        )
+    }))
+}
+
 /// The object key (or `latest`, or the point in time, or the restore
 /// reverted) the restore takes its data from; a failure ends the restore
 /// before anything changes.
-async fn resolve_source(
+pub async fn resolve_source(
     run: &Run<'_>,
     app: &FoodApp,
     backup_spec: &BackupSpec,
@@ -382,6 +406,48 @@ pub async fn live_claim_size(
     )
 }
 
+/// Waits until the API is stopped (the FoodApp reconcile scales it to zero
+/// while the restore holds it with `api-stopped`) and its pods are gone: a
+/// terminating pod still runs the auto-reject sweeper. None once stopped.
+pub async fn stop_api(run: &mut Run<'_>, app: &FoodApp) -> Result<Option<Next>, Error> {
+    let selector = format!(
+        "app.kubernetes.io/instance={},app.kubernetes.io/component=api",
+        app.name_any()
+    );
+    let pods =
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(run.ctx.client.clone(), &run.ns())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::Dereference)?
+            .items
+            .len();
+    if pods > 0 {
+        if super::waited_longer_than(&run.status, API_STOP_DEADLINE) {
+            return Ok(Some(Next::fail(
+                Reason::Timeout,
+                format!(
+                    "{pods} API pod(s) of FoodApp {} did not stop within {API_STOP_DEADLINE:?}; nothing was restored",
+                    app.name_any()
+                ),
+            )));
+        }
+        run.set(
+            "ApiStopped",
+            false,
+            Reason::ScalingDown,
+            format!("waiting for {pods} API pod(s) to be gone"),
+        );
+        return Ok(Some(Next::Wait(Duration::from_secs(5))));
+    }
+    run.set(
+        "ApiStopped",
+        true,
+        Reason::Stopped,
+        "the API is stopped; the gateway answers 503 maintenance".to_owned(),
+    );
+    Ok(None)
+}
+
 /// InPlace: stop the API, restore into the live database in one
 /// transaction (or recover a new Cluster to a point in time), migrate,
 /// bring the API back.
@@ -392,46 +458,12 @@ async fn in_place(
     phase: RestorePhase,
 ) -> Result<Next, Error> {
     let ctx = run.ctx;
-    let ns = run.ns();
     let name = run.name();
     match phase {
         RestorePhase::Restoring => {
-            // The API is stopped (the FoodApp reconcile scales it to zero)
-            // and its pods are gone: a terminating pod still runs the
-            // auto-reject sweeper.
-            let selector = format!(
-                "app.kubernetes.io/instance={},app.kubernetes.io/component=api",
-                app.name_any()
-            );
-            let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(ctx.client.clone(), &ns)
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(Error::Dereference)?
-                .items
-                .len();
-            if pods > 0 {
-                if super::waited_longer_than(&run.status, API_STOP_DEADLINE) {
-                    return Ok(Next::fail(
-                        Reason::Timeout,
-                        format!(
-                            "{pods} API pod(s) did not stop within {API_STOP_DEADLINE:?}; nothing was restored"
-                        ),
-                    ));
-                }
-                run.set(
-                    "ApiStopped",
-                    false,
-                    Reason::ScalingDown,
-                    format!("waiting for {pods} API pod(s) to be gone"),
-                );
-                return Ok(Next::Wait(Duration::from_secs(5)));
+            if let Some(next) = stop_api(run, app).await? {
+                return Ok(next);
             }
-            run.set(
-                "ApiStopped",
-                true,
-                Reason::Stopped,
-                "the API is stopped; the gateway answers 503 maintenance".to_owned(),
-            );
             if let Some(target) = run.restore.spec.target_time.clone() {
                 return recovery::in_place(run, app, backup_spec, &target).await;
             }
