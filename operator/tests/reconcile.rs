@@ -1653,11 +1653,7 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
                 (_, "persistentvolumeclaims" | "pods", "create")
                     | ("", "pods/status", "patch")
                     | ("postgresql.cnpg.io", "clusters/status", "patch")
-                    | (
-                        "foodapp.io",
-                        "foodapprestores" | "foodappbackups",
-                        "create"
-                    )
+                    | ("foodapp.io", "foodapprestores" | "foodappbackups", "create")
                     | (
                         "apps",
                         "deployments/status" | "statefulsets/status",
@@ -2690,6 +2686,14 @@ async fn a_clone_goes_into_a_new_foodapp_made_from_the_source_and_leaves_the_sou
     let a = staging.annotations();
     assert_eq!(a["foodapp.io/cloned-from"], "food/shop");
     assert_eq!(a["foodapp.io/cloned-by"], "c1");
+    assert_eq!(
+        (
+            a["foodapp.io/restore"].as_str(),
+            a["foodapp.io/api-stopped"].as_str()
+        ),
+        ("c1", "true"),
+        "held from its creation: nothing runs on the empty database first"
+    );
     assert!(
         staging.owner_references().is_empty(),
         "the clone outlives the restore"

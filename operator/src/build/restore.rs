@@ -16,7 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::postgres::{env, secret_env};
 use super::{
-    CLONED_BY_ANNOTATION, CLONED_FROM_ANNOTATION, DB_NAME, DB_USER, Model, backup, migration, names,
+    API_STOPPED_ANNOTATION, CLONED_BY_ANNOTATION, CLONED_FROM_ANNOTATION, DB_NAME, DB_USER, Model,
+    RESTORE_ANNOTATION, backup, migration, names,
 };
 use crate::crd::{BackupSpec, FoodApp};
 
@@ -363,6 +364,10 @@ pub fn clone_foodapp(source: &FoodApp, name: &str, restore: &str) -> FoodApp {
                     format!("{ns}/{}", source.metadata.name.clone().unwrap_or_default()),
                 ),
                 (CLONED_BY_ANNOTATION.to_owned(), restore.to_owned()),
+                // Held by the restore from the start: no migration, no API
+                // on the empty database the restore is about to replace.
+                (RESTORE_ANNOTATION.to_owned(), restore.to_owned()),
+                (API_STOPPED_ANNOTATION.to_owned(), "true".to_owned()),
             ])),
             ..Default::default()
         },

@@ -19,6 +19,8 @@ use super::traffic::{Report, Shop, Traffic};
 use super::{Cluster, apply_foodapp, backup_done, example, install, setting};
 
 const APP: &str = "grill";
+/// The FoodApp a clone of grill goes into.
+const STAGING: &str = "grill-staging";
 
 async fn restore_status(c: &Cluster, name: &str) -> Result<FoodAppRestoreStatus, String> {
     c.api::<FoodAppRestore>()
@@ -74,7 +76,7 @@ async fn wait_phase(c: &Cluster, name: &str, phase: RestorePhase) {
 
 /// The ids of every order of the customer, as the shop's database holds
 /// them now.
-async fn order_ids(c: &Cluster, token: &str) -> Result<BTreeSet<String>, String> {
+async fn order_ids(c: &Cluster, app: &str, token: &str) -> Result<BTreeSet<String>, String> {
     let mut ids = BTreeSet::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -82,7 +84,7 @@ async fn order_ids(c: &Cluster, token: &str) -> Result<BTreeSet<String>, String>
             Some(k) => format!("/api/v1/orders?limit=100&cursor={k}"),
             None => "/api/v1/orders?limit=100".to_owned(),
         };
-        let (status, body, _) = c.gateway(APP, "GET", &path, None, Some(token)).await;
+        let (status, body, _) = c.gateway(app, "GET", &path, None, Some(token)).await;
         if status != 200 {
             return Err(format!("{status}: {body}"));
         }
@@ -214,7 +216,7 @@ async fn every_order_accounted_for(
         .eventually(
             "the customer's orders are listed",
             Duration::from_secs(60),
-            || order_ids(c, token),
+            || order_ids(c, APP, token),
         )
         .await;
     let missing: BTreeSet<String> = acknowledged.difference(&present).cloned().collect();
@@ -315,7 +317,7 @@ async fn restores_keep_the_shop_open() {
         .await;
     assert!(status == 201 || status == 200, "register: {status} {body}");
     let (status, body, _) = c
-        .gateway(APP, "POST", "/api/v1/auth/token", Some(login), None)
+        .gateway(APP, "POST", "/api/v1/auth/token", Some(login.clone()), None)
         .await;
     assert_eq!(status, 200, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
@@ -344,6 +346,7 @@ async fn restores_keep_the_shop_open() {
         .map(|(id, _)| id)
         .collect();
     assert!(!acknowledged.is_empty(), "orders before the backup");
+    let in_backup = acknowledged.clone();
 
     // 1. Beside, under traffic: reads never fail, writes pause for seconds.
     let (beside, report) =
@@ -422,12 +425,24 @@ async fn restores_keep_the_shop_open() {
     )
     .await;
 
-    // 4. Kills at the steps that matter: the restore completes, or the
+    // 4. A clone with anonymisation into a new FoodApp, while grill serves:
+    // grill is not touched, the clone holds the backup's orders and nobody's
+    // email, its administrator logs in with its own Secret.
+    let clone = clone_anonymised(&c, &shop, &in_backup, &login).await;
+
+    // 5. Kills at the steps that matter: the restore completes, or the
     // shop serves from the database it had — never a mix.
     kill_the_leader_mid_restore(&c, &client, &shop).await;
     kill_the_new_database_mid_restore(&c, &shop).await;
     kill_the_switch_agent(&c, &shop).await;
 
+    c.log(&format!(
+        "clone: {:.0}s into a new FoodApp (anonymised), grill meanwhile: reads failed {}, writes failed {}, longest write gap {:.2}s",
+        clone.seconds,
+        clone.reads.total - clone.reads.ok,
+        clone.writes.total - clone.writes.ok,
+        clone.writes.longest_gap.as_secs_f64(),
+    ));
     c.log(&format!(
         "summary: Beside {:.0}s, write pause {:.2}s (longest gap seen {:.2}s), reads failed {}; undo {:.0}s, write pause {:.2}s; InPlace {:.0}s, reads failed {}, longest read gap {:.2}s, longest write gap {:.2}s",
         beside.seconds,
@@ -453,6 +468,105 @@ async fn restores_keep_the_shop_open() {
         let _ = namespaces.delete(&c.ns, &DeleteParams::default()).await;
     }
     c.log("all restore checks passed");
+}
+
+/// Clones grill's backup into a new FoodApp, anonymised, under traffic on
+/// grill; what grill's traffic saw.
+async fn clone_anonymised(
+    c: &Cluster,
+    shop: &Shop,
+    in_backup: &BTreeSet<String>,
+    login: &Value,
+) -> Measured {
+    let minute = Duration::from_secs(60);
+    let (clone, _) = under_traffic(
+        c,
+        shop,
+        "clone-1",
+        json!({"backupRef": "grill-b1", "target": {"foodApp": STAGING, "anonymize": true}}),
+    )
+    .await;
+    assert_eq!(
+        clone.status.phase,
+        Some(RestorePhase::Succeeded),
+        "{:?}",
+        clone.status.error
+    );
+    assert!(
+        clone.reads.failed.is_empty() && clone.writes.failed.is_empty(),
+        "grill serves as before while it is cloned: reads {}, writes {}",
+        clone.reads,
+        clone.writes
+    );
+    assert!(
+        c.api::<foodapp_operator::crd::FoodApp>()
+            .get(APP)
+            .await
+            .unwrap()
+            .annotations()
+            .get("foodapp.io/restore")
+            .is_none(),
+        "grill was never held"
+    );
+    c.eventually("the clone is Ready", 5 * minute, || c.ready(STAGING))
+        .await;
+    let admin = c
+        .eventually(
+            "the clone's administrator logs in with its own Secret",
+            2 * minute,
+            || c.admin_token(STAGING),
+        )
+        .await;
+    let ids = c
+        .eventually("the clone lists its orders", minute, || {
+            order_ids(c, STAGING, &admin)
+        })
+        .await;
+    assert_eq!(
+        &ids, in_backup,
+        "the clone holds exactly the backup's orders"
+    );
+    let (status, users, _) = c
+        .gateway(
+            STAGING,
+            "GET",
+            "/api/v1/users?limit=100",
+            None,
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 200, "{users}");
+    let emails: Vec<&str> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.ends_with("@anonymized.invalid") || *e == "admin@foodapp.local"),
+        "{emails:?}"
+    );
+    assert!(emails.iter().any(|e| e.ends_with("@anonymized.invalid")));
+    let (status, body, _) = c
+        .gateway(
+            STAGING,
+            "POST",
+            "/api/v1/auth/token",
+            Some(login.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 401,
+        "grill's customer cannot log in to the clone: {body}"
+    );
+    let (status, body, _) = c
+        .gateway(APP, "POST", "/api/v1/auth/token", Some(login.clone()), None)
+        .await;
+    assert_eq!(status, 200, "on grill they still can: {body}");
+    clone
 }
 
 /// Writes and reads work, and the FoodApp uses `database`.
