@@ -2694,9 +2694,10 @@ async fn a_clone_goes_into_a_new_foodapp_made_from_the_source_and_leaves_the_sou
         ("c1", "true"),
         "held from its creation: nothing runs on the empty database first"
     );
-    assert!(
-        staging.owner_references().is_empty(),
-        "the clone outlives the restore"
+    assert_eq!(
+        staging.owner_references()[0].name,
+        "c1",
+        "a restore deleted mid-way removes the clone it made"
     );
     // The fake API server cannot add a first finalizer (see OTHER_FINALIZER).
     h.api::<FoodApp>()
@@ -2777,6 +2778,10 @@ async fn a_clone_goes_into_a_new_foodapp_made_from_the_source_and_leaves_the_sou
     let staging = h.api::<FoodApp>().get("staging").await.unwrap();
     assert!(!staging.annotations().contains_key("foodapp.io/restore"));
     assert!(!staging.annotations().contains_key("foodapp.io/api-stopped"));
+    assert!(
+        staging.owner_references().is_empty(),
+        "a finished clone outlives its restore"
+    );
 
     // Nothing of the source changed, before, during or after.
     h.settle().await;

@@ -348,9 +348,10 @@ fn agent_job(
 
 /// A clone's FoodApp when the restore makes it: the spec of the FoodApp
 /// restored from without its backups (a clone does not write into the
-/// source's store unless told to), marked with where it came from. Not
-/// owned by the restore: it outlives it.
-pub fn clone_foodapp(source: &FoodApp, name: &str, restore: &str) -> FoodApp {
+/// source's store unless told to), marked with where it came from. Owned
+/// by the restore until the clone is ready (a restore deleted mid-way
+/// removes it), then let go: it outlives the restore.
+pub fn clone_foodapp(source: &FoodApp, name: &str, restore: &OwnerReference) -> FoodApp {
     let ns = source.metadata.namespace.clone().unwrap_or_default();
     let mut spec = source.spec.clone();
     spec.backup = None;
@@ -363,12 +364,13 @@ pub fn clone_foodapp(source: &FoodApp, name: &str, restore: &str) -> FoodApp {
                     CLONED_FROM_ANNOTATION.to_owned(),
                     format!("{ns}/{}", source.metadata.name.clone().unwrap_or_default()),
                 ),
-                (CLONED_BY_ANNOTATION.to_owned(), restore.to_owned()),
+                (CLONED_BY_ANNOTATION.to_owned(), restore.name.clone()),
                 // Held by the restore from the start: no migration, no API
                 // on the empty database the restore is about to replace.
-                (RESTORE_ANNOTATION.to_owned(), restore.to_owned()),
+                (RESTORE_ANNOTATION.to_owned(), restore.name.clone()),
                 (API_STOPPED_ANNOTATION.to_owned(), "true".to_owned()),
             ])),
+            owner_references: Some(vec![restore.clone()]),
             ..Default::default()
         },
         spec,

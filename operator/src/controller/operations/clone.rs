@@ -142,6 +142,15 @@ pub async fn step(
                         Reason::Succeeded,
                         "migrations applied".to_owned(),
                     );
+                    // A clone the restore made outlives it from now on.
+                    if clone
+                        .owner_references()
+                        .iter()
+                        .any(|o| o.uid == run.owner().uid)
+                    {
+                        super::set_owner::<FoodApp>(run.ctx, &run.ns(), &clone.name_any(), None)
+                            .await?;
+                    }
                     Ok(Next::End {
                         ok: true,
                         reason: Reason::Succeeded,
@@ -187,7 +196,7 @@ async fn start_new(
             ),
         ));
     }
-    let clone = clone_foodapp(source, name, &run.name());
+    let clone = clone_foodapp(source, name, &run.owner());
     match Api::<FoodApp>::namespaced(run.ctx.client.clone(), &run.ns())
         .create(&PostParams::default(), &clone)
         .await
