@@ -2749,6 +2749,15 @@ async fn a_clone_goes_into_a_new_foodapp_made_from_the_source_and_leaves_the_sou
         env_value(&job, "CLONE_ADMIN_PASSWORD"),
         "secret:staging-admin/password"
     );
+    let pod = job.spec.clone().unwrap().template.spec.unwrap();
+    assert_eq!(
+        (
+            pod.service_account_name,
+            pod.automount_service_account_token
+        ),
+        (None, Some(false)),
+        "a clone without backups has no backup ServiceAccount; the restore needs no token"
+    );
     let labels = job
         .spec
         .clone()

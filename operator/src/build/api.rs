@@ -47,8 +47,9 @@ pub fn merge_env(ours: Vec<EnvVar>, user: &[EnvVar]) -> Vec<EnvVar> {
 }
 
 /// The API Deployment running `image` (the newest image whose migrations succeeded).
-/// How long a stopping API pod keeps serving before it shuts down.
-const PRE_STOP_SECONDS: i64 = 5;
+/// How long a stopping API or gateway pod keeps serving before it shuts
+/// down: longer than the endpoints take to drop it.
+pub const PRE_STOP_SECONDS: i64 = 5;
 
 /// The credentials hash and, once a restore switched databases, the
 /// database in use: a switch rolls the API onto it (a FoodApp that never

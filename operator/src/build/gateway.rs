@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::api::PRE_STOP_SECONDS;
 use super::nginx::{self, GatewayConfig};
 use super::{
     API_PORT, GATEWAY_PORT, GATEWAY_TLS_PORT, Model, container_security, labels, meta, names,
@@ -53,16 +55,21 @@ pub fn workers(resources: Option<&ResourceRequirements>) -> u32 {
 
 pub fn config(model: &Model) -> GatewayConfig {
     let g = &model.spec.gateway;
+    let api_service = format!(
+        "{}.{}.svc:{API_PORT}",
+        names::api(&model.name),
+        model.namespace
+    );
     GatewayConfig {
         listen: GATEWAY_PORT.to_string(),
         workers: workers(g.resources.as_ref()),
         // Relative to the cluster's DNS domain (the pod's resolv.conf search
         // list completes it), which is not always cluster.local.
-        upstreams: vec![format!(
-            "{}.{}.svc:{API_PORT}",
-            names::api(&model.name),
-            model.namespace
-        )],
+        // The API's Service twice: nginx sends a request that may be
+        // repeated to its "next" server when the first attempt broke, which
+        // is then a new connection to the Service (another pod, or the
+        // same one if it still serves).
+        upstreams: vec![api_service.clone(), api_service],
         requests_per_second: g.rate_limit.requests_per_second,
         burst: g.rate_limit.burst,
         max_body_kb: 64,
@@ -233,12 +240,33 @@ pub fn deployment(model: &Model) -> Deployment {
                         ports: Some(ports),
                         readiness_probe: Some(probe(5)),
                         liveness_probe: Some(probe(10)),
+                        // Told to stop, a gateway keeps serving until the
+                        // endpoints no longer name it, then quits gracefully
+                        // (nginx takes SIGTERM as "stop now", SIGQUIT as
+                        // "finish the requests first") and waits for it.
+                        lifecycle: Some(Lifecycle {
+                            pre_stop: Some(LifecycleHandler {
+                                exec: Some(ExecAction {
+                                    command: Some(vec![
+                                        "/bin/sh".to_owned(),
+                                        "-c".to_owned(),
+                                        format!(
+                                            "sleep {PRE_STOP_SECONDS}; nginx -c {CONFIG_DIR}/nginx.conf -s quit; while [ -e /tmp/nginx.pid ]; do sleep 0.2; done"
+                                        ),
+                                    ]),
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
                         resources: g.resources.clone(),
                         security_context: Some(container_security(NGINX_UID)),
                         volume_mounts: Some(mounts),
                         ..Default::default()
                     }],
                     security_context: Some(pod_security(NGINX_UID)),
+                    // The pause, then nginx's 25 s worker_shutdown_timeout.
+                    termination_grace_period_seconds: Some(PRE_STOP_SECONDS + 30),
                     enable_service_links: Some(false),
                     topology_spread_constraints: Some(super::scaling::spread(model, COMPONENT)),
                     volumes: Some(volumes),

@@ -74,7 +74,9 @@ const PROXY_HEADERS: &str = "
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $forwarded_proto;
             proxy_connect_timeout 2s;
-            proxy_send_timeout 30s;";
+            proxy_send_timeout 30s;
+            proxy_next_upstream_tries 2;
+            proxy_next_upstream_timeout 10s;";
 
 pub fn render(c: &GatewayConfig) -> String {
     let (auth_rps, _) = c.auth_rate();
@@ -88,6 +90,9 @@ daemon off;
 worker_processes {workers};
 pid {t}/nginx.pid;
 error_log {error_log} warn;
+# A stopping gateway (nginx -s quit) finishes its requests; streams that
+# would hold it longer are closed after this.
+worker_shutdown_timeout 25s;
 
 events {{
     worker_connections 4096;
@@ -147,6 +152,15 @@ http {{
 {servers_upstream}
         keepalive 64;
         keepalive_timeout 60s;
+    }}
+
+    # What may be sent to the API a second time when the first attempt
+    # broke (a pod that stopped mid-request): reads always (nginx's own
+    # rule), and of the writes only placing an order with an
+    # Idempotency-Key, whose repeat the API answers with the first reply.
+    map "$request_method $uri $http_idempotency_key" $retryable_write {{
+        "~^POST /api/v1/orders [^ ]+$" 1;
+        default 0;
     }}
 
 {servers}}}
@@ -305,9 +319,22 @@ fn api_server(c: &GatewayConfig, listen: &str, extra_headers: &str) -> String {
         }}
 
         location / {{
+            if ($retryable_write) {{
+                rewrite ^ /__retryable$uri last;
+            }}
             limit_req zone=api burst={burst} nodelay;
             proxy_pass http://foodapp_api;{PROXY_HEADERS}
             proxy_read_timeout 30s;
+        }}
+
+        # Writes that may be sent again (see $retryable_write).
+        location ^~ /__retryable/ {{
+            internal;
+            limit_req zone=api burst={burst} nodelay;
+            rewrite ^/__retryable(/.*)$ $1 break;
+            proxy_pass http://foodapp_api;{PROXY_HEADERS}
+            proxy_read_timeout 30s;
+            proxy_next_upstream error timeout non_idempotent;
         }}
 
         error_page 429 @rate_limited;

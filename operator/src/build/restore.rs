@@ -398,6 +398,12 @@ pub fn clone_restore_job(
         source_key,
     );
     job.metadata.owner_references = Some(vec![restore.clone()]);
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        // The clone may have no backups, and so no backup ServiceAccount;
+        // a restore needs no Kubernetes API access anyway.
+        pod.service_account_name = None;
+        pod.automount_service_account_token = Some(false);
+    }
     if let Some(c) = job
         .spec
         .as_mut()
