@@ -140,47 +140,52 @@ async fn what_may_be_sent_again_is_retried_and_nothing_else() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = |r: reqwest::Response| r.status().as_u16();
-    // Round robin: of each two requests, one goes first to the dying upstream.
+    // Round robin: of two requests in a row that are not retried, one goes
+    // to the dying upstream; a retried one goes to both.
+    let send = |method: reqwest::Method, path: String, key: Option<String>| {
+        let mut r = client.request(method, format!("{base}{path}"));
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        async move { r.body("{}").send().await.unwrap().status().as_u16() }
+    };
     let mut reads = Vec::new();
     let mut keyed = Vec::new();
     let mut plain = Vec::new();
     let mut other = Vec::new();
     for i in 0..6 {
-        reads.push(status(
-            client
-                .get(format!("{base}/api/v1/menu-items?limit={i}"))
-                .send()
-                .await
-                .unwrap(),
-        ));
-        keyed.push(status(
-            client
-                .post(format!("{base}/api/v1/orders?x={i}"))
-                .header("idempotency-key", format!("k-{i}"))
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        ));
-        plain.push(status(
-            client
-                .post(format!("{base}/api/v1/orders"))
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        ));
-        // A key on an endpoint that does not honour keys is no licence.
-        other.push(status(
-            client
-                .post(format!("{base}/api/v1/categories"))
-                .header("idempotency-key", format!("c-{i}"))
-                .body("{}")
-                .send()
-                .await
-                .unwrap(),
-        ));
+        reads.push(
+            send(
+                reqwest::Method::GET,
+                format!("/api/v1/menu-items?limit={i}"),
+                None,
+            )
+            .await,
+        );
+    }
+    for i in 0..6 {
+        keyed.push(
+            send(
+                reqwest::Method::POST,
+                format!("/api/v1/orders?x={i}"),
+                Some(format!("k-{i}")),
+            )
+            .await,
+        );
+    }
+    for _ in 0..6 {
+        plain.push(send(reqwest::Method::POST, "/api/v1/orders".to_owned(), None).await);
+    }
+    // A key on an endpoint that does not honour keys is no licence.
+    for i in 0..6 {
+        other.push(
+            send(
+                reqwest::Method::POST,
+                "/api/v1/categories".to_owned(),
+                Some(format!("c-{i}")),
+            )
+            .await,
+        );
     }
     assert_eq!(reads, [200; 6], "reads are sent again");
     assert_eq!(
