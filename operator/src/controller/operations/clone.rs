@@ -17,10 +17,12 @@ use super::super::Error;
 use super::super::conditions::Reason;
 use super::super::status::DATABASE_READY;
 use super::super::validate::{self, JobState};
-use super::restore::{check_credentials, check_names, resolve_source, stop_api};
+use super::restore::{
+    check_credentials, check_names, in_place_migration, resolve_source, stop_api,
+};
 use super::{Next, Run, lock, now_rfc3339, run_job};
+use crate::build::CLONED_BY_ANNOTATION;
 use crate::build::restore::{clone_foodapp, clone_restore_job};
-use crate::build::{CLONED_BY_ANNOTATION, migration};
 use crate::crd::{BackupSpec, Engine, FoodApp, RestoreMode, RestorePhase, RestoreTarget};
 
 /// How long a clone waits for its database to come up.
@@ -112,13 +114,7 @@ pub async fn step(
             }
         }
         Some(RestorePhase::Migrating) => {
-            let mut model = validate::job_model(&clone, &run.ctx.agent_image)?;
-            if let Some(image) = validate::deployed_image(&clone, &Default::default()) {
-                model.spec.api.image = image;
-            }
-            let mut job = migration::job(&model);
-            job.metadata.name = Some(crate::build::restore::migrate_job_name(&run.name()));
-            job.metadata.owner_references = Some(vec![run.owner()]);
+            let job = in_place_migration(run, &clone).await?;
             match run_job(run, &job).await? {
                 None | Some(JobState::Running) => Ok(run.waiting(
                     "Migrated",

@@ -503,13 +503,7 @@ async fn in_place(
             {
                 return Ok(next);
             }
-            let mut model = validate::job_model(app, &ctx.agent_image)?;
-            if let Some(image) = validate::deployed_image(app, &Default::default()) {
-                model.spec.api.image = image;
-            }
-            let mut job = migration::job(&model);
-            job.metadata.name = Some(migrate_job_name(&name));
-            job.metadata.owner_references = Some(vec![run.owner()]);
+            let job = in_place_migration(run, app).await?;
             let source = run.status.object_key.clone().unwrap_or_default();
             match run_job(run, &job).await? {
                 None | Some(JobState::Running) => Ok(run.waiting(
@@ -544,6 +538,22 @@ async fn in_place(
             format!("phase {other:?} is not one of an InPlace restore"),
         )),
     }
+}
+
+/// The migrations of the API image `app` runs (or is about to run), on
+/// its own database restored in place, as this restore's Job.
+pub async fn in_place_migration(
+    run: &Run<'_>,
+    app: &FoodApp,
+) -> Result<k8s_openapi::api::batch::v1::Job, Error> {
+    let mut model = validate::job_model(app, &run.ctx.agent_image)?;
+    if let Some(image) = validate::deployed_image(app, &Default::default()) {
+        model.spec.api.image = image;
+    }
+    let mut job = migration::job(&model);
+    job.metadata.name = Some(migrate_job_name(&run.name()));
+    job.metadata.owner_references = Some(vec![run.owner()]);
+    Ok(job)
 }
 
 /// Pods of a restore's Jobs still there: an abandoned restore lets go of
