@@ -265,6 +265,11 @@ async fn an_anonymised_clone_holds_nothing_personal_and_everything_else() {
 async fn a_clone_without_anonymisation_keeps_the_data_but_not_the_sessions_or_the_admin_password() {
     let src = source().await;
     let clone = Database::new().await;
+    // As a new FoodApp's database is: no tables at all.
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .execute(&clone.pool)
+        .await
+        .unwrap();
     success(&src.clone_into(&clone, false).await);
     let emails: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email LIKE 'ada%'")
         .fetch_one(&clone.pool)

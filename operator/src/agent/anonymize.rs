@@ -197,9 +197,13 @@ END $anonymize$;
 /// hold orders (it would be a live shop, not a new one).
 pub const REQUIRE_NO_ORDERS: &str = "DO $clone$
 BEGIN
-  IF to_regclass('public.orders') IS NOT NULL AND EXISTS (SELECT FROM public.orders) THEN
-    RAISE EXCEPTION 'the database to clone into holds orders: a clone goes into a new FoodApp; nothing was changed'
-      USING ERRCODE = 'object_not_in_prerequisite_state';
+  -- Nested: PL/pgSQL plans a whole condition, and a new FoodApp's empty
+  -- database has no orders table to plan a query on.
+  IF to_regclass('public.orders') IS NOT NULL THEN
+    IF EXISTS (SELECT FROM public.orders) THEN
+      RAISE EXCEPTION 'the database to clone into holds orders: a clone goes into a new FoodApp; nothing was changed'
+        USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
   END IF;
 END $clone$;
 ";
