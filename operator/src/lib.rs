@@ -5,6 +5,7 @@ pub mod agent;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod maintenance;
 pub mod metrics;
 pub mod quantity;
 pub mod rbac;

@@ -694,3 +694,46 @@ fn autoscaling_and_tls_settings_are_checked() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_maintenance_window_is_checked_at_admission_as_the_operator_reads_it() {
+    use foodapp_operator::maintenance::Window;
+    let good = [
+        "Sun 03:00-05:00",
+        "Mon-Fri 22:00-23:30",
+        "Sat,Sun 01:00-03:00",
+        "Fri-Mon 23:00-01:00",
+        "daily 00:00-24:00",
+    ];
+    let bad = [
+        "Sunday 03:00-05:00",
+        "sun 03:00-05:00",
+        "Sun 3:00-5:00",
+        "Sun 03:00",
+        "Sun 24:00-01:00",
+        "Sun 03:00-05:60",
+        "03:00-05:00",
+        "Sun  03:00-05:00",
+        "",
+    ];
+    for w in good {
+        let spec = json!({"maintenance": {"window": w, "timeZone": "Europe/Berlin"}});
+        check("FoodApp", &foodapp(spec), None).unwrap_or_else(|e| panic!("{w}: {e:?}"));
+        Window::parse(w, Some("Europe/Berlin")).unwrap_or_else(|e| panic!("{w}: {e}"));
+    }
+    for w in bad {
+        let errors = check(
+            "FoodApp",
+            &foodapp(json!({"maintenance": {"window": w}})),
+            None,
+        )
+        .expect_err(&format!("{w:?} accepted"));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("maintenance.window must be")),
+            "{w}: {errors:?}"
+        );
+        assert!(Window::parse(w, None).is_err(), "the operator reads {w:?}");
+    }
+}

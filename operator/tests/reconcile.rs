@@ -2907,3 +2907,199 @@ async fn a_clone_into_a_foodapp_on_the_sources_external_database_is_refused() {
     assert_eq!(restore_phase(&h, "c4").await, "Failed");
     assert!(!h.exists::<FoodApp>("other").await);
 }
+
+/// Makes a live workload look built by an older operator from the same
+/// inputs: another image in its first container, another applied hash.
+/// With `unrecorded`, as a release that wrote no inputs annotation.
+async fn as_built_by_an_older_operator<K>(h: &Harness, name: &str, unrecorded: bool)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut live = serde_json::to_value(h.api::<K>().get(name).await.unwrap()).unwrap();
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("older:1");
+    let annotations = live["metadata"]["annotations"].as_object_mut().unwrap();
+    annotations.insert("foodapp.io/applied-hash".into(), json!("older"));
+    if unrecorded {
+        annotations.remove("foodapp.io/inputs");
+    }
+    let obj: K = serde_json::from_value(live).unwrap();
+    h.api::<K>()
+        .replace(name, &PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+async fn first_image<K>(h: &Harness, name: &str) -> String
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let live = serde_json::to_value(h.api::<K>().get(name).await.unwrap()).unwrap();
+    live["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn set_spec(h: &Harness, patch: Value) {
+    h.api::<FoodApp>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": patch })),
+        )
+        .await
+        .unwrap();
+}
+
+/// A `daily` window that is open now (`open`) or opens in two hours.
+fn window_now(open: bool) -> String {
+    let now = chrono::Utc::now();
+    let hm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    let (from, to) = if open {
+        (
+            now - chrono::Duration::hours(1),
+            now + chrono::Duration::hours(1),
+        )
+    } else {
+        (
+            now + chrono::Duration::hours(2),
+            now + chrono::Duration::hours(3),
+        )
+    };
+    format!("daily {}-{}", hm(from), hm(to))
+}
+
+#[tokio::test]
+async fn a_new_operators_pod_template_changes_wait_for_the_maintenance_window() {
+    let h = Harness::ready("registry.example/api:1").await;
+    as_built_by_an_older_operator::<StatefulSet>(&h, "shop-db", false).await;
+    as_built_by_an_older_operator::<Deployment>(&h, "shop-api", false).await;
+    as_built_by_an_older_operator::<Deployment>(&h, "shop-gateway", true).await;
+    h.settle().await;
+    assert_eq!(h.reconcile().await, 0, "held, and settled");
+    for name in ["shop-api", "shop-gateway"] {
+        assert_eq!(
+            first_image::<Deployment>(&h, name).await,
+            "older:1",
+            "{name}"
+        );
+    }
+    assert_eq!(first_image::<StatefulSet>(&h, "shop-db").await, "older:1");
+    let (status, reason, message) = h.condition("RolloutPending").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "NoMaintenanceWindow")
+    );
+    assert!(message.contains("spec.maintenance.window"), "{message}");
+    let pending = h.app().await.status.unwrap().pending_rollouts;
+    let names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["shop-db", "shop-api", "shop-gateway"]);
+    assert!(
+        pending[0].changes[0].starts_with("spec.template.spec.containers[postgres].image"),
+        "{:?}",
+        pending[0].changes
+    );
+    assert_eq!(h.condition("Ready").await.0, "True", "held is not unready");
+
+    // A user's change to the API rolls the API now, with whatever the new
+    // operator changed in its template; the database stays held.
+    set_spec(&h, json!({"api": {"image": "registry.example/api:1", "env": [{"name": "TZ", "value": "UTC"}]}})).await;
+    h.settle().await;
+    assert_eq!(
+        first_image::<Deployment>(&h, "shop-api").await,
+        "registry.example/api:1"
+    );
+    assert_eq!(first_image::<StatefulSet>(&h, "shop-db").await, "older:1");
+
+    // Someone else's edit of a template the operator applied is drift,
+    // corrected at once.
+    let mut api = h.api::<Deployment>().get("shop-api").await.unwrap();
+    api.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("edited:1".into());
+    h.api::<Deployment>()
+        .replace("shop-api", &PostParams::default(), &api)
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(
+        first_image::<Deployment>(&h, "shop-api").await,
+        "registry.example/api:1"
+    );
+
+    // A window that is closed: still held, and the condition says when.
+    set_spec(&h, json!({"maintenance": {"window": window_now(false)}})).await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("RolloutPending").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "MaintenanceWindow")
+    );
+    assert!(message.contains("next at"), "{message}");
+    assert_eq!(first_image::<StatefulSet>(&h, "shop-db").await, "older:1");
+
+    // A time zone the operator does not know: the window never opens.
+    set_spec(
+        &h,
+        json!({"maintenance": {"window": window_now(true), "timeZone": "Mars/Olympus"}}),
+    )
+    .await;
+    h.settle().await;
+    let (_, reason, message) = h.condition("RolloutPending").await;
+    assert_eq!(reason, "InvalidMaintenanceWindow");
+    assert!(message.contains("Mars/Olympus"), "{message}");
+    assert_eq!(first_image::<StatefulSet>(&h, "shop-db").await, "older:1");
+
+    // The window opens: everything rolls.
+    set_spec(
+        &h,
+        json!({"maintenance": {"window": window_now(true), "timeZone": "UTC"}}),
+    )
+    .await;
+    h.settle().await;
+    assert_eq!(
+        first_image::<StatefulSet>(&h, "shop-db").await,
+        "postgres:16"
+    );
+    assert_ne!(
+        first_image::<Deployment>(&h, "shop-gateway").await,
+        "older:1"
+    );
+    let (status, reason, _) = h.condition("RolloutPending").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "UpToDate"));
+    // status.pendingRollouts is left out of the status apply now; the fake
+    // API merges applies instead of pruning, so only make e2e sees it go.
+    assert_eq!(h.reconcile().await, 0);
+}
+
+#[tokio::test]
+async fn apply_immediately_rolls_a_new_operators_changes_at_once() {
+    let h = Harness::ready("registry.example/api:1").await;
+    as_built_by_an_older_operator::<Deployment>(&h, "shop-gateway", false).await;
+    h.settle().await;
+    assert_eq!(
+        first_image::<Deployment>(&h, "shop-gateway").await,
+        "older:1"
+    );
+    set_spec(&h, json!({"maintenance": {"applyImmediately": true}})).await;
+    h.settle().await;
+    assert_eq!(
+        first_image::<Deployment>(&h, "shop-gateway").await,
+        "nginx:1.27"
+    );
+    assert_eq!(h.condition("RolloutPending").await.1, "UpToDate");
+}

@@ -74,6 +74,8 @@ pub struct Model {
     pub tls_fingerprint: Option<String>,
     /// Image of the backup/restore agent (the operator's own image).
     pub agent_image: String,
+    /// The FoodApp's `metadata.generation` (0 offline).
+    pub generation: i64,
 }
 
 /// Set on a FoodApp by the FoodAppRestore that holds it: while set, no
@@ -207,6 +209,7 @@ impl Model {
             run_migration: inputs.run_migration,
             restoring: inputs.restoring,
             agent_image: inputs.agent_image,
+            generation: meta.generation.unwrap_or(0),
         })
     }
 
@@ -333,7 +336,92 @@ pub enum BackupSchedule {
     CloudNativePG(Box<ScheduledBackup>),
 }
 
+/// Annotation on the StatefulSet and Deployments: what their pod template
+/// was built from, as `<generation>/<spec hash>/<runtime hash>` (the spec
+/// fields the workload reads, and what the operator observed: passwords,
+/// the database in use, the image whose migrations ran). Same inputs and a
+/// different template mean the operator's own code changed: that change
+/// waits for the maintenance window (`controller::apply::Hold`).
+pub const INPUTS_ANNOTATION: &str = "foodapp.io/inputs";
+
+/// The workloads whose pod templates a new operator version must not roll
+/// outside the maintenance window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Database,
+    Api,
+    Gateway,
+}
+
+impl Model {
+    /// The value of `INPUTS_ANNOTATION` for `workload`. Generous on
+    /// purpose: a spec change that reaches a template must change the spec
+    /// hash (checked field by field in the tests), while an input that does
+    /// not only releases a held rollout with the user's own change.
+    pub fn inputs(&self, workload: Workload) -> String {
+        let spec = &self.spec;
+        let json = |v: serde_json::Value| short_hash(&v.to_string());
+        let restoring = if self.restoring { "restoring" } else { "" };
+        let (spec_part, runtime): (_, Vec<String>) = match workload {
+            Workload::Database => (
+                serde_json::json!([spec.database, spec.deletion_policy]),
+                vec![self.db_password.clone(), self.db_cluster.clone()],
+            ),
+            Workload::Api => (
+                serde_json::json!([spec.api, spec.database]),
+                vec![
+                    self.db_password.clone(),
+                    self.jwt_secret.clone(),
+                    self.admin_secret.clone(),
+                    self.db_cluster.clone(),
+                    self.external_database.clone().unwrap_or_default(),
+                    self.api_rollout_image.clone().unwrap_or_default(),
+                    restoring.to_owned(),
+                    self.connection
+                        .as_ref()
+                        .map(Connection::url)
+                        .unwrap_or_default(),
+                ],
+            ),
+            Workload::Gateway => (
+                serde_json::json!([spec.gateway, spec.api]),
+                vec![
+                    self.tls_fingerprint.clone().unwrap_or_default(),
+                    restoring.to_owned(),
+                ],
+            ),
+        };
+        format!(
+            "{}/{}/{}",
+            self.generation,
+            json(spec_part),
+            short_hash(&runtime.join("\u{1f}"))
+        )
+    }
+}
+
+fn record_inputs(meta: &mut ObjectMeta, value: String) {
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(INPUTS_ANNOTATION.to_owned(), value);
+}
+
 pub fn build(model: &Model) -> Desired {
+    let mut desired = build_objects(model);
+    if let DatabaseObjects::BuiltIn { statefulset, .. } = &mut desired.database {
+        record_inputs(&mut statefulset.metadata, model.inputs(Workload::Database));
+    }
+    if let Some(api) = &mut desired.api_deployment {
+        record_inputs(&mut api.metadata, model.inputs(Workload::Api));
+    }
+    record_inputs(
+        &mut desired.gateway_deployment.metadata,
+        model.inputs(Workload::Gateway),
+    );
+    desired
+}
+
+fn build_objects(model: &Model) -> Desired {
     let spec = &model.spec;
     let connection = || {
         model
@@ -689,6 +777,7 @@ pub(crate) mod testing {
             db_cluster: "shop-db".into(),
             external_database: None,
             tls_fingerprint: None,
+            generation: 1,
         }
     }
 }
@@ -737,6 +826,164 @@ mod tests {
             assert_eq!(meta["ownerReferences"][0]["uid"], m.uid, "{what}");
             assert_eq!(meta["ownerReferences"][0]["controller"], true, "{what}");
         }
+    }
+
+    /// Each workload's pod template and inputs annotation.
+    fn templates(m: &Model) -> Vec<(Workload, serde_json::Value, String)> {
+        let d = build(m);
+        let inputs =
+            |meta: &ObjectMeta| meta.annotations.as_ref().unwrap()[INPUTS_ANNOTATION].clone();
+        let mut out = Vec::new();
+        if let DatabaseObjects::BuiltIn { statefulset, .. } = &d.database {
+            let t = value(&statefulset.spec.as_ref().unwrap().template);
+            out.push((Workload::Database, t, inputs(&statefulset.metadata)));
+        }
+        if let Some(api) = &d.api_deployment {
+            let t = value(&api.spec.as_ref().unwrap().template);
+            out.push((Workload::Api, t, inputs(&api.metadata)));
+        }
+        let g = &d.gateway_deployment;
+        // The gateway's nginx.conf is part of what it is held with.
+        let t = serde_json::json!([
+            value(&g.spec.as_ref().unwrap().template),
+            value(&d.gateway_config)
+        ]);
+        out.push((Workload::Gateway, t, inputs(&g.metadata)));
+        out
+    }
+
+    /// Every leaf of `v` changed in turn (strings, numbers, booleans), as
+    /// JSON pointers with the changed document.
+    fn mutations(v: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+        fn leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m {
+                        let k = k.replace('~', "~0").replace('/', "~1");
+                        leaves(x, format!("{path}/{k}"), out);
+                    }
+                }
+                serde_json::Value::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        leaves(x, format!("{path}/{i}"), out);
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+        let mut paths = Vec::new();
+        leaves(v, String::new(), &mut paths);
+        let mut out = Vec::new();
+        for path in paths {
+            let mut doc = v.clone();
+            let leaf = doc.pointer_mut(&path).unwrap();
+            let changed = match leaf {
+                serde_json::Value::String(s) if s.ends_with("Gi") || s.ends_with("Mi") => {
+                    serde_json::json!(format!("3{s}"))
+                }
+                serde_json::Value::String(s) => serde_json::json!(format!("{s}x")),
+                serde_json::Value::Number(n) => {
+                    serde_json::json!(n.as_f64().unwrap_or(0.0) as i64 + 1)
+                }
+                serde_json::Value::Bool(b) => serde_json::json!(!*b),
+                _ => continue,
+            };
+            *leaf = changed;
+            out.push((path, doc));
+        }
+        out
+    }
+
+    /// A spec change that reaches a workload's pod template must change
+    /// its inputs annotation: otherwise the user's own change would be
+    /// taken for the operator's and wait for the maintenance window.
+    #[test]
+    fn every_spec_change_that_reaches_a_pod_template_changes_its_inputs() {
+        let docs: Vec<serde_json::Value> =
+            yaml_serde::Deserializer::from_str(include_str!("../../../examples/foodapp-full.yaml"))
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .collect();
+        let full = docs
+            .into_iter()
+            .find(|d| d["kind"] == "FoodApp")
+            .expect("the full example has a FoodApp");
+        let mut base_model = testing::model();
+        base_model.spec = serde_json::from_value(full["spec"].clone()).unwrap();
+        base_model.tls_fingerprint = Some("tls-1".into());
+        let base = templates(&base_model);
+        let mut checked = 0;
+        for (path, spec) in mutations(&full["spec"]) {
+            let Ok(spec) = serde_json::from_value::<crate::crd::FoodAppSpec>(spec) else {
+                continue;
+            };
+            let mut m = base_model.clone();
+            m.spec = spec;
+            for ((w, t0, i0), (_, t1, i1)) in base.iter().zip(templates(&m)) {
+                if *t0 != t1 {
+                    checked += 1;
+                    assert_ne!(
+                        *i0, i1,
+                        "spec{path} changes the {w:?} template but not its inputs"
+                    );
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} template changes were tried");
+        // What the operator observed, one input at a time.
+        type Change = Box<dyn Fn(&mut Model)>;
+        let observed: Vec<(&str, Change)> = vec![
+            ("db_password", Box::new(|m| m.db_password.push('x'))),
+            ("jwt_secret", Box::new(|m| m.jwt_secret.push('x'))),
+            (
+                "db_cluster",
+                Box::new(|m| m.db_cluster = "shop-db-0a1b2c".into()),
+            ),
+            (
+                "api_rollout_image",
+                Box::new(|m| m.api_rollout_image = Some("api:9".into())),
+            ),
+            ("restoring", Box::new(|m| m.restoring = true)),
+            (
+                "tls_fingerprint",
+                Box::new(|m| m.tls_fingerprint = Some("tls-2".into())),
+            ),
+            (
+                "admin_secret",
+                Box::new(|m| m.admin_secret = "other-admin".into()),
+            ),
+        ];
+        for (what, change) in observed {
+            let mut m = base_model.clone();
+            change(&mut m);
+            for ((w, t0, i0), (_, t1, i1)) in base.iter().zip(templates(&m)) {
+                if *t0 != t1 {
+                    assert_ne!(
+                        *i0, i1,
+                        "{what} changes the {w:?} template but not its inputs"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_elsewhere_in_the_spec_keeps_a_workloads_spec_hash() {
+        let base = testing::model();
+        let mut scaled = base.clone();
+        scaled.spec.api.replicas = 5;
+        scaled.generation = 2;
+        let spec_hash = |m: &Model| {
+            m.inputs(Workload::Database)
+                .split('/')
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(spec_hash(&base), spec_hash(&scaled));
+        assert_ne!(
+            base.inputs(Workload::Api).split('/').nth(1),
+            scaled.inputs(Workload::Api).split('/').nth(1)
+        );
     }
 
     fn kinds(m: &Model) -> Vec<String> {

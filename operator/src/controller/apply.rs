@@ -28,9 +28,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::build::{
-    BackupObjects, BackupSchedule, DatabaseObjects, Desired, MANAGER, Scaling, instance_selector,
-    names, short_hash,
+    BackupObjects, BackupSchedule, DatabaseObjects, Desired, INPUTS_ANNOTATION, MANAGER, Scaling,
+    instance_selector, names, short_hash,
 };
+use crate::crd::PendingRollout;
 use crate::crd::foreign::{Certificate, ScheduledBackup};
 
 /// Annotation with a hash of what the operator last applied to an object.
@@ -93,6 +94,147 @@ pub struct Applied {
     pub migration_job_created: bool,
     /// The components the API server refused, with why.
     pub failures: Vec<(Component, Error)>,
+    /// Workloads kept on their live pod template until the window opens.
+    pub pending: Vec<PendingRollout>,
+}
+
+/// Whether pod-template changes that only the operator's own code brings
+/// (the same inputs, another template) may roll now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// The maintenance window is open, or `applyImmediately` is set.
+    pub open: bool,
+    /// The FoodApp's spec was already reconciled (`status.observedGeneration`
+    /// is its generation): a live workload without the inputs annotation,
+    /// applied by a release that did not record it, was built from this
+    /// spec, so a different template is the new operator's.
+    pub reconciled: bool,
+}
+
+impl Hold {
+    /// Everything applies as built (offline, and in tests of other things).
+    pub const OPEN: Hold = Hold {
+        open: true,
+        reconciled: false,
+    };
+}
+
+fn annotation_of<'a, K: Object>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta()
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// Whether two inputs annotations say the same things were built from:
+/// the same observed state, and the same spec (the same generation, or,
+/// across a spec change that did not touch the workload, the same hash).
+fn same_inputs(live: &str, desired: &str) -> bool {
+    let parts = |s: &str| -> Option<(String, String, String)> {
+        let mut it = s.splitn(3, '/');
+        Some((
+            it.next()?.to_owned(),
+            it.next()?.to_owned(),
+            it.next()?.to_owned(),
+        ))
+    };
+    match (parts(live), parts(desired)) {
+        (Some((lg, ls, lr)), Some((dg, ds, dr))) => lr == dr && (lg == dg || ls == ds),
+        _ => false,
+    }
+}
+
+/// The paths under `prefix` where `desired` sets something `live` does not
+/// have (containers and other named list items by their name), at most 8.
+pub fn changed_paths(desired: &Value, live: &Value, prefix: &str) -> Vec<String> {
+    fn walk(d: &Value, l: Option<&Value>, path: String, out: &mut Vec<String>) {
+        if out.len() >= 8 || d.is_null() || l.is_some_and(|l| is_subset(d, l)) {
+            return;
+        }
+        match (d, l) {
+            (Value::Object(d), Some(Value::Object(l))) => {
+                for (k, v) in d {
+                    walk(v, l.get(k), format!("{path}.{k}"), out);
+                }
+            }
+            (Value::Array(d), Some(Value::Array(l))) if d.len() == l.len() => {
+                for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
+                    let key = dv
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| i.to_string(), str::to_owned);
+                    walk(dv, Some(lv), format!("{path}[{key}]"), out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut out = Vec::new();
+    walk(desired, Some(live), prefix.to_owned(), &mut out);
+    out
+}
+
+/// What to apply for a workload: `obj`, or — when the window is closed and
+/// only the operator's code changed its pod template since it was last
+/// applied — `obj` with the live pod template, and the paths that wait.
+/// A template someone else changed is drift, and corrected.
+fn hold_template<K: Object>(obj: &K, live: Option<&K>, hold: Hold) -> Option<(K, Vec<String>)> {
+    let live = live.filter(|_| !hold.open)?;
+    let desired = stamped(obj);
+    let d = serde_json::to_value(obj).ok()?;
+    let l = serde_json::to_value(live).ok()?;
+    let (dt, lt) = (d.pointer("/spec/template")?, l.pointer("/spec/template")?);
+    if is_subset(dt, lt)
+        || annotation_of(&desired, APPLIED_HASH_ANNOTATION)
+            == annotation_of(live, APPLIED_HASH_ANNOTATION)
+    {
+        return None;
+    }
+    let operator_only = match (
+        annotation_of(live, INPUTS_ANNOTATION),
+        annotation_of(obj, INPUTS_ANNOTATION),
+    ) {
+        (Some(l), Some(d)) => same_inputs(l, d),
+        (None, Some(_)) => hold.reconciled,
+        _ => false,
+    };
+    if !operator_only {
+        return None;
+    }
+    let changes = changed_paths(dt, lt, "spec.template");
+    let mut held = d.clone();
+    held["spec"]["template"] = lt.clone();
+    let held: K = serde_json::from_value(held).ok()?;
+    Some((held, changes))
+}
+
+/// `hold_template` against the live object of `obj`'s name.
+async fn held_workload<K: Object>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+    hold: Hold,
+    pending: &mut Vec<PendingRollout>,
+) -> Result<Option<K>, Error> {
+    if hold.open {
+        return Ok(None);
+    }
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let live = Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .map_err(failed(&K::kind(&()), &name))?;
+    Ok(
+        hold_template(obj, live.as_ref(), hold).map(|(held, changes)| {
+            pending.push(PendingRollout {
+                kind: K::kind(&()).into_owned(),
+                name,
+                changes,
+            });
+            held
+        }),
+    )
 }
 
 impl Applied {
@@ -213,7 +355,9 @@ async fn statefulset(
     client: &Client,
     ns: &str,
     desired: &StatefulSet,
+    hold: Hold,
     writes: &mut u32,
+    pending: &mut Vec<PendingRollout>,
 ) -> Result<(), Error> {
     let name = desired.metadata.name.clone().unwrap_or_default();
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
@@ -221,6 +365,18 @@ async fn statefulset(
         .get_opt(&name)
         .await
         .map_err(failed("StatefulSet", &name))?;
+    let held = hold_template(desired, current.as_ref(), hold);
+    let desired = match held {
+        Some((held, changes)) => {
+            pending.push(PendingRollout {
+                kind: "StatefulSet".to_owned(),
+                name: name.clone(),
+                changes,
+            });
+            held
+        }
+        None => desired.clone(),
+    };
     let wanted_size = current.as_ref().and_then(|_| {
         requested_storage(
             desired
@@ -292,9 +448,10 @@ async fn grow_claim(
 
 /// Applies every component on its own: a refused object fails its component
 /// only, and the others still converge.
-pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> Applied {
+pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold: Hold) -> Applied {
     let mut applied = Applied::default();
     let mut writes = 0;
+    let mut pending = Vec::new();
     let Desired {
         database,
         migration_job,
@@ -319,7 +476,15 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
             } => {
                 ensure(client, ns, headless_service.as_ref(), &mut writes).await?;
                 ensure(client, ns, service.as_ref(), &mut writes).await?;
-                Box::pin(statefulset(client, ns, sts, &mut writes)).await
+                Box::pin(statefulset(
+                    client,
+                    ns,
+                    sts,
+                    hold,
+                    &mut writes,
+                    &mut pending,
+                ))
+                .await
             }
             DatabaseObjects::CloudNativePG {
                 cluster,
@@ -381,6 +546,8 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     let api = async {
         ensure(client, ns, api_service, &mut writes).await?;
         if let Some(deployment) = api_deployment {
+            let held = held_workload(client, ns, deployment, hold, &mut pending).await?;
+            let deployment = held.as_ref().unwrap_or(deployment);
             deployment_with_scaling(client, ns, deployment, api_scaling, &mut writes).await?;
         }
         Ok(())
@@ -389,7 +556,12 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     applied.record(Component::Api, api);
 
     let gateway = async {
-        ensure(client, ns, gateway_config, &mut writes).await?;
+        // A held gateway keeps its configuration too: a pod that restarts
+        // meanwhile gets the nginx.conf its template was made for.
+        let held = held_workload(client, ns, gateway_deployment, hold, &mut pending).await?;
+        if held.is_none() {
+            ensure(client, ns, gateway_config, &mut writes).await?;
+        }
         match gateway_certificate {
             Some(certificate) => {
                 ensure(client, ns, certificate, &mut writes).await?;
@@ -400,7 +572,8 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
             }
         }
         ensure(client, ns, gateway_service, &mut writes).await?;
-        deployment_with_scaling(client, ns, gateway_deployment, gateway_scaling, &mut writes).await
+        let deployment = held.as_ref().unwrap_or(gateway_deployment);
+        deployment_with_scaling(client, ns, deployment, gateway_scaling, &mut writes).await
     }
     .await;
     applied.record(Component::Gateway, gateway);
@@ -437,6 +610,7 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired) -> A
     .await;
     applied.record(Component::Backup, backups);
     applied.writes = writes;
+    applied.pending = pending;
     applied
 }
 

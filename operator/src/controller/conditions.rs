@@ -47,6 +47,11 @@ pub enum Reason {
     JobFailed,
     SecretInvalid,
     CloudNativePGMissing,
+    // Rollouts a new operator version brings.
+    UpToDate,
+    MaintenanceWindow,
+    NoMaintenanceWindow,
+    InvalidMaintenanceWindow,
 }
 
 impl Reason {
@@ -84,6 +89,10 @@ impl Reason {
             Reason::JobFailed => "JobFailed",
             Reason::SecretInvalid => "SecretInvalid",
             Reason::CloudNativePGMissing => "CloudNativePGMissing",
+            Reason::UpToDate => "UpToDate",
+            Reason::MaintenanceWindow => "MaintenanceWindow",
+            Reason::NoMaintenanceWindow => "NoMaintenanceWindow",
+            Reason::InvalidMaintenanceWindow => "InvalidMaintenanceWindow",
         }
     }
 
@@ -107,6 +116,7 @@ impl Reason {
                 | Reason::JobFailed
                 | Reason::SecretInvalid
                 | Reason::CloudNativePGMissing
+                | Reason::InvalidMaintenanceWindow
         )
     }
 }

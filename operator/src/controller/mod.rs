@@ -280,7 +280,14 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         }
     };
     let desired = build::build(&model);
-    let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired)).await;
+    let now = jiff_now();
+    let window = crate::maintenance::State::of(app.spec.maintenance.as_ref(), now);
+    let hold = apply::Hold {
+        open: window.is_open(),
+        reconciled: app.status.as_ref().and_then(|s| s.observed_generation)
+            == app.metadata.generation,
+    };
+    let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired, hold)).await;
     ctx.metrics.writes.inc_by(u64::from(applied.writes));
     if let Some(backup) = &app.spec.backup {
         let keep = usize::try_from(backup.retention.keep_last).unwrap_or(1);
@@ -298,7 +305,7 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     }
 
     // The status is written on every pass that changes it, failures included.
-    let (new_status, checks) = status::compute(app, &observed, &model, &applied, Time(jiff_now()));
+    let (new_status, checks) = status::compute(app, &observed, &model, &applied, Time(now));
     let old_status = app.status.clone().unwrap_or_default();
     if new_status != old_status {
         announce(app, ctx, &old_status, &checks).await;
@@ -312,10 +319,21 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         });
     }
     let settled = conditions::is_true(&new_status.conditions, status::READY);
-    Ok(if settled {
+    let action = if settled {
         requeue_normal()
     } else {
         requeue_soon(15)
+    };
+    // A held rollout goes when its window opens, not up to a requeue later.
+    let opens_in = window
+        .next_open(now)
+        .filter(|_| !applied.pending.is_empty())
+        .and_then(|at| Duration::try_from(now.duration_until(at)).ok());
+    Ok(match opens_in {
+        Some(wait) if wait < Duration::from_secs(300) => {
+            Action::requeue(wait + Duration::from_secs(1))
+        }
+        _ => action,
     })
 }
 

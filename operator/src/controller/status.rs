@@ -18,6 +18,7 @@ pub const API_READY: &str = "ApiReady";
 pub const GATEWAY_READY: &str = "GatewayReady";
 pub const BACKUP_SCHEDULED: &str = "BackupScheduled";
 pub const READY: &str = "Ready";
+pub const ROLLOUT_PENDING: &str = "RolloutPending";
 
 type Check = Wanted;
 
@@ -351,6 +352,8 @@ pub fn compute(
         Phase::Degraded
     };
 
+    let rollout_check = rollout_pending(app, applied, &now);
+
     let mut conditions = app
         .status
         .as_ref()
@@ -363,6 +366,7 @@ pub fn compute(
         gateway_check,
         backup_check,
         ready_check,
+        rollout_check,
     ];
     for c in &checks {
         conditions::set(&mut conditions, c, generation, &now);
@@ -380,6 +384,41 @@ pub fn compute(
             .admin_secret
             .as_ref()
             .map(|_| model.admin_secret.clone()),
+        pending_rollouts: applied.pending.clone(),
     };
     (status, checks)
+}
+
+/// RolloutPending: True while a workload keeps its pod template until the
+/// maintenance window (what would change is in `status.pendingRollouts`).
+fn rollout_pending(app: &FoodApp, applied: &Applied, now: &Time) -> Check {
+    if applied.pending.is_empty() {
+        return check(
+            ROLLOUT_PENDING,
+            false,
+            Reason::UpToDate,
+            "every pod template is the one this operator builds",
+        );
+    }
+    let state = crate::maintenance::State::of(app.spec.maintenance.as_ref(), now.0);
+    let reason = match state {
+        crate::maintenance::State::NotSet => Reason::NoMaintenanceWindow,
+        crate::maintenance::State::Invalid(_) => Reason::InvalidMaintenanceWindow,
+        _ => Reason::MaintenanceWindow,
+    };
+    let what: Vec<String> = applied
+        .pending
+        .iter()
+        .map(|p| format!("{} {} ({})", p.kind, p.name, p.changes.join(", ")))
+        .collect();
+    check(
+        ROLLOUT_PENDING,
+        true,
+        reason,
+        format!(
+            "a new operator version would restart the pods of {}; they wait for {} (or set spec.maintenance.applyImmediately: true)",
+            what.join("; "),
+            state.waiting_for(now.0)
+        ),
+    )
 }

@@ -59,6 +59,29 @@ pub struct FoodAppSpec {
     /// and metrics scrapers.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// When changes that only a new operator version brings (not a change
+    /// of this spec) may restart the database, API and gateway pods. Leave
+    /// out to hold them until `applyImmediately` or a window is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceSpec>,
+}
+
+/// A weekly maintenance window for rollouts the operator itself brings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceSpec {
+    /// `DAYS HH:MM-HH:MM` in `timeZone`: `Sun 03:00-05:00`,
+    /// `Mon-Fri 22:00-23:30`, `Sat,Sun 01:00-03:00`, `daily 02:00-02:30`.
+    /// An end not after the start runs past midnight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(concat!("self.matches('", r"^(daily|(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?(,(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?)*) ([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", "')")).message("maintenance.window must be `DAYS HH:MM-HH:MM`, e.g. `Sun 03:00-05:00` or `Mon-Fri 22:00-23:30` or `daily 02:00-02:30`"))]
+    pub window: Option<String>,
+    /// IANA time zone of the window (default UTC), e.g. `Europe/Berlin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Apply such changes as soon as the operator sees them.
+    #[serde(default)]
+    pub apply_immediately: bool,
 }
 
 /// A HorizontalPodAutoscaler needs a CPU request to compute utilization.
@@ -577,6 +600,21 @@ pub struct FoodAppStatus {
     /// The Secret holding the first administrator's `email` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_secret: Option<String>,
+    /// Pod-template changes a new operator version brings, waiting for the
+    /// maintenance window (condition RolloutPending).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_rollouts: Vec<PendingRollout>,
+}
+
+/// One workload whose pods a new operator version would restart.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRollout {
+    /// StatefulSet or Deployment.
+    pub kind: String,
+    pub name: String,
+    /// The pod-template fields that would change (JSON paths, at most 8).
+    pub changes: Vec<String>,
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
