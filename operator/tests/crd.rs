@@ -737,3 +737,75 @@ fn a_maintenance_window_is_checked_at_admission_as_the_operator_reads_it() {
         assert!(Window::parse(w, None).is_err(), "the operator reads {w:?}");
     }
 }
+
+/// Every object of the previous release's examples (commit 3ca4885,
+/// `tests/fixtures/previous-release`), as it is stored: still read by this
+/// operator's types, still valid under this release's CRDs as created and as
+/// updated from itself (the transition rules), and what the previous release
+/// wrote in a restore's status still read.
+#[test]
+fn the_previous_releases_objects_keep_working() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/previous-release");
+    let mut files = vec![];
+    for entry in std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("operations")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let mut obj: Value = serde::Deserialize::deserialize(doc).unwrap();
+            let kind = obj["kind"].as_str().unwrap().to_owned();
+            if !kind.starts_with("FoodApp") {
+                continue;
+            }
+            // `kubectl create` fills generateName; the schema needs a name.
+            if obj["metadata"]["name"].is_null() {
+                obj["metadata"]["name"] = json!("from-previous");
+            }
+            let what = format!("{} {kind}", path.display());
+            let read = match kind.as_str() {
+                "FoodApp" => serde_json::from_value::<crd::FoodApp>(obj.clone()).map(|_| ()),
+                "FoodAppBackup" => {
+                    serde_json::from_value::<crd::FoodAppBackup>(obj.clone()).map(|_| ())
+                }
+                "FoodAppRestore" => {
+                    serde_json::from_value::<crd::FoodAppRestore>(obj.clone()).map(|_| ())
+                }
+                other => panic!("{what}: unexpected kind {other}"),
+            };
+            read.unwrap_or_else(|e| panic!("{what}: not read by this release: {e}"));
+            check(&kind, &obj, None).unwrap_or_else(|e| panic!("{what}: refused: {e:?}"));
+            check(&kind, &obj, Some(&obj))
+                .unwrap_or_else(|e| panic!("{what}: update refused: {e:?}"));
+            *seen.entry(kind).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("FoodApp".into(), 4),
+            ("FoodAppBackup".into(), 1),
+            ("FoodAppRestore".into(), 2)
+        ]
+        .into()
+    );
+    let in_flight: crd::FoodAppRestore = serde_json::from_value(json!({
+        "apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+        "metadata": {"name": "r", "namespace": "food"},
+        "spec": {"foodAppRef": "shop", "latest": true},
+        "status": {"phase": "Running", "conditions": []}
+    }))
+    .expect("a restore the previous release was running is read");
+    assert_eq!(
+        in_flight.status.unwrap().phase,
+        Some(crd::RestorePhase::Restoring)
+    );
+}

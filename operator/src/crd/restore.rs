@@ -150,6 +150,9 @@ pub enum RestoreMode {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestorePhase {
     Pending,
+    /// Also read as `Running`: what the previous release (restores in place
+    /// only) wrote while its restore Job ran.
+    #[serde(alias = "Running")]
     Restoring,
     Verifying,
     Migrating,

@@ -97,7 +97,14 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
         let next = if let Some(target) = &restore.spec.target {
             Box::pin(clone::step(&mut run, &app, &backup_spec, target)).await?
         } else {
-            match (run.phase(), run.status.mode.unwrap_or_default()) {
+            // A restore the previous release started has a phase and no
+            // mode: that release restored in place only.
+            let mode = match (run.phase(), run.status.mode) {
+                (_, Some(mode)) => mode,
+                (None | Some(RestorePhase::Pending), None) => RestoreMode::default(),
+                (Some(_), None) => RestoreMode::InPlace,
+            };
+            match (run.phase(), mode) {
                 (None | Some(RestorePhase::Pending), _) => {
                     Box::pin(start(&mut run, &app, &backup_spec)).await?
                 }
