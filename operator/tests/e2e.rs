@@ -25,6 +25,8 @@
 mod common;
 #[path = "e2e/restore.rs"]
 mod restore;
+#[path = "e2e/rollout.rs"]
+mod rollout;
 #[path = "e2e/traffic.rs"]
 mod traffic;
 

@@ -15,7 +15,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::traffic::{Report, Shop, Traffic};
+use super::traffic::{Report, Shop, Traffic, open_shop};
 use super::{Cluster, apply_foodapp, backup_done, example, install, setting};
 
 const APP: &str = "grill";
@@ -286,47 +286,9 @@ async fn restores_keep_the_shop_open() {
         .await;
 
     // A menu, a customer, a few orders, a backup.
-    let admin = c
-        .eventually("grill's admin logs in", 2 * minute, || c.admin_token(APP))
-        .await;
-    let (status, category, _) = c
-        .gateway(
-            APP,
-            "POST",
-            "/api/v1/categories",
-            Some(json!({"name": "Grill"})),
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(status, 201, "{category}");
-    let (status, item, _) = c
-        .gateway(
-            APP,
-            "POST",
-            "/api/v1/menu-items",
-            Some(json!({"category_id": category["id"], "name": "Burger", "price_cents": 900})),
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(status, 201, "{item}");
+    let shop = open_shop(&c, APP, "grill-customer@example.com").await;
+    let token = shop.customer_token.clone();
     let login = json!({"email": "grill-customer@example.com", "password": "correct horse battery"});
-    let mut register = login.clone();
-    register["name"] = json!("Gus");
-    let (status, body, _) = c
-        .gateway(APP, "POST", "/api/v1/auth/register", Some(register), None)
-        .await;
-    assert!(status == 201 || status == 200, "register: {status} {body}");
-    let (status, body, _) = c
-        .gateway(APP, "POST", "/api/v1/auth/token", Some(login.clone()), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().unwrap().to_owned();
-    let shop = Shop {
-        pods: c.api::<Pod>(),
-        app: APP.to_owned(),
-        customer_token: token.clone(),
-        item: item["id"].as_str().unwrap().to_owned(),
-    };
     let warm = Traffic::start(shop.clone(), 1, 1);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before_backup = warm.stop().await;

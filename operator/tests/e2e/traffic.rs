@@ -129,6 +129,55 @@ pub struct Shop {
     pub app: String,
     pub customer_token: String,
     pub item: String,
+    /// Through the gateway's Service (its cluster address, which the node
+    /// this test runs on reaches through kube-proxy) rather than a
+    /// port-forward to one gateway pod: what a load balancer sees while
+    /// the gateway pods themselves roll.
+    pub service: Option<std::net::SocketAddr>,
+}
+
+/// A menu item, a customer and their token on FoodApp `app`, through its
+/// gateway: what the traffic orders.
+pub async fn open_shop(c: &super::Cluster, app: &str, email: &str) -> Shop {
+    let admin = c
+        .eventually(
+            &format!("{app}'s admin logs in"),
+            Duration::from_secs(120),
+            || c.admin_token(app),
+        )
+        .await;
+    let (status, category, _) = c
+        .gateway(app, "POST", "/api/v1/categories", Some(json!({"name": "Grill"})), Some(&admin))
+        .await;
+    assert_eq!(status, 201, "{category}");
+    let (status, item, _) = c
+        .gateway(
+            app,
+            "POST",
+            "/api/v1/menu-items",
+            Some(json!({"category_id": category["id"], "name": "Burger", "price_cents": 900})),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 201, "{item}");
+    let login = json!({"email": email, "password": "correct horse battery"});
+    let mut register = login.clone();
+    register["name"] = json!("Gus");
+    let (status, body, _) = c
+        .gateway(app, "POST", "/api/v1/auth/register", Some(register), None)
+        .await;
+    assert!(status == 201 || status == 200, "register: {status} {body}");
+    let (status, body, _) = c
+        .gateway(app, "POST", "/api/v1/auth/token", Some(login), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    Shop {
+        pods: c.api::<Pod>(),
+        app: app.to_owned(),
+        customer_token: body["access_token"].as_str().unwrap().to_owned(),
+        item: item["id"].as_str().unwrap().to_owned(),
+        service: None,
+    }
 }
 
 impl Traffic {
@@ -158,8 +207,20 @@ impl Traffic {
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// A keep-alive connection to a ready gateway pod of the shop.
+/// A keep-alive connection to the shop's gateway: its Service, or a ready
+/// gateway pod.
 async fn connect(shop: &Shop) -> Result<Sender, String> {
+    if let Some(addr) = shop.service {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        return Ok(sender);
+    }
     let pods = shop
         .pods
         .list(&kube::api::ListParams::default().labels(&format!(
