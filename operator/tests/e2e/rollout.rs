@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::DeleteParams;
 use kube::Api;
+use kube::api::DeleteParams;
 use serde_json::json;
 
 use super::traffic::{Seen, Traffic, open_shop};
@@ -99,7 +99,12 @@ async fn rollouts_drop_nothing() {
     // 1. A new API image: its migration Job, then the API pods roll.
     let api_start = Instant::now();
     let next = next_api_image(&first_image);
-    let before = generation(&c.api::<Deployment>().get(&format!("{APP}-api")).await.unwrap());
+    let before = generation(
+        &c.api::<Deployment>()
+            .get(&format!("{APP}-api"))
+            .await
+            .unwrap(),
+    );
     c.merge(APP, json!({"spec": {"api": {"image": next}}}))
         .await
         .unwrap();
@@ -125,20 +130,27 @@ async fn rollouts_drop_nothing() {
             .await
             .unwrap(),
     );
-    c.merge(APP, json!({"spec": {"gateway": {"rateLimit": {"requestsPerSecond": 4000}}}}))
-        .await
-        .unwrap();
-    c.eventually("the gateway rolls onto its new configuration", 5 * minute, || async {
-        let d = c
-            .api::<Deployment>()
-            .get(&format!("{APP}-gateway"))
-            .await
-            .map_err(|e| e.to_string())?;
-        if generation(&d) == before {
-            return Err("not started".into());
-        }
-        rolled(&c, &format!("{APP}-gateway")).await
-    })
+    c.merge(
+        APP,
+        json!({"spec": {"gateway": {"rateLimit": {"requestsPerSecond": 4000}}}}),
+    )
+    .await
+    .unwrap();
+    c.eventually(
+        "the gateway rolls onto its new configuration",
+        5 * minute,
+        || async {
+            let d = c
+                .api::<Deployment>()
+                .get(&format!("{APP}-gateway"))
+                .await
+                .map_err(|e| e.to_string())?;
+            if generation(&d) == before {
+                return Err("not started".into());
+            }
+            rolled(&c, &format!("{APP}-gateway")).await
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let gateway_end = Instant::now();

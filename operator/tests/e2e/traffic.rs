@@ -147,7 +147,13 @@ pub async fn open_shop(c: &super::Cluster, app: &str, email: &str) -> Shop {
         )
         .await;
     let (status, category, _) = c
-        .gateway(app, "POST", "/api/v1/categories", Some(json!({"name": "Grill"})), Some(&admin))
+        .gateway(
+            app,
+            "POST",
+            "/api/v1/categories",
+            Some(json!({"name": "Grill"})),
+            Some(&admin),
+        )
         .await;
     assert_eq!(status, 201, "{category}");
     let (status, item, _) = c
