@@ -74,6 +74,7 @@ pub struct MaintenanceSpec {
     /// `Mon-Fri 22:00-23:30`, `Sat,Sun 01:00-03:00`, `daily 02:00-02:30`.
     /// An end not after the start runs past midnight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new(concat!("self.matches('", r"^(daily|(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?(,(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?)*) ([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", "')")).message("maintenance.window must be `DAYS HH:MM-HH:MM`, e.g. `Sun 03:00-05:00` or `Mon-Fri 22:00-23:30` or `daily 02:00-02:30`"))]
     pub window: Option<String>,
     /// IANA time zone of the window (default UTC), e.g. `Europe/Berlin`.
