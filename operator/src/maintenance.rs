@@ -7,7 +7,6 @@
 //! daylight saving changes. Pure.
 
 use std::fmt;
-use std::str::FromStr;
 
 use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
@@ -215,13 +214,6 @@ impl State {
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
-    }
-}
-
-impl FromStr for Window {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Window::parse(s, None)
     }
 }
 

@@ -380,6 +380,23 @@ impl Cluster {
     }
 
     /// A JSON merge patch of FoodApp `app` (a poke, or a spec change).
+    /// Unless `FOODAPP_E2E_KEEP=1`: FoodApp `app` deleted with its data, and
+    /// the test's namespace.
+    async fn remove_app_and_namespace(&self, app: &str) {
+        if setting("FOODAPP_E2E_KEEP", "0") == "1" {
+            return;
+        }
+        let _ = self
+            .merge(app, json!({"spec": {"deletionPolicy": "Delete"}}))
+            .await;
+        let _ = self
+            .api::<FoodApp>()
+            .delete(app, &DeleteParams::default())
+            .await;
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
+    }
+
     async fn merge(&self, app: &str, patch: Value) -> Result<FoodApp, kube::Error> {
         self.api::<FoodApp>()
             .patch(app, &PatchParams::default(), &Patch::Merge(&patch))

@@ -111,14 +111,6 @@ pub struct Hold {
     pub reconciled: bool,
 }
 
-impl Hold {
-    /// Everything applies as built (offline, and in tests of other things).
-    pub const OPEN: Hold = Hold {
-        open: true,
-        reconciled: false,
-    };
-}
-
 fn annotation_of<'a, K: Object>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta()
         .annotations
@@ -131,14 +123,10 @@ fn annotation_of<'a, K: Object>(obj: &'a K, key: &str) -> Option<&'a str> {
 /// the same observed state, and the same spec (the same generation, or,
 /// across a spec change that did not touch the workload, the same hash).
 fn same_inputs(live: &str, desired: &str) -> bool {
-    let parts = |s: &str| -> Option<(String, String, String)> {
+    fn parts(s: &str) -> Option<(&str, &str, &str)> {
         let mut it = s.splitn(3, '/');
-        Some((
-            it.next()?.to_owned(),
-            it.next()?.to_owned(),
-            it.next()?.to_owned(),
-        ))
-    };
+        Some((it.next()?, it.next()?, it.next()?))
+    }
     match (parts(live), parts(desired)) {
         (Some((lg, ls, lr)), Some((dg, ds, dr))) => lr == dr && (lg == dg || ls == ds),
         _ => false,
@@ -147,7 +135,7 @@ fn same_inputs(live: &str, desired: &str) -> bool {
 
 /// The paths under `prefix` where `desired` sets something `live` does not
 /// have (containers and other named list items by their name), at most 8.
-pub fn changed_paths(desired: &Value, live: &Value, prefix: &str) -> Vec<String> {
+fn changed_paths(desired: &Value, live: &Value, prefix: &str) -> Vec<String> {
     fn walk(d: &Value, l: Option<&Value>, path: String, out: &mut Vec<String>) {
         if out.len() >= 8 || d.is_null() || l.is_some_and(|l| is_subset(d, l)) {
             return;
@@ -177,16 +165,21 @@ pub fn changed_paths(desired: &Value, live: &Value, prefix: &str) -> Vec<String>
 
 /// What to apply for a workload: `obj`, or — when the window is closed and
 /// only the operator's code changed its pod template since it was last
-/// applied — `obj` with the live pod template, and the paths that wait.
-/// A template someone else changed is drift, and corrected.
-fn hold_template<K: Object>(obj: &K, live: Option<&K>, hold: Hold) -> Option<(K, Vec<String>)> {
+/// applied — `obj` with the live pod template (None: apply `obj`), recorded
+/// in `pending` with the paths that wait. A template someone else changed
+/// is drift, and corrected.
+fn hold_template<K: Object>(
+    obj: &K,
+    live: Option<&K>,
+    hold: Hold,
+    pending: &mut Vec<PendingRollout>,
+) -> Option<K> {
     let live = live.filter(|_| !hold.open)?;
-    let desired = stamped(obj);
     let d = serde_json::to_value(obj).ok()?;
     let l = serde_json::to_value(live).ok()?;
     let (dt, lt) = (d.pointer("/spec/template")?, l.pointer("/spec/template")?);
     if is_subset(dt, lt)
-        || annotation_of(&desired, APPLIED_HASH_ANNOTATION)
+        || annotation_of(&stamped(obj), APPLIED_HASH_ANNOTATION)
             == annotation_of(live, APPLIED_HASH_ANNOTATION)
     {
         return None;
@@ -205,36 +198,22 @@ fn hold_template<K: Object>(obj: &K, live: Option<&K>, hold: Hold) -> Option<(K,
     let changes = changed_paths(dt, lt, "spec.template");
     let mut held = d.clone();
     held["spec"]["template"] = lt.clone();
-    let held: K = serde_json::from_value(held).ok()?;
-    Some((held, changes))
+    let held = serde_json::from_value(held).ok()?;
+    pending.push(PendingRollout {
+        kind: K::kind(&()).into_owned(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+        changes,
+    });
+    Some(held)
 }
 
-/// `hold_template` against the live object of `obj`'s name.
-async fn held_workload<K: Object>(
-    client: &Client,
-    ns: &str,
-    obj: &K,
-    hold: Hold,
-    pending: &mut Vec<PendingRollout>,
-) -> Result<Option<K>, Error> {
-    if hold.open {
-        return Ok(None);
-    }
+/// The live object of `obj`'s name, if any.
+async fn live_of<K: Object>(client: &Client, ns: &str, obj: &K) -> Result<Option<K>, Error> {
     let name = obj.meta().name.clone().unwrap_or_default();
-    let live = Api::<K>::namespaced(client.clone(), ns)
+    Api::<K>::namespaced(client.clone(), ns)
         .get_opt(&name)
         .await
-        .map_err(failed(&K::kind(&()), &name))?;
-    Ok(
-        hold_template(obj, live.as_ref(), hold).map(|(held, changes)| {
-            pending.push(PendingRollout {
-                kind: K::kind(&()).into_owned(),
-                name,
-                changes,
-            });
-            held
-        }),
-    )
+        .map_err(failed(&K::kind(&()), &name))
 }
 
 impl Applied {
@@ -317,13 +296,20 @@ async fn ensure<K: Object>(
     obj: &K,
     writes: &mut u32,
 ) -> Result<bool, Error> {
+    let live = live_of(client, ns, obj).await?;
+    ensure_against(client, ns, obj, live.as_ref(), writes).await
+}
+
+/// `ensure` with the live object already read.
+async fn ensure_against<K: Object>(
+    client: &Client,
+    ns: &str,
+    obj: &K,
+    live: Option<&K>,
+    writes: &mut u32,
+) -> Result<bool, Error> {
     let desired = stamped(obj);
-    let name = desired.meta().name.clone().unwrap_or_default();
-    let live = Api::<K>::namespaced(client.clone(), ns)
-        .get_opt(&name)
-        .await
-        .map_err(failed(&K::kind(&()), &name))?;
-    if live.as_ref().is_some_and(|l| up_to_date(&desired, l)) {
+    if live.is_some_and(|l| up_to_date(&desired, l)) {
         return Ok(false);
     }
     server_side_apply(client, ns, &desired).await?;
@@ -365,18 +351,8 @@ async fn statefulset(
         .get_opt(&name)
         .await
         .map_err(failed("StatefulSet", &name))?;
-    let held = hold_template(desired, current.as_ref(), hold);
-    let desired = match held {
-        Some((held, changes)) => {
-            pending.push(PendingRollout {
-                kind: "StatefulSet".to_owned(),
-                name: name.clone(),
-                changes,
-            });
-            held
-        }
-        None => desired.clone(),
-    };
+    let desired =
+        hold_template(desired, current.as_ref(), hold, pending).unwrap_or_else(|| desired.clone());
     let wanted_size = current.as_ref().and_then(|_| {
         requested_storage(
             desired
@@ -395,7 +371,14 @@ async fn statefulset(
     ) {
         spec.volume_claim_templates = current_spec.volume_claim_templates.clone();
     }
-    Box::pin(ensure(client, ns, &desired, writes)).await?;
+    Box::pin(ensure_against(
+        client,
+        ns,
+        &desired,
+        current.as_ref(),
+        writes,
+    ))
+    .await?;
     match wanted_size {
         Some(size) => {
             Box::pin(grow_claim(
@@ -546,9 +529,17 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
     let api = async {
         ensure(client, ns, api_service, &mut writes).await?;
         if let Some(deployment) = api_deployment {
-            let held = held_workload(client, ns, deployment, hold, &mut pending).await?;
-            let deployment = held.as_ref().unwrap_or(deployment);
-            deployment_with_scaling(client, ns, deployment, api_scaling, &mut writes).await?;
+            let live = live_of(client, ns, deployment).await?;
+            let held = hold_template(deployment, live.as_ref(), hold, &mut pending);
+            deployment_with_scaling(
+                client,
+                ns,
+                held.as_ref().unwrap_or(deployment),
+                live.as_ref(),
+                api_scaling,
+                &mut writes,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -558,7 +549,8 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
     let gateway = async {
         // A held gateway keeps its configuration too: a pod that restarts
         // meanwhile gets the nginx.conf its template was made for.
-        let held = held_workload(client, ns, gateway_deployment, hold, &mut pending).await?;
+        let live = live_of(client, ns, gateway_deployment).await?;
+        let held = hold_template(gateway_deployment, live.as_ref(), hold, &mut pending);
         if held.is_none() {
             ensure(client, ns, gateway_config, &mut writes).await?;
         }
@@ -572,8 +564,15 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
             }
         }
         ensure(client, ns, gateway_service, &mut writes).await?;
-        let deployment = held.as_ref().unwrap_or(gateway_deployment);
-        deployment_with_scaling(client, ns, deployment, gateway_scaling, &mut writes).await
+        deployment_with_scaling(
+            client,
+            ns,
+            held.as_ref().unwrap_or(gateway_deployment),
+            live.as_ref(),
+            gateway_scaling,
+            &mut writes,
+        )
+        .await
     }
     .await;
     applied.record(Component::Gateway, gateway);
@@ -627,6 +626,7 @@ async fn deployment_with_scaling(
     client: &Client,
     ns: &str,
     deployment: &Deployment,
+    live: Option<&Deployment>,
     scaling: &Scaling,
     writes: &mut u32,
 ) -> Result<(), Error> {
@@ -638,9 +638,11 @@ async fn deployment_with_scaling(
         .is_some_and(|s| s.replicas.is_none());
     if let (true, Some(hpa)) = (scaled_by_hpa, hpa) {
         let min = hpa.spec.as_ref().and_then(|s| s.min_replicas).unwrap_or(1);
-        hand_over_replicas(client, ns, &name, min, writes).await?;
+        if let Some(live) = live {
+            hand_over_replicas(client, ns, live, min, writes).await?;
+        }
     }
-    ensure(client, ns, deployment, writes).await?;
+    ensure_against(client, ns, deployment, live, writes).await?;
     match hpa {
         Some(hpa) => {
             ensure(client, ns, hpa, writes).await?;
@@ -665,18 +667,12 @@ pub const HANDOVER_MANAGER: &str = "foodapp-operator-handover";
 async fn hand_over_replicas(
     client: &Client,
     ns: &str,
-    name: &str,
+    live: &Deployment,
     min: i32,
     writes: &mut u32,
 ) -> Result<(), Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let Some(live) = api
-        .get_opt(name)
-        .await
-        .map_err(failed("Deployment", name))?
-    else {
-        return Ok(());
-    };
+    let name = live.metadata.name.as_deref().unwrap_or_default();
     let ours = live.metadata.managed_fields.iter().flatten().any(|m| {
         m.manager.as_deref() == Some(MANAGER)
             && m.operation.as_deref() == Some("Apply")

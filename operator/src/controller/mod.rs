@@ -305,7 +305,8 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     }
 
     // The status is written on every pass that changes it, failures included.
-    let (new_status, checks) = status::compute(app, &observed, &model, &applied, Time(now));
+    let (new_status, checks) =
+        status::compute(app, &observed, &model, &applied, &window, Time(now));
     let old_status = app.status.clone().unwrap_or_default();
     if new_status != old_status {
         announce(app, ctx, &old_status, &checks).await;

@@ -100,6 +100,7 @@ pub fn compute(
     observed: &Observed,
     model: &Model,
     applied: &Applied,
+    window: &crate::maintenance::State,
     now: Time,
 ) -> (FoodAppStatus, Vec<Wanted>) {
     let generation = app.metadata.generation;
@@ -352,7 +353,7 @@ pub fn compute(
         Phase::Degraded
     };
 
-    let rollout_check = rollout_pending(app, applied, &now);
+    let rollout_check = rollout_pending(applied, window, &now);
 
     let mut conditions = app
         .status
@@ -391,7 +392,7 @@ pub fn compute(
 
 /// RolloutPending: True while a workload keeps its pod template until the
 /// maintenance window (what would change is in `status.pendingRollouts`).
-fn rollout_pending(app: &FoodApp, applied: &Applied, now: &Time) -> Check {
+fn rollout_pending(applied: &Applied, window: &crate::maintenance::State, now: &Time) -> Check {
     if applied.pending.is_empty() {
         return check(
             ROLLOUT_PENDING,
@@ -400,8 +401,7 @@ fn rollout_pending(app: &FoodApp, applied: &Applied, now: &Time) -> Check {
             "every pod template is the one this operator builds",
         );
     }
-    let state = crate::maintenance::State::of(app.spec.maintenance.as_ref(), now.0);
-    let reason = match state {
+    let reason = match window {
         crate::maintenance::State::NotSet => Reason::NoMaintenanceWindow,
         crate::maintenance::State::Invalid(_) => Reason::InvalidMaintenanceWindow,
         _ => Reason::MaintenanceWindow,
@@ -418,7 +418,7 @@ fn rollout_pending(app: &FoodApp, applied: &Applied, now: &Time) -> Check {
         format!(
             "a new operator version would restart the pods of {}; they wait for {} (or set spec.maintenance.applyImmediately: true)",
             what.join("; "),
-            state.waiting_for(now.0)
+            window.waiting_for(now.0)
         ),
     )
 }

@@ -418,17 +418,7 @@ async fn restores_keep_the_shop_open() {
         in_place.reads.longest_gap.as_secs_f64(),
         in_place.writes.longest_gap.as_secs_f64(),
     ));
-    if setting("FOODAPP_E2E_KEEP", "0") != "1" {
-        let _ = c
-            .merge(APP, json!({"spec": {"deletionPolicy": "Delete"}}))
-            .await;
-        let _ = c
-            .api::<foodapp_operator::crd::FoodApp>()
-            .delete(APP, &DeleteParams::default())
-            .await;
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        let _ = namespaces.delete(&c.ns, &DeleteParams::default()).await;
-    }
+    c.remove_app_and_namespace(APP).await;
     c.log("all restore checks passed");
 }
 

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::Api;
-use kube::api::DeleteParams;
 use serde_json::json;
 
 use super::traffic::{Seen, Traffic, open_shop};
@@ -41,6 +39,28 @@ fn generation(d: &Deployment) -> i64 {
     d.metadata.generation.unwrap_or(0)
 }
 
+/// Merges `spec` into the FoodApp, waits until Deployment `<app>-<component>`
+/// has rolled onto it, then watches 10 s more.
+async fn change_and_roll(c: &Cluster, spec: serde_json::Value, component: &str) {
+    let name = format!("{APP}-{component}");
+    let deployments = c.api::<Deployment>();
+    let before = generation(&deployments.get(&name).await.unwrap());
+    c.merge(APP, json!({ "spec": spec })).await.unwrap();
+    c.eventually(
+        &format!("{name} rolls onto the change"),
+        Duration::from_secs(300),
+        || async {
+            let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
+            if generation(&d) == before {
+                return Err("not started".into());
+            }
+            rolled(c, &name).await
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+}
+
 /// A failure that is not a 429 (the gateway's rate limit, which a client
 /// is told to slow down by).
 fn failures(seen: &Seen) -> usize {
@@ -69,7 +89,7 @@ fn next_api_image(current: &str) -> String {
 #[ignore = "needs a cluster: make e2e with FOODAPP_E2E_KUBECONFIG"]
 async fn rollouts_drop_nothing() {
     let ns = setting("FOODAPP_E2E_ROLLOUT_NAMESPACE", "foodapp-e2e-rollout");
-    let Some((c, _discovery, client, _)) = install(&ns).await else {
+    let Some((c, _discovery, _client, _)) = install(&ns).await else {
         return;
     };
     let minute = Duration::from_secs(60);
@@ -99,60 +119,15 @@ async fn rollouts_drop_nothing() {
     // 1. A new API image: its migration Job, then the API pods roll.
     let api_start = Instant::now();
     let next = next_api_image(&first_image);
-    let before = generation(
-        &c.api::<Deployment>()
-            .get(&format!("{APP}-api"))
-            .await
-            .unwrap(),
-    );
-    c.merge(APP, json!({"spec": {"api": {"image": next}}}))
-        .await
-        .unwrap();
-    c.eventually("the API rolls onto the new image", 5 * minute, || async {
-        let d = c
-            .api::<Deployment>()
-            .get(&format!("{APP}-api"))
-            .await
-            .map_err(|e| e.to_string())?;
-        if generation(&d) == before {
-            return Err("not started".into());
-        }
-        rolled(&c, &format!("{APP}-api")).await
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    change_and_roll(&c, json!({"api": {"image": next}}), "api").await;
     let api_end = Instant::now();
-
     // 2. A gateway setting that changes nginx.conf: the gateway pods roll.
-    let before = generation(
-        &c.api::<Deployment>()
-            .get(&format!("{APP}-gateway"))
-            .await
-            .unwrap(),
-    );
-    c.merge(
-        APP,
-        json!({"spec": {"gateway": {"rateLimit": {"requestsPerSecond": 4000}}}}),
-    )
-    .await
-    .unwrap();
-    c.eventually(
-        "the gateway rolls onto its new configuration",
-        5 * minute,
-        || async {
-            let d = c
-                .api::<Deployment>()
-                .get(&format!("{APP}-gateway"))
-                .await
-                .map_err(|e| e.to_string())?;
-            if generation(&d) == before {
-                return Err("not started".into());
-            }
-            rolled(&c, &format!("{APP}-gateway")).await
-        },
+    change_and_roll(
+        &c,
+        json!({"gateway": {"rateLimit": {"requestsPerSecond": 4000}}}),
+        "gateway",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
     let gateway_end = Instant::now();
     let report = traffic.stop().await;
 
@@ -170,16 +145,6 @@ async fn rollouts_drop_nothing() {
     }
     assert_eq!(failed, 0, "requests failed while pods rolled (see above)");
 
-    if setting("FOODAPP_E2E_KEEP", "0") != "1" {
-        let _ = c
-            .merge(APP, json!({"spec": {"deletionPolicy": "Delete"}}))
-            .await;
-        let _ = c
-            .api::<foodapp_operator::crd::FoodApp>()
-            .delete(APP, &DeleteParams::default())
-            .await;
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        let _ = namespaces.delete(&c.ns, &DeleteParams::default()).await;
-    }
+    c.remove_app_and_namespace(APP).await;
     c.log("all rollout checks passed");
 }
