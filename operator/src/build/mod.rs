@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod restore;
 pub mod scaling;
 pub mod secrets;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 
@@ -76,6 +77,9 @@ pub struct Model {
     pub agent_image: String,
     /// The FoodApp's `metadata.generation` (0 offline).
     pub generation: i64,
+    /// An InPlace PostgreSQL upgrade runs pg_upgrade on the volume: the
+    /// database StatefulSet has no pod.
+    pub database_stopped: bool,
 }
 
 /// Set on a FoodApp by the FoodAppRestore that holds it: while set, no
@@ -210,6 +214,7 @@ impl Model {
             restoring: inputs.restoring,
             agent_image: inputs.agent_image,
             generation: meta.generation.unwrap_or(0),
+            database_stopped: false,
         })
     }
 
@@ -778,6 +783,7 @@ pub(crate) mod testing {
             external_database: None,
             tls_fingerprint: None,
             generation: 1,
+            database_stopped: false,
         }
     }
 }

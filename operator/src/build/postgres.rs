@@ -90,7 +90,9 @@ fn pg_isready(period: i32, failures: i32) -> Probe {
 /// owns the database and its `public` schema, may create the scratch
 /// databases backup verification uses, and is not a superuser. A volume
 /// from before this rule (the login was the superuser) is brought in line:
-/// `postgres` is created and the login demoted, last.
+/// `postgres` is created and the login demoted, last. The data's major is
+/// reported in the termination message (`PG_VERSION=15`), and a server of
+/// another major is refused before it touches the data.
 pub const PREPARE: &str = r#"set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "new data directory: initdb"
@@ -98,6 +100,15 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     --auth-local=trust --auth-host=scram-sha-256
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
+fi
+data_major=$(cat "$PGDATA/PG_VERSION")
+server_major=$(postgres -V | sed 's/^[^0-9]*\([0-9]*\).*/\1/')
+# The operator reads the data's major here (status.databaseMajor).
+printf 'PG_VERSION=%s\n' "$data_major" > "${TERMINATION_LOG:-/dev/termination-log}" 2>/dev/null || true
+if [ "$data_major" != "$server_major" ]; then
+  echo "the data directory is PostgreSQL $data_major and this image's server is PostgreSQL $server_major:" \
+    "set spec.database.image back to a $data_major image; a newer major is upgraded by the operator" >&2
+  exit 3
 fi
 sock=$(mktemp -d)
 pg_ctl -D "$PGDATA" -w -t 600 -o "-c listen_addresses='' -c unix_socket_directories=$sock" start
@@ -191,7 +202,7 @@ pub fn statefulset(model: &Model) -> StatefulSet {
         // The database in use: `<name>-db`, or the one a restore switched to.
         metadata: meta(model, model.db_cluster.clone(), COMPONENT),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(if model.database_stopped { 0 } else { 1 }),
             service_name: Some(names::db_headless(&model.name)),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),

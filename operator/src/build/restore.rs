@@ -51,8 +51,9 @@ pub fn resume_job_name(restore: &str) -> String {
 }
 /// Every Job a restore may run: their pods must be gone before an
 /// abandoned restore lets go of the FoodApp.
-pub fn job_names(restore: &str) -> [String; 5] {
+pub fn job_names(restore: &str) -> [String; 6] {
     [
+        crate::controller::operations::upgrade::job_name(restore),
         restore_job_name(restore),
         migrate_job_name(restore),
         switch_job_name(restore, false),

@@ -52,6 +52,12 @@ pub enum Reason {
     MaintenanceWindow,
     NoMaintenanceWindow,
     InvalidMaintenanceWindow,
+    // PostgreSQL major upgrades.
+    Upgrading,
+    UnknownImageMajor,
+    DowngradeRefused,
+    BackupRequired,
+    Reverted,
 }
 
 impl Reason {
@@ -93,6 +99,11 @@ impl Reason {
             Reason::MaintenanceWindow => "MaintenanceWindow",
             Reason::NoMaintenanceWindow => "NoMaintenanceWindow",
             Reason::InvalidMaintenanceWindow => "InvalidMaintenanceWindow",
+            Reason::Upgrading => "Upgrading",
+            Reason::UnknownImageMajor => "UnknownImageMajor",
+            Reason::DowngradeRefused => "DowngradeRefused",
+            Reason::BackupRequired => "BackupRequired",
+            Reason::Reverted => "Reverted",
         }
     }
 
@@ -117,6 +128,9 @@ impl Reason {
                 | Reason::SecretInvalid
                 | Reason::CloudNativePGMissing
                 | Reason::InvalidMaintenanceWindow
+                | Reason::UnknownImageMajor
+                | Reason::DowngradeRefused
+                | Reason::BackupRequired
         )
     }
 }

@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
@@ -23,6 +23,9 @@ pub struct Observed {
     /// Whether the S3 credentials Secret exists (None: no backup configured).
     pub credentials_secret_found: Option<bool>,
     pub statefulset: Option<StatefulSet>,
+    /// BuiltIn: the pod of the database in use (its `prepare` step reports
+    /// the data directory's PostgreSQL major).
+    pub db_pod: Option<Pod>,
     /// The migration Job of the spec's API image.
     pub migration_job: Option<Job>,
     pub api_deployment: Option<Deployment>,
@@ -186,6 +189,19 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
                 retry.map(String::as_str),
             ))
             .await?,
+        db_pod: match app.spec.database.engine {
+            Engine::BuiltIn => Api::<Pod>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels(&format!(
+                    "{}={}-0",
+                    build::postgres::POD_NAME_LABEL,
+                    build::db_cluster(app)
+                )))
+                .await?
+                .items
+                .into_iter()
+                .next(),
+            Engine::CloudNativePG | Engine::External => None,
+        },
         api_deployment: deployments.get_opt(&names::api(name)).await?,
         gateway_deployment: deployments.get_opt(&names::gateway(name)).await?,
         gateway_service: Api::<Service>::namespaced(client.clone(), ns)

@@ -11,6 +11,7 @@ pub mod dereference;
 pub mod finalize;
 pub mod operations;
 pub mod status;
+pub mod upgrade;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -271,7 +272,8 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         annotate(ctx, app, key, Some(&value)).await?;
         return Ok(requeue_soon(1));
     }
-    let model = match validate::model(app, &observed, &ctx.agent_image) {
+    let upgrade = upgrade::plan(app, &observed);
+    let mut model = match validate::model(app, &observed, &ctx.agent_image) {
         Ok(model) => model,
         Err(e) => {
             ctx.event(app, Reason::Failed, "Validate", e.to_string())
@@ -279,6 +281,12 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
             return Err(e.into());
         }
     };
+    // The database keeps the image its data runs on until an upgrade moved it.
+    model.spec.database.image = upgrade.image.clone();
+    model.database_stopped = upgrade.stop_database;
+    if let Some(create) = &upgrade.create {
+        upgrade::create(ctx, app, create).await?;
+    }
     let desired = build::build(&model);
     let now = jiff_now();
     let window = crate::maintenance::State::of(app.spec.maintenance.as_ref(), now);
@@ -305,8 +313,15 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     }
 
     // The status is written on every pass that changes it, failures included.
-    let (new_status, checks) =
-        status::compute(app, &observed, &model, &applied, &window, Time(now));
+    let (new_status, checks) = status::compute(
+        app,
+        &observed,
+        &model,
+        &applied,
+        &upgrade,
+        &window,
+        Time(now),
+    );
     let old_status = app.status.clone().unwrap_or_default();
     if new_status != old_status {
         announce(app, ctx, &old_status, &checks).await;

@@ -100,6 +100,7 @@ pub fn compute(
     observed: &Observed,
     model: &Model,
     applied: &Applied,
+    upgrade: &super::upgrade::Plan,
     window: &crate::maintenance::State,
     now: Time,
 ) -> (FoodAppStatus, Vec<Wanted>) {
@@ -333,7 +334,9 @@ pub fn compute(
         )
     };
 
-    let phase = if model.restoring {
+    let phase = if upgrade.running {
+        Phase::Upgrading
+    } else if model.restoring {
         Phase::Restoring
     } else if all_ok {
         Phase::Ready
@@ -368,6 +371,7 @@ pub fn compute(
         backup_check,
         ready_check,
         rollout_check,
+        upgrade.condition.clone(),
     ];
     for c in &checks {
         conditions::set(&mut conditions, c, generation, &now);
@@ -386,6 +390,9 @@ pub fn compute(
             .as_ref()
             .map(|_| model.admin_secret.clone()),
         pending_rollouts: applied.pending.clone(),
+        database_major: upgrade.data_major.and_then(|m| i32::try_from(m).ok()),
+        database_image: observed.statefulset.as_ref().map(|_| upgrade.image.clone()),
+        database_upgrade: upgrade.status.clone(),
     };
     (status, checks)
 }

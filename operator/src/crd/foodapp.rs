@@ -31,6 +31,7 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "API image", type_ = "string", json_path = ".spec.api.image"),
+    printcolumn(name = "PostgreSQL", type_ = "integer", json_path = ".status.databaseMajor"),
     printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gatewayEndpoint"),
     printcolumn(name = "Last backup", type_ = "date", json_path = ".status.lastBackup.completedAt"),
     printcolumn(name = "Admin secret", type_ = "string", json_path = ".status.adminSecret"),
@@ -171,6 +172,37 @@ pub struct DatabaseSpec {
     /// External: the Secret that says where the database is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalDatabase>,
+    /// BuiltIn: how an image of a newer PostgreSQL major upgrades the data
+    /// (a major older than the data's is refused, the database untouched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<DatabaseUpgradeSpec>,
+}
+
+/// A PostgreSQL major upgrade of the built-in database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseUpgradeSpec {
+    /// Beside (default): a verified backup restored into a second database
+    /// of the new major while the shop keeps serving, migrated, switched to
+    /// in seconds, the old one kept for `revert`. InPlace: `pg_upgrade
+    /// --link` on the live volume while the shop is closed (minutes; no
+    /// second volume; undone only by restoring the backup).
+    #[serde(default)]
+    pub method: UpgradeMethod,
+    /// InPlace without a backup first (refused unless set when no
+    /// `spec.backup` is configured). Beside always moves the data through
+    /// a verified backup.
+    #[serde(default)]
+    pub without_backup: bool,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum UpgradeMethod {
+    #[default]
+    Beside,
+    InPlace,
 }
 
 impl Default for DatabaseSpec {
@@ -182,6 +214,7 @@ impl Default for DatabaseSpec {
             resources: None,
             cloud_native_pg: None,
             external: None,
+            upgrade: None,
         }
     }
 }
@@ -580,13 +613,13 @@ pub enum DeletionPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FoodAppStatus {
-    /// Pending, Provisioning, Migrating, Ready, Degraded or Restoring.
+    /// Pending, Provisioning, Migrating, Ready, Degraded, Restoring or Upgrading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// DatabaseReady, MigrationsComplete, ApiReady, GatewayReady, BackupScheduled, Ready and RolloutPending.
+    /// DatabaseReady, MigrationsComplete, ApiReady, GatewayReady, BackupScheduled, Ready, RolloutPending and DatabaseUpgrade.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The API image whose migrations succeeded and that the API runs.
@@ -605,6 +638,53 @@ pub struct FoodAppStatus {
     /// maintenance window (condition RolloutPending).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_rollouts: Vec<PendingRollout>,
+    /// BuiltIn: the PostgreSQL major of the data directory (its
+    /// `PG_VERSION`, as the database pod's `prepare` step reported it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_major: Option<i32>,
+    /// BuiltIn: the image the database runs. It differs from
+    /// `spec.database.image` while an upgrade to a new major runs or was
+    /// refused (condition DatabaseUpgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_image: Option<String>,
+    /// The PostgreSQL major upgrade in progress, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_upgrade: Option<DatabaseUpgradeStatus>,
+}
+
+/// A PostgreSQL major upgrade the operator runs for `spec.database.image`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseUpgradeStatus {
+    pub from: i32,
+    pub to: i32,
+    /// The image upgraded to.
+    pub image: String,
+    pub method: UpgradeMethod,
+    pub phase: UpgradePhase,
+    /// The FoodAppBackup taken first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The FoodAppRestore that moves the data (Beside) or runs pg_upgrade
+    /// (InPlace); `revert` it to undo a Beside upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradePhase {
+    /// The verified backup is being taken.
+    BackingUp,
+    /// The FoodAppRestore runs (Beside: restore, verify, migrate, switch;
+    /// InPlace: pg_upgrade).
+    Upgrading,
+    Succeeded,
+    Failed,
+    /// The upgrade's restore was reverted: the data is back on the old
+    /// major, and the operator does not try this image again.
+    Reverted,
 }
 
 /// One workload whose pods a new operator version would restart.
@@ -626,6 +706,8 @@ pub enum Phase {
     Ready,
     Degraded,
     Restoring,
+    /// A PostgreSQL major upgrade runs (Beside: the shop keeps serving).
+    Upgrading,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
     derive = "Default",
     validation = Rule::new("self.spec == oldSelf.spec").message("a FoodAppRestore's spec cannot be changed; create a new one"),
     validation = Rule::new("self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a FoodAppRestore name must be a DNS label of at most 55 characters (its Jobs are named <name>-restore and <name>-migrate)"),
-    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) + (has(self.spec.revert) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true, targetTime or revert"),
+    validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) + (has(self.spec.revert) ? 1 : 0) + (has(self.spec.upgradeTo) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true, targetTime or revert"),
+    validation = Rule::new("!has(self.spec.upgradeTo) || (has(self.spec.mode) && self.spec.mode == 'InPlace' && !has(self.spec.target))").message("upgradeTo is the operator's InPlace PostgreSQL upgrade: mode InPlace, no target"),
     validation = Rule::new("!has(self.spec.revert) || !has(self.spec.mode) || self.spec.mode == 'Beside'").message("revert switches back to the database a Beside restore kept: mode InPlace cannot revert"),
     validation = Rule::new("!has(self.spec.mode) || self.spec.mode == 'Beside' || (!has(self.spec.requireNoDiscard) || !self.spec.requireNoDiscard)").message("requireNoDiscard needs mode Beside: an InPlace restore cannot compare the two databases"),
     validation = Rule::new("!has(self.spec.target) || self.spec.target.foodApp != self.spec.foodAppRef").message("spec.target.foodApp names the FoodApp restored from: a clone goes into another FoodApp (leave target out to restore this one)"),
@@ -93,6 +94,13 @@ pub struct FoodAppRestoreSpec {
     /// touched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RestoreTarget>,
+    /// Set by the operator for an InPlace PostgreSQL major upgrade
+    /// (`spec.database.upgrade.method: InPlace`): instead of restoring a
+    /// backup, `pg_upgrade --link` brings the data to this major, the API
+    /// stopped meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 99").message("spec.upgradeTo must be a PostgreSQL major such as 18"))]
+    pub upgrade_to: Option<i32>,
 }
 
 /// A clone: the backup restored into a new FoodApp.

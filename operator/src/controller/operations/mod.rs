@@ -12,6 +12,7 @@ pub mod clone;
 pub mod lock;
 pub mod recovery;
 pub mod restore;
+pub mod upgrade;
 
 use std::time::Duration;
 

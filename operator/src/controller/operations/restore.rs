@@ -85,34 +85,39 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 .end(false, Reason::FoodAppNotFound, message, clone.as_ref())
                 .await;
         };
-        let Some(backup_spec) = app.spec.backup.clone() else {
-            let message = format!(
-                "FoodApp {} has no spec.backup: no bucket to restore from or to export to",
-                app.name_any()
-            );
-            return run
-                .end(false, Reason::InvalidRestore, message, Some(&app))
-                .await;
-        };
-        let next = if let Some(target) = &restore.spec.target {
-            Box::pin(clone::step(&mut run, &app, &backup_spec, target)).await?
+        let next = if let Some(to) = restore.spec.upgrade_to {
+            let phase = run.phase().unwrap_or(RestorePhase::Pending);
+            Box::pin(super::upgrade::step(&mut run, &app, to, phase)).await?
         } else {
-            // A restore the previous release started has a phase and no
-            // mode: that release restored in place only.
-            let mode = match (run.phase(), run.status.mode) {
-                (_, Some(mode)) => mode,
-                (None | Some(RestorePhase::Pending), None) => RestoreMode::default(),
-                (Some(_), None) => RestoreMode::InPlace,
+            let Some(backup_spec) = app.spec.backup.clone() else {
+                let message = format!(
+                    "FoodApp {} has no spec.backup: no bucket to restore from or to export to",
+                    app.name_any()
+                );
+                return run
+                    .end(false, Reason::InvalidRestore, message, Some(&app))
+                    .await;
             };
-            match (run.phase(), mode) {
-                (None | Some(RestorePhase::Pending), _) => {
-                    Box::pin(start(&mut run, &app, &backup_spec)).await?
-                }
-                (Some(phase), RestoreMode::InPlace) => {
-                    Box::pin(in_place(&mut run, &app, &backup_spec, phase)).await?
-                }
-                (Some(phase), RestoreMode::Beside) => {
-                    Box::pin(beside::step(&mut run, &app, &backup_spec, phase)).await?
+            if let Some(target) = &restore.spec.target {
+                Box::pin(clone::step(&mut run, &app, &backup_spec, target)).await?
+            } else {
+                // A restore the previous release started has a phase and no
+                // mode: that release restored in place only.
+                let mode = match (run.phase(), run.status.mode) {
+                    (_, Some(mode)) => mode,
+                    (None | Some(RestorePhase::Pending), None) => RestoreMode::default(),
+                    (Some(_), None) => RestoreMode::InPlace,
+                };
+                match (run.phase(), mode) {
+                    (None | Some(RestorePhase::Pending), _) => {
+                        Box::pin(start(&mut run, &app, &backup_spec)).await?
+                    }
+                    (Some(phase), RestoreMode::InPlace) => {
+                        Box::pin(in_place(&mut run, &app, &backup_spec, phase)).await?
+                    }
+                    (Some(phase), RestoreMode::Beside) => {
+                        Box::pin(beside::step(&mut run, &app, &backup_spec, phase)).await?
+                    }
                 }
             }
         };
@@ -504,7 +509,19 @@ async fn in_place(
                 }
             }
         }
-        RestorePhase::Migrating => {
+        RestorePhase::Migrating => migrating(run, app).await,
+        other => Ok(Next::fail(
+            Reason::InvalidRestore,
+            format!("phase {other:?} is not one of an InPlace restore"),
+        )),
+    }
+}
+
+/// InPlace, last: the migrations of the API image in use on the database
+/// restored (or upgraded) in place; then the API comes back.
+pub async fn migrating(run: &mut Run<'_>, app: &FoodApp) -> Result<Next, Error> {
+    {
+        {
             if run.restore.spec.target_time.is_some()
                 && let Some(next) = recovery::await_connection(run, app).await?
             {
@@ -532,18 +549,18 @@ async fn in_place(
                         Reason::Succeeded,
                         "migrations applied".to_owned(),
                     );
+                    let done = match run.restore.spec.upgrade_to {
+                        Some(to) => format!("upgraded to PostgreSQL {to} and migrated"),
+                        None => format!("{source} restored and migrated"),
+                    };
                     Ok(Next::End {
                         ok: true,
                         reason: Reason::Succeeded,
-                        message: format!("{source} restored and migrated; the API is coming back"),
+                        message: format!("{done}; the API is coming back"),
                     })
                 }
             }
         }
-        other => Ok(Next::fail(
-            Reason::InvalidRestore,
-            format!("phase {other:?} is not one of an InPlace restore"),
-        )),
     }
 }
 
