@@ -4,6 +4,13 @@
 //! version, whose API login was the superuser. Either way the API's login
 //! owns its database and schema, is not a superuser, and logs in with the
 //! Secret's password; `postgres` logs in only over the local socket.
+//!
+//! And the InPlace PostgreSQL major upgrade (`build::upgrade`): a populated
+//! PostgreSQL 15 data directory made by `prepare`, the old binaries copied
+//! out by the init container's script, then the upgrade script with
+//! PostgreSQL 18 (`PG18_BIN`, from `scripts/test-services`) — every row
+//! there afterwards, the login unchanged, the major reported; a failing
+//! `pg_upgrade --check` leaves the old directory as it was.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,9 +59,7 @@ struct Data {
 
 impl Data {
     fn new(name: &str) -> Data {
-        let bin = PathBuf::from(
-            std::env::var("PG15_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
-        );
+        let bin = pg15_bin();
         let base = std::env::var("FOODAPP_RUN_DIR")
             .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
         let dir = PathBuf::from(base).join(format!("prepare-{name}-{}", std::process::id()));
@@ -93,13 +98,34 @@ impl Data {
 
     fn prepare(&self) -> String {
         run(
-            as_postgres(
-                "sh",
-                &["-c", foodapp_operator::build::postgres::PREPARE],
-                &self.env(),
-            ),
+            self.script(foodapp_operator::build::postgres::PREPARE),
             "the prepare script",
         )
+    }
+
+    /// `script` as the containers run it, with this directory's binaries
+    /// first on PATH, the old binaries under `old/` and the termination
+    /// message in `termination-log`.
+    fn script(&self, script: &str) -> Command {
+        let mut env = self.env();
+        env.push(("OLD", self.dir.join("old").display().to_string()));
+        env.push((
+            "TERMINATION_LOG",
+            self.dir.join("termination-log").display().to_string(),
+        ));
+        env.push(("TO_MAJOR", "18".to_owned()));
+        as_postgres("sh", &["-c", script], &env)
+    }
+
+    fn termination_message(&self) -> String {
+        std::fs::read_to_string(self.dir.join("termination-log")).unwrap_or_default()
+    }
+
+    fn major(&self) -> String {
+        std::fs::read_to_string(Path::new(&self.pgdata()).join("PG_VERSION"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Command {
@@ -262,4 +288,169 @@ async fn a_data_directory_whose_login_was_the_superuser_is_brought_in_line() {
         .await
         .unwrap();
     assert_eq!(n, 2, "the data is untouched");
+}
+
+fn pg15_bin() -> PathBuf {
+    PathBuf::from(std::env::var("PG15_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
+}
+
+fn pg18_bin() -> PathBuf {
+    PathBuf::from(
+        std::env::var("PG18_BIN")
+            .expect("PG18_BIN: PostgreSQL 18's bin directory (scripts/test-services run sets it)"),
+    )
+}
+
+/// Tables of several kinds, with a checksum of each to compare after.
+const POPULATE: &[&str] = &[
+    "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, total numeric(10,2), placed_at timestamptz DEFAULT now(), lines jsonb)",
+    "INSERT INTO orders (customer, total, lines) SELECT 'customer ' || i, i * 1.25, jsonb_build_array(jsonb_build_object('item', i % 17, 'qty', i % 5 + 1)) FROM generate_series(1, 20000) i",
+    "CREATE INDEX orders_customer ON orders (customer)",
+    "CREATE TABLE notes (id int PRIMARY KEY, body text)",
+    "INSERT INTO notes SELECT i, repeat('é', 5000) FROM generate_series(1, 50) i",
+    "CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 100",
+    "CREATE FUNCTION order_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM orders'",
+];
+
+const CHECKSUMS: &str = "SELECT (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o) || '/' || (SELECT md5(string_agg(n::text, ',' ORDER BY id)) FROM notes n) || '/' || (SELECT count(*) FROM big_orders) || '/' || order_count()";
+
+async fn populate(data: &Data) -> String {
+    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
+        .await
+        .unwrap();
+    for sql in POPULATE {
+        sqlx::query(*sql).execute(&mut app).await.unwrap();
+    }
+    let sums: String = sqlx::query_scalar(CHECKSUMS)
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    app.close().await.ok();
+    sums
+}
+
+#[tokio::test]
+async fn the_in_place_upgrade_brings_a_populated_15_directory_to_18_with_every_row() {
+    use foodapp_operator::build::upgrade::{COPY_OLD_BINARIES, UPGRADE};
+    let mut data = Data::new("upgrade");
+    data.prepare();
+    assert_eq!(data.termination_message(), "PG_VERSION=15\n");
+    data.start();
+    let before = populate(&data).await;
+    // The database pod is stopped first (a fast stop, as Kubernetes does).
+    stop(&data);
+
+    // The init container, in the old image.
+    let copied = run(data.script(COPY_OLD_BINARIES), "the old image's copy");
+    assert!(copied.contains("copied PostgreSQL 15"), "{copied}");
+    // The Job's container, in the new image.
+    data.bin = pg18_bin();
+    let out = run(data.script(UPGRADE), "the upgrade script");
+    assert!(out.contains("pg_upgrade --check passed"), "{out}");
+    assert_eq!(data.major(), "18");
+    assert_eq!(
+        data.termination_message(),
+        "PG_VERSION=18\nupgraded from 15\n"
+    );
+    let top = data.dir.clone();
+    let left: Vec<String> = std::fs::read_dir(&top)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("pgdata"))
+        .collect();
+    assert_eq!(
+        left,
+        vec!["pgdata".to_owned()],
+        "old and new directories are gone"
+    );
+
+    // The database pod of the new image: prepare, then the server.
+    let prepared = data.prepare();
+    assert!(prepared.contains("is not a superuser"), "{prepared}");
+    assert_eq!(data.termination_message(), "PG_VERSION=18\n");
+    data.start();
+    check_login(&data).await;
+    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
+        .await
+        .unwrap();
+    let after: String = sqlx::query_scalar(CHECKSUMS)
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "every row, view and function is there");
+    let version: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert!(version.starts_with("18"), "{version}");
+    app.close().await.ok();
+    stop(&data);
+
+    // Run again (a Job killed after it finished): nothing to do.
+    let again = run(data.script(UPGRADE), "the upgrade script again");
+    assert!(again.contains("PostgreSQL 18 already"), "{again}");
+
+    // An image of the old major on the upgraded data: prepare refuses
+    // before the server touches it, and says what the data is.
+    data.bin = pg15_bin();
+    let out = data
+        .script(foodapp_operator::build::postgres::PREPARE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the data directory is PostgreSQL 18"),
+        "{said}"
+    );
+    assert_eq!(data.termination_message(), "PG_VERSION=18\n");
+    assert_eq!(data.major(), "18");
+    data.bin = pg18_bin();
+}
+
+#[tokio::test]
+async fn a_failing_upgrade_check_leaves_the_old_directory_as_it_was() {
+    use foodapp_operator::build::upgrade::{COPY_OLD_BINARIES, UPGRADE};
+    let mut data = Data::new("upgrade-check");
+    data.prepare();
+    data.start();
+    let before = populate(&data).await;
+    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
+        .await
+        .unwrap();
+    // pg_upgrade cannot carry reg* types other than regclass, regrole and
+    // regtype in user tables: its --check refuses them.
+    for sql in [
+        "CREATE TABLE handlers (f regproc)",
+        "INSERT INTO handlers VALUES ('now')",
+    ] {
+        sqlx::query(sql).execute(&mut app).await.unwrap();
+    }
+    app.close().await.ok();
+    stop(&data);
+    run(data.script(COPY_OLD_BINARIES), "the old image's copy");
+    data.bin = pg18_bin();
+    let out = data.script(UPGRADE).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    let message = data.termination_message();
+    assert!(
+        message.starts_with("PG_VERSION=15\npg_upgrade --check refused the upgrade from 15 to 18 (nothing was changed)"),
+        "{message}"
+    );
+    assert_eq!(data.major(), "15");
+    assert!(!data.dir.join("pgdata-18.new").exists());
+    // The old server starts on it, as it was.
+    data.bin = pg15_bin();
+    data.prepare();
+    data.start();
+    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
+        .await
+        .unwrap();
+    let after: String = sqlx::query_scalar(CHECKSUMS)
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    app.close().await.ok();
 }

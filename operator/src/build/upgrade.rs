@@ -47,24 +47,26 @@ const DATA: &str = "/var/lib/postgresql/data";
 /// its share and lib directories relative to its executable), and the
 /// shared libraries they load besides the C library (the new image may
 /// come from another distribution release), behind wrappers that load
-/// them. `/old/bin` is what pg_upgrade gets as the old bindir.
+/// them. `/old/bin` is what pg_upgrade gets as the old bindir (`OLD`
+/// moves /old, for the tests).
 pub const COPY_OLD_BINARIES: &str = r#"set -eu
+old=${OLD:-/old}
 bin=$(dirname "$(command -v postgres)")
 root=$(dirname "$bin")
-mkdir -p "/old$root" /old/lib /old/bin
-cp -a "$root/." "/old$root/"
+mkdir -p "$old$root" "$old/lib" "$old/bin"
+cp -a "$root/." "$old$root/"
 share="/usr/share/postgresql/$(basename "$root")"
-if [ -d "$share" ]; then mkdir -p "/old$share" && cp -a "$share/." "/old$share/"; fi
+if [ -d "$share" ]; then mkdir -p "$old$share" && cp -a "$share/." "$old$share/"; fi
 for f in "$bin"/*; do ldd "$f" 2>/dev/null || true; done \
   | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|ld-musl*) ;;
-    *) cp -L "$lib" /old/lib/ ;;
+    *) cp -L "$lib" "$old/lib/" ;;
   esac
 done
 for f in "$bin"/*; do
-  printf '#!/bin/sh\nLD_LIBRARY_PATH=/old/lib exec %s "$@"\n' "/old$f" > "/old/bin/$(basename "$f")"
-  chmod 755 "/old/bin/$(basename "$f")"
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s/lib exec %s "$@"\n' "$old" "$old$f" > "$old/bin/$(basename "$f")"
+  chmod 755 "$old/bin/$(basename "$f")"
 done
 echo "copied PostgreSQL $(basename "$root") from $root"
 "#;
@@ -79,6 +81,7 @@ echo "copied PostgreSQL $(basename "$root") from $root"
 /// The data's major ends up in the termination message, as `prepare`
 /// reports it.
 pub const UPGRADE: &str = r#"set -eu
+old=${OLD:-/old}
 top=$(dirname "$PGDATA")
 new="$top/pgdata-$TO_MAJOR.new"
 done_mark="$new/.foodapp-upgraded"
@@ -100,7 +103,7 @@ if [ ! -f "$done_mark" ]; then
   sock=$(mktemp -d)
   # The old server once, privately: it recovers what a stop left to
   # recover (pg_upgrade needs a clean shutdown), and says how it was made.
-  /old/bin/pg_ctl -D "$PGDATA" -w -t 600 -l "$sock/old.log" \
+  "$old/bin/pg_ctl" -D "$PGDATA" -w -t 600 -l "$sock/old.log" \
     -o "-c listen_addresses='' -c unix_socket_directories=$sock -p 50432" start \
     || { cat "$sock/old.log" >&2; fail "the PostgreSQL $from server did not start on its data"; }
   q() { psql -X -A -t -q -h "$sock" -p 50432 -U postgres -d template1 -c "$1"; }
@@ -109,7 +112,7 @@ if [ ! -f "$done_mark" ]; then
   collate=$(q "SELECT datcollate FROM pg_database WHERE datname = 'template1'")
   ctype=$(q "SELECT datctype FROM pg_database WHERE datname = 'template1'")
   checksums=$(q "SHOW data_checksums")
-  /old/bin/pg_ctl -D "$PGDATA" -m fast -w stop
+  "$old/bin/pg_ctl" -D "$PGDATA" -m fast -w stop
   rm -rf "$new"
   set -- --username="$install_user" --encoding="$encoding" --lc-collate="$collate" --lc-ctype="$ctype" \
     --auth-local=trust --auth-host=scram-sha-256
@@ -120,7 +123,7 @@ if [ ! -f "$done_mark" ]; then
   echo "listen_addresses = '*'" >> "$new/postgresql.conf"
   cd "$sock"
   upgrade() {
-    pg_upgrade --old-bindir=/old/bin --new-bindir="$new_bin" --old-datadir="$PGDATA" --new-datadir="$new" \
+    pg_upgrade --old-bindir="$old/bin" --new-bindir="$new_bin" --old-datadir="$PGDATA" --new-datadir="$new" \
       --username="$install_user" --socketdir="$sock" --old-port=50432 --new-port=50433 "$@"
   }
   if ! upgrade --check > "$sock/check.log" 2>&1; then
