@@ -54,6 +54,12 @@ pub const RULES: &[Rule] = &[
         "create is granted on to the backup agent, which records each scheduled run; patch marks a backup's outcome as announced; delete applies retention to them",
     ),
     (
+        "foodapp.io",
+        &["foodapprestores"],
+        &["create"],
+        "a PostgreSQL major upgrade moves the data with a FoodAppRestore the operator creates (after its FoodAppBackup)",
+    ),
+    (
         "",
         &["secrets"],
         &["get", "list", "watch", "create", "patch", "delete"],

@@ -544,6 +544,7 @@ fn printer_columns_show_what_a_platform_team_looks_for() {
             "Phase",
             "Ready",
             "API image",
+            "PostgreSQL",
             "Gateway",
             "Last backup",
             "Admin secret",
@@ -808,4 +809,56 @@ fn the_previous_releases_objects_keep_working() {
         in_flight.status.unwrap().phase,
         Some(crd::RestorePhase::Restoring)
     );
+}
+
+#[test]
+fn an_in_place_upgrade_restore_names_only_its_major() {
+    let restore = |spec: Value| json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore", "metadata": {"name": "shop-pg18-abcdef"}, "spec": spec});
+    check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "mode": "InPlace", "upgradeTo": 18})),
+        None,
+    )
+    .unwrap();
+    for (bad, says) in [
+        (
+            json!({"foodAppRef": "shop", "mode": "InPlace", "upgradeTo": 18, "backupRef": "b"}),
+            "exactly one of",
+        ),
+        (
+            json!({"foodAppRef": "shop", "upgradeTo": 18}),
+            "upgradeTo is the operator's InPlace PostgreSQL upgrade",
+        ),
+        (
+            json!({"foodAppRef": "shop", "mode": "Beside", "upgradeTo": 18}),
+            "upgradeTo is the operator's InPlace PostgreSQL upgrade",
+        ),
+        (
+            json!({"foodAppRef": "shop", "mode": "InPlace", "upgradeTo": 9}),
+            "spec.upgradeTo must be a PostgreSQL major",
+        ),
+    ] {
+        let errors =
+            check("FoodAppRestore", &restore(bad.clone()), None).expect_err(&bad.to_string());
+        assert!(errors.iter().any(|e| e.contains(says)), "{bad}: {errors:?}");
+    }
+}
+
+#[test]
+fn the_upgrade_method_is_beside_or_in_place() {
+    let app = |upgrade: Value| {
+        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodApp", "metadata": {"name": "shop"},
+        "spec": {"database": {"image": "postgres:18", "upgrade": upgrade}}})
+    };
+    check("FoodApp", &app(json!({"method": "Beside"})), None).unwrap();
+    check(
+        "FoodApp",
+        &app(json!({"method": "InPlace", "withoutBackup": true})),
+        None,
+    )
+    .unwrap();
+    let schema = serde_json::to_value(schema("FoodApp")).unwrap();
+    let method = &schema["properties"]["spec"]["properties"]["database"]["properties"]["upgrade"]["properties"]
+        ["method"];
+    assert_eq!(method["enum"], json!(["Beside", "InPlace"]), "{method}");
 }

@@ -1411,6 +1411,9 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             )
             .await;
     }
+    // A PostgreSQL major upgrade, InPlace: the operator makes its restore,
+    // which stops the shop and runs pg_upgrade.
+    let upgrade_made = Box::pin(in_place_upgrade_until_its_job(&recorded, &h)).await;
     // An autoscaler, budgets, network policies and a certificate come and go.
     let patch_shop = |spec: Value| {
         let api = recorded.api::<FoodApp>();
@@ -1664,6 +1667,7 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
             !test_only
         })
         .cloned()
+        .chain(upgrade_made)
         .collect();
     let lease_calls: BTreeSet<(String, String, String)> = made
         .iter()
@@ -3102,4 +3106,443 @@ async fn apply_immediately_rolls_a_new_operators_changes_at_once() {
         "nginx:1.27"
     );
     assert_eq!(h.condition("RolloutPending").await.1, "UpToDate");
+}
+
+/// The database pod, its `prepare` step having reported the data's major.
+async fn database_pod(h: &Harness, statefulset: &str, major: u32) {
+    let name = format!("{statefulset}-0");
+    labelled_pod(
+        h,
+        &name,
+        json!({"app.kubernetes.io/instance": "shop", "app.kubernetes.io/component": "database",
+               "statefulset.kubernetes.io/pod-name": name}),
+    )
+    .await;
+    h.set_status::<Pod>(
+        &name,
+        json!({"initContainerStatuses": [{"name": "prepare", "image": "postgres", "imageID": "", "ready": true,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 0, "message": format!("PG_VERSION={major}\n")}}}]}),
+    )
+    .await;
+}
+
+async fn database_image(h: &Harness, statefulset: &str) -> (String, Option<i32>) {
+    let s = h.api::<StatefulSet>().get(statefulset).await.unwrap();
+    let spec = s.spec.unwrap();
+    (
+        spec.template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap(),
+        spec.replicas,
+    )
+}
+
+async fn set_database(h: &Harness, database: Value) {
+    set_spec(h, json!({ "database": database })).await;
+    h.settle().await;
+}
+
+async fn warned(h: &Harness, reason: &str) -> bool {
+    h.api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
+}
+
+fn upgrade_status(app: &FoodApp) -> foodapp_operator::crd::DatabaseUpgradeStatus {
+    app.status.clone().unwrap().database_upgrade.unwrap()
+}
+
+#[tokio::test]
+async fn a_new_major_never_starts_on_old_data_and_an_older_or_unknown_one_is_refused() {
+    let h = ready_with_backup().await;
+    database_pod(&h, "shop-db", 16).await;
+    h.settle().await;
+    let status = h.app().await.status.unwrap();
+    assert_eq!(status.database_major, Some(16));
+    assert_eq!(status.database_image.as_deref(), Some("postgres:16"));
+    let (ok, reason, _) = h.condition("DatabaseUpgrade").await;
+    assert_eq!((ok.as_str(), reason.as_str()), ("True", "UpToDate"));
+
+    // Older: refused, the database untouched, the shop still Ready.
+    set_database(&h, json!({"image": "postgres:15"})).await;
+    assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
+    let (ok, reason, message) = h.condition("DatabaseUpgrade").await;
+    assert_eq!(
+        (ok.as_str(), reason.as_str()),
+        ("False", "DowngradeRefused")
+    );
+    assert!(
+        message.contains("PostgreSQL 15 and the data is PostgreSQL 16"),
+        "{message}"
+    );
+    assert!(warned(&h, "DowngradeRefused").await);
+    assert_eq!(h.condition("Ready").await.0, "True");
+    assert_eq!(
+        h.app().await.status.unwrap().database_image.as_deref(),
+        Some("postgres:16")
+    );
+
+    // A tag that does not tell the major: refused the same way.
+    set_database(&h, json!({"image": "postgres:latest"})).await;
+    assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
+    assert_eq!(h.condition("DatabaseUpgrade").await.1, "UnknownImageMajor");
+    assert!(warned(&h, "UnknownImageMajor").await);
+
+    // A minor release of the data's major rolls at once.
+    set_database(&h, json!({"image": "postgres:16.4-bookworm"})).await;
+    assert_eq!(
+        database_image(&h, "shop-db").await.0,
+        "postgres:16.4-bookworm"
+    );
+    assert_eq!(h.condition("DatabaseUpgrade").await.1, "UpToDate");
+
+    // A newer major: a verified backup first, the database kept meanwhile.
+    set_database(&h, json!({"image": "postgres:18"})).await;
+    assert_eq!(
+        database_image(&h, "shop-db").await.0,
+        "postgres:16.4-bookworm"
+    );
+    assert_eq!(h.phase().await, "Upgrading");
+    let up = upgrade_status(&h.app().await);
+    assert_eq!(
+        (up.from, up.to, up.phase),
+        (16, 18, foodapp_operator::crd::UpgradePhase::BackingUp)
+    );
+    let backup = up.backup.clone().unwrap();
+    assert!(h.exists::<FoodAppBackup>(&backup).await);
+    assert!(
+        h.api::<FoodAppRestore>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        h.condition("Ready").await.0,
+        "True",
+        "Beside: the shop serves"
+    );
+
+    // The backup succeeds: a Beside restore of it moves the data.
+    h.set_status::<FoodAppBackup>(
+        &backup,
+        json!({"phase": "Succeeded", "objectKey": "backups/food/shop/up.dump", "verified": true,
+               "completedAt": "2026-12-03T08:00:00Z", "sizeBytes": 10}),
+    )
+    .await;
+    h.settle().await;
+    let up = upgrade_status(&h.app().await);
+    let restore = up.restore.clone().unwrap();
+    let r = h.api::<FoodAppRestore>().get(&restore).await.unwrap();
+    assert_eq!(r.spec.backup_ref.as_deref(), Some(backup.as_str()));
+    assert_eq!(
+        r.spec.mode,
+        Some(foodapp_operator::crd::RestoreMode::Beside)
+    );
+    restore_step(&h, &restore).await;
+    let second = restore_status(&h, &restore).await.database.unwrap();
+    assert_eq!(
+        database_image(&h, &second).await.0,
+        "postgres:18",
+        "the second database runs the new major"
+    );
+    h.settle().await;
+    assert_eq!(
+        database_image(&h, "shop-db").await.0,
+        "postgres:16.4-bookworm",
+        "the live one keeps its own"
+    );
+
+    // Switched: the database in use runs the new image; the upgrade is done.
+    let fa = h.api::<FoodApp>();
+    fa.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &json!({"metadata": {"annotations": {"foodapp.io/database-cluster": second}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    h.set_status::<FoodAppRestore>(
+        &restore,
+        json!({"phase": "Succeeded", "mode": "Beside", "database": second}),
+    )
+    .await;
+    database_pod(&h, &second, 18).await;
+    h.settle().await;
+    let status = h.app().await.status.unwrap();
+    assert_eq!(status.database_major, Some(18));
+    let up = status.database_upgrade.unwrap();
+    assert_eq!(up.phase, foodapp_operator::crd::UpgradePhase::Succeeded);
+    assert!(
+        up.message
+            .unwrap()
+            .contains(&format!("spec.revert is {restore}"))
+    );
+    assert_eq!(h.condition("DatabaseUpgrade").await.1, "UpToDate");
+    assert_ne!(h.phase().await, "Upgrading");
+
+    // Reverted (the undo switched back to shop-db): not tried again.
+    fa.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &json!({"metadata": {"annotations": {"foodapp.io/database-cluster": "shop-db"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    h.settle().await;
+    assert_eq!(
+        database_image(&h, "shop-db").await.0,
+        "postgres:16.4-bookworm"
+    );
+    let (_, reason, message) = h.condition("DatabaseUpgrade").await;
+    assert_eq!(reason, "Reverted");
+    assert!(message.contains("reverted"), "{message}");
+    assert_eq!(
+        h.api::<FoodAppRestore>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "no second attempt"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_without_a_backup_store_needs_in_place_and_without_backup() {
+    let h = Harness::ready("registry.example/api:1").await;
+    database_pod(&h, "shop-db", 15).await;
+    set_database(&h, json!({"image": "postgres:18"})).await;
+    let (ok, reason, message) = h.condition("DatabaseUpgrade").await;
+    assert_eq!((ok.as_str(), reason.as_str()), ("False", "BackupRequired"));
+    assert!(
+        message.contains("method: InPlace with withoutBackup: true"),
+        "{message}"
+    );
+    assert!(warned(&h, "BackupRequired").await);
+    set_database(
+        &h,
+        json!({"image": "postgres:18", "upgrade": {"method": "InPlace"}}),
+    )
+    .await;
+    assert_eq!(h.condition("DatabaseUpgrade").await.1, "BackupRequired");
+    assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
+    assert!(
+        h.api::<FoodAppRestore>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_in_place_upgrade_stops_the_shop_runs_pg_upgrade_and_comes_back_on_the_new_image() {
+    let h = Harness::ready("registry.example/api:1").await;
+    database_pod(&h, "shop-db", 15).await;
+    set_database(
+        &h,
+        json!({"image": "postgres:18", "upgrade": {"method": "InPlace", "withoutBackup": true}}),
+    )
+    .await;
+    let up = upgrade_status(&h.app().await);
+    assert_eq!(up.backup, None);
+    let name = up.restore.unwrap();
+    let r = h.api::<FoodAppRestore>().get(&name).await.unwrap();
+    assert_eq!(r.spec.upgrade_to, Some(18));
+    assert_eq!(
+        r.annotations()["foodapp.io/upgrade-from-image"],
+        "postgres:16"
+    );
+
+    // The API stops, then the database.
+    restore_step(&h, &name).await;
+    assert_eq!(restore_phase(&h, &name).await, "Restoring");
+    h.settle().await;
+    assert_eq!(h.api_replicas().await, Some(0));
+    restore_step(&h, &name).await;
+    h.settle().await;
+    assert_eq!(
+        database_image(&h, "shop-db").await,
+        ("postgres:16".to_owned(), Some(0))
+    );
+    let job = format!("{name}-upgrade");
+    restore_step(&h, &name).await;
+    assert!(
+        !h.exists::<Job>(&job).await,
+        "not while the database pod is there"
+    );
+    h.api::<Pod>()
+        .delete("shop-db-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    restore_step(&h, &name).await;
+    let j = h.api::<Job>().get(&job).await.unwrap();
+    let pod = j.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.init_containers.unwrap()[0].image.as_deref(),
+        Some("postgres:16")
+    );
+    assert_eq!(pod.containers[0].image.as_deref(), Some("postgres:18"));
+    assert_eq!(
+        pod.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "data-shop-db-0"
+    );
+    h.settle().await;
+    assert_eq!(
+        database_image(&h, "shop-db").await.1,
+        Some(0),
+        "stopped while it runs"
+    );
+    assert_eq!(h.phase().await, "Upgrading");
+
+    // pg_upgrade done: the database starts on the new image, the
+    // migrations run, and the API comes back.
+    h.set_status::<Job>(&job, job_done_json("Complete")).await;
+    restore_step(&h, &name).await;
+    h.settle().await;
+    assert_eq!(
+        database_image(&h, "shop-db").await,
+        ("postgres:18".to_owned(), Some(1))
+    );
+    database_pod(&h, "shop-db", 18).await;
+    restore_step(&h, &name).await;
+    assert_eq!(restore_phase(&h, &name).await, "Migrating");
+    h.set_status::<Job>(&format!("{name}-migrate"), job_done_json("Complete"))
+        .await;
+    restore_step(&h, &name).await;
+    assert_eq!(restore_phase(&h, &name).await, "Succeeded");
+    h.settle().await;
+    assert_eq!(h.api_replicas().await, Some(2));
+    let status = h.app().await.status.unwrap();
+    assert_eq!(status.database_major, Some(18));
+    assert_eq!(
+        status.database_upgrade.unwrap().phase,
+        foodapp_operator::crd::UpgradePhase::Succeeded
+    );
+    assert_eq!(h.condition("DatabaseUpgrade").await.1, "UpToDate");
+}
+
+#[tokio::test]
+async fn a_failed_in_place_upgrade_brings_the_database_back_on_its_old_image() {
+    let h = Harness::ready("registry.example/api:1").await;
+    database_pod(&h, "shop-db", 15).await;
+    set_database(
+        &h,
+        json!({"image": "postgres:18", "upgrade": {"method": "InPlace", "withoutBackup": true}}),
+    )
+    .await;
+    let name = upgrade_status(&h.app().await).restore.unwrap();
+    restore_step(&h, &name).await;
+    h.settle().await;
+    restore_step(&h, &name).await;
+    h.settle().await;
+    h.api::<Pod>()
+        .delete("shop-db-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    restore_step(&h, &name).await;
+    let job = format!("{name}-upgrade");
+    h.set_status::<Job>(
+        &job,
+        json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "failed"}]}),
+    )
+    .await;
+    labelled_pod(
+        &h,
+        &format!("{job}-pod"),
+        json!({"batch.kubernetes.io/job-name": job}),
+    )
+    .await;
+    h.set_status::<Pod>(
+        &format!("{job}-pod"),
+        json!({"containerStatuses": [{"name": "pg-upgrade", "image": "postgres:18", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 5,
+            "message": "PG_VERSION=15\npg_upgrade --check refused the upgrade from 15 to 18 (nothing was changed): reg* data types"}}}]}),
+    )
+    .await;
+    restore_step(&h, &name).await;
+    assert_eq!(restore_phase(&h, &name).await, "Failed");
+    let error = restore_status(&h, &name).await.error.unwrap();
+    assert!(error.contains("reg* data types"), "{error}");
+    h.api::<Pod>()
+        .delete(&format!("{job}-pod"), &DeleteParams::default())
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(
+        database_image(&h, "shop-db").await,
+        ("postgres:16".to_owned(), Some(1))
+    );
+    let (_, reason, message) = h.condition("DatabaseUpgrade").await;
+    assert_eq!(reason, "Failed");
+    assert!(message.contains("reg* data types"), "{message}");
+    assert_eq!(h.api_replicas().await, Some(2), "the shop opens again");
+    h.settle().await;
+    assert_eq!(
+        h.api::<FoodAppRestore>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "not retried on its own"
+    );
+}
+
+/// The RBAC recording's InPlace upgrade, up to its Job; then the image
+/// back. Returns the call only the operator made (the test creates
+/// FoodAppRestores too, so the recording alone cannot tell).
+async fn in_place_upgrade_until_its_job(
+    recorded: &Harness,
+    h: &Harness,
+) -> Vec<(String, String, String)> {
+    set_spec(
+        recorded,
+        json!({"database": {"image": "postgres:18", "upgrade": {"method": "InPlace", "withoutBackup": true}}}),
+    )
+    .await;
+    recorded.settle().await;
+    let upgrade = upgrade_status(&recorded.app().await).restore.unwrap();
+    for _ in 0..3 {
+        restore_step(recorded, &upgrade).await;
+        recorded.settle().await;
+    }
+    let db = foodapp_operator::build::db_cluster(&recorded.app().await);
+    if h.exists::<Pod>(&format!("{db}-0")).await {
+        h.api::<Pod>()
+            .delete(&format!("{db}-0"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    restore_step(recorded, &upgrade).await;
+    assert!(recorded.exists::<Job>(&format!("{upgrade}-upgrade")).await);
+    set_spec(
+        recorded,
+        json!({"database": {"image": "postgres:16", "upgrade": null}}),
+    )
+    .await;
+    // Created by the settle above: the test never created it.
+    vec![(
+        "foodapp.io".to_owned(),
+        "foodapprestores".to_owned(),
+        "create".to_owned(),
+    )]
 }

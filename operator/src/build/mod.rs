@@ -370,7 +370,13 @@ impl Model {
         let (spec_part, runtime): (_, Vec<String>) = match workload {
             Workload::Database => (
                 serde_json::json!([spec.database, spec.deletion_policy]),
-                vec![self.db_password.clone(), self.db_cluster.clone()],
+                // The image is the one the data runs on, which an upgrade
+                // changes without a change of the spec.
+                vec![
+                    self.db_password.clone(),
+                    self.db_cluster.clone(),
+                    spec.database.image.clone(),
+                ],
             ),
             Workload::Api => (
                 serde_json::json!([spec.api, spec.database]),

@@ -285,7 +285,7 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
     model.spec.database.image = upgrade.image.clone();
     model.database_stopped = upgrade.stop_database;
     if let Some(create) = &upgrade.create {
-        upgrade::create(ctx, app, create).await?;
+        Box::pin(upgrade::create(ctx, app, create)).await?;
     }
     let desired = build::build(&model);
     let now = jiff_now();
