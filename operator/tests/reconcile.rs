@@ -3211,8 +3211,44 @@ async fn a_new_major_never_starts_on_old_data_and_an_older_or_unknown_one_is_ref
     let up = upgrade_status(&h.app().await);
     assert_eq!(
         (up.from, up.to, up.phase),
-        (16, 18, foodapp_operator::crd::UpgradePhase::BackingUp)
+        (16, 18, foodapp_operator::crd::UpgradePhase::PausingWrites)
     );
+    // The live database's writes pause first (reads go on): its backup
+    // then holds every order.
+    let pause = h
+        .api::<Job>()
+        .list(&ListParams::default().labels("foodapp.io/upgrade"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pause.len(), 1);
+    let pause_name = pause[0].name_any();
+    let args = pause[0]
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args, ["switch", "--read-only"]);
+    assert!(
+        h.api::<FoodAppBackup>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no backup before the writes pause"
+    );
+    h.set_status::<Job>(&pause_name, job_done_json("Complete"))
+        .await;
+    h.settle().await;
+    let up = upgrade_status(&h.app().await);
+    assert_eq!(up.phase, foodapp_operator::crd::UpgradePhase::BackingUp);
     let backup = up.backup.clone().unwrap();
     assert!(h.exists::<FoodAppBackup>(&backup).await);
     assert!(
@@ -3244,6 +3280,11 @@ async fn a_new_major_never_starts_on_old_data_and_an_older_or_unknown_one_is_ref
     assert_eq!(
         r.spec.mode,
         Some(foodapp_operator::crd::RestoreMode::Beside)
+    );
+    assert_eq!(
+        r.spec.require_no_discard,
+        Some(true),
+        "nothing written may be left behind"
     );
     restore_step(&h, &restore).await;
     let second = restore_status(&h, &restore).await.database.unwrap();
@@ -3545,4 +3586,85 @@ async fn in_place_upgrade_until_its_job(
         "foodapprestores".to_owned(),
         "create".to_owned(),
     )]
+}
+
+#[tokio::test]
+async fn a_beside_upgrade_whose_backup_fails_gives_the_writes_back() {
+    let h = ready_with_backup().await;
+    database_pod(&h, "shop-db", 16).await;
+    set_database(&h, json!({"image": "postgres:18"})).await;
+    let jobs = || async {
+        h.api::<Job>()
+            .list(&ListParams::default().labels("foodapp.io/upgrade"))
+            .await
+            .unwrap()
+            .items
+    };
+    let pause = jobs().await[0].name_any();
+    h.set_status::<Job>(&pause, job_done_json("Complete")).await;
+    h.settle().await;
+    let backup = upgrade_status(&h.app().await).backup.unwrap();
+    h.set_status::<FoodAppBackup>(
+        &backup,
+        json!({"phase": "Failed", "error": "the bucket is gone"}),
+    )
+    .await;
+    h.settle().await;
+    let (_, reason, message) = h.condition("DatabaseUpgrade").await;
+    assert_eq!(reason, "Failed");
+    assert!(message.contains("the bucket is gone"), "{message}");
+    let resume: Vec<Job> = jobs()
+        .await
+        .into_iter()
+        .filter(|j| j.name_any().ends_with("-resume"))
+        .collect();
+    assert_eq!(resume.len(), 1, "the writes come back");
+    let args = resume[0]
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args, ["switch", "--writable"]);
+    assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
+    assert!(
+        h.api::<FoodAppRestore>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_beside_upgrade_cancelled_before_its_restore_gives_the_writes_back() {
+    let h = ready_with_backup().await;
+    database_pod(&h, "shop-db", 16).await;
+    set_database(&h, json!({"image": "postgres:18"})).await;
+    let pause = h
+        .api::<Job>()
+        .list(&ListParams::default().labels("foodapp.io/upgrade"))
+        .await
+        .unwrap()
+        .items[0]
+        .name_any();
+    h.set_status::<Job>(&pause, job_done_json("Complete")).await;
+    h.settle().await;
+    // Back to the image it runs, while the backup runs.
+    set_database(&h, json!({"image": "postgres:16"})).await;
+    let up = upgrade_status(&h.app().await);
+    assert_eq!(up.phase, foodapp_operator::crd::UpgradePhase::Failed);
+    assert!(up.message.unwrap().contains("cancelled"));
+    assert!(
+        h.exists::<Job>(&pause.replace("-pause", "-resume")).await,
+        "the writes come back"
+    );
+    assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
+    assert_eq!(h.condition("DatabaseUpgrade").await.1, "UpToDate");
 }

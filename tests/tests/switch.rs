@@ -303,6 +303,35 @@ async fn the_switch_accounts_for_exactly_what_the_live_database_gained_after_the
 }
 
 #[tokio::test]
+async fn read_only_pauses_the_writes_of_database_url_and_writable_gives_them_back() {
+    // A Beside PostgreSQL upgrade: writes pause before its backup, and come
+    // back if it ends without switching.
+    let s = shop().await;
+    let out = agent(
+        &s.live.url,
+        &s.endpoint,
+        &s.bucket,
+        &["switch", "--read-only"],
+        &[("LIVE_DATABASE_URL", &s.live.url)],
+    )
+    .await;
+    success(&out);
+    assert_eq!(write(&s.live.url).await.as_deref(), Some("25006"));
+    assert_eq!(write(&s.restored_url).await, None, "only that database");
+    let out = agent(
+        &s.live.url,
+        &s.endpoint,
+        &s.bucket,
+        &["switch", "--writable"],
+        &[("LIVE_DATABASE_URL", &s.live.url)],
+    )
+    .await;
+    success(&out);
+    assert_eq!(write(&s.live.url).await, None, "writes are back");
+    s.drop_restored().await;
+}
+
+#[tokio::test]
 async fn require_no_discard_leaves_the_live_database_writable_and_switches_nothing() {
     let s = shop().await;
     // Nothing gained: the switch goes ahead.

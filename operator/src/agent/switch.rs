@@ -8,7 +8,8 @@
 //! the agent waits until that address reaches the restored server, ending
 //! the sessions that still reach the old one meanwhile, and reports how
 //! long writes paused. `--resume` gives the live database its writes back
-//! (a switch that did not happen).
+//! (a switch that did not happen); `--read-only` only pauses the writes of
+//! DATABASE_URL (the start of a Beside PostgreSQL upgrade).
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,10 @@ pub struct SwitchArgs {
     /// a database a switch replaced, about to be switched back to.
     #[arg(long, conflicts_with = "resume")]
     pub writable: bool,
+    /// Only make the database (DATABASE_URL) read-only and end its
+    /// sessions: a Beside PostgreSQL upgrade copies it with no write lost.
+    #[arg(long, conflicts_with_all = ["resume", "writable"])]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -406,6 +411,13 @@ async fn store_export(
 }
 
 pub async fn run(args: &SwitchArgs) -> Result<SwitchOutcome, Error> {
+    if args.read_only {
+        let mut conn = db::connect(&args.store.database_url).await?;
+        set_read_only(&mut conn, true).await?;
+        let ended = end_sessions(&mut conn).await?;
+        tracing::info!(ended, "the database is read-only");
+        return Ok(SwitchOutcome::nothing_switched(false));
+    }
     if args.writable || args.resume {
         let (url, which) = if args.writable {
             (&args.store.database_url, "the database to switch to")

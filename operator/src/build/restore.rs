@@ -295,6 +295,44 @@ pub fn writable_job(model: &Model, backup_spec: &BackupSpec, restore: &OwnerRefe
     )
 }
 
+/// A Beside PostgreSQL upgrade pauses the writes of the FoodApp's database
+/// (`read_only`) before its backup, so that nothing written after it is
+/// left behind, and gives them back if it ends without switching.
+pub fn upgrade_writes_job(
+    model: &Model,
+    backup_spec: &BackupSpec,
+    name: &str,
+    upgrade: &str,
+    owner: &OwnerReference,
+    read_only: bool,
+) -> Job {
+    let which = if read_only {
+        "--read-only"
+    } else {
+        "--writable"
+    };
+    let db_secret = match model.spec.database.engine {
+        crate::crd::Engine::BuiltIn => names::db(&model.name),
+        _ => names::db_connection(&model.name),
+    };
+    let mut job = agent_job(
+        model,
+        backup_spec,
+        name.to_owned(),
+        vec!["switch".to_owned(), which.to_owned()],
+        vec![secret_env("LIVE_DATABASE_URL", &db_secret, "DATABASE_URL")],
+    );
+    job.metadata.owner_references = Some(vec![owner.clone()]);
+    job.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(UPGRADE_LABEL.to_owned(), upgrade.to_owned());
+    job
+}
+
+/// On the Jobs of a PostgreSQL upgrade: its name.
+pub const UPGRADE_LABEL: &str = "foodapp.io/upgrade";
+
 fn give_writes_back(
     model: &Model,
     backup_spec: &BackupSpec,

@@ -26,6 +26,9 @@ pub struct Observed {
     /// BuiltIn: the pod of the database in use (its `prepare` step reports
     /// the data directory's PostgreSQL major).
     pub db_pod: Option<Pod>,
+    /// The Jobs a PostgreSQL upgrade runs itself (pausing and giving back
+    /// writes), while one may run.
+    pub upgrade_jobs: Vec<Job>,
     /// The migration Job of the spec's API image.
     pub migration_job: Option<Job>,
     pub api_deployment: Option<Deployment>,
@@ -202,6 +205,7 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
                 .next(),
             Engine::CloudNativePG | Engine::External => None,
         },
+        upgrade_jobs: Vec::new(),
         api_deployment: deployments.get_opt(&names::api(name)).await?,
         gateway_deployment: deployments.get_opt(&names::gateway(name)).await?,
         gateway_service: Api::<Service>::namespaced(client.clone(), ns)
@@ -245,6 +249,21 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             Engine::BuiltIn | Engine::External => None,
         },
     };
+    let upgrading = app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.database_upgrade.is_some())
+        || crate::controller::upgrade::live_image(&observed)
+            .is_some_and(|live| live != app.spec.database.image);
+    if upgrading && app.spec.database.engine == Engine::BuiltIn {
+        observed.upgrade_jobs = Api::<Job>::namespaced(client.clone(), ns)
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/instance={name},{}",
+                build::restore::UPGRADE_LABEL
+            )))
+            .await?
+            .items;
+    }
     ensure_generated_secrets(client, app, &mut observed).await?;
     Ok(observed)
 }

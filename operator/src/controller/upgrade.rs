@@ -62,10 +62,33 @@ pub struct Plan {
 pub enum Create {
     Backup(Box<FoodAppBackup>),
     Restore(Box<FoodAppRestore>),
+    /// The Job that pauses (true) or gives back (false) the live
+    /// database's writes, of the upgrade named.
+    Writes {
+        job: String,
+        upgrade: String,
+        read_only: bool,
+    },
+}
+
+fn pause_job(upgrade: &str) -> String {
+    format!("{upgrade}-pause")
+}
+
+fn resume_job(upgrade: &str) -> String {
+    format!("{upgrade}-resume")
+}
+
+fn job_state(observed: &Observed, name: &str) -> Option<super::validate::JobState> {
+    observed
+        .upgrade_jobs
+        .iter()
+        .find(|j| j.name_any() == name)
+        .map(super::validate::job_state)
 }
 
 /// The image of the live database StatefulSet's server container.
-fn live_image(observed: &Observed) -> Option<String> {
+pub fn live_image(observed: &Observed) -> Option<String> {
     observed
         .statefulset
         .as_ref()?
@@ -110,11 +133,17 @@ pub fn data_major(app: &FoodApp, observed: &Observed) -> Option<u32> {
 }
 
 fn name_of(app: &FoodApp, to: u32) -> String {
-    format!(
-        "{}-pg{to}-{}",
-        app.name_any(),
-        &short_hash(&app.spec.database.image)[..6]
+    name_of_image(
+        app,
+        &app.spec.database.image,
+        i32::try_from(to).unwrap_or_default(),
     )
+}
+
+/// `<app>-pg<major>-<hash of the image>`: the upgrade's FoodAppBackup,
+/// FoodAppRestore and Jobs.
+fn name_of_image(app: &FoodApp, image: &str, to: i32) -> String {
+    format!("{}-pg{to}-{}", app.name_any(), &short_hash(image)[..6])
 }
 
 fn up_to_date(message: String) -> Wanted {
@@ -182,6 +211,12 @@ pub fn plan(app: &FoodApp, observed: &Observed) -> Plan {
     // An upgrade whose restore switched: the database in use runs the new
     // image, done.
     let previous = previous.map(|p| finish(p, app, observed));
+    if let Some(plan) = previous
+        .as_ref()
+        .and_then(|p| cancelled(p, app, observed, &live, data))
+    {
+        return plan;
+    }
     if live == spec_image {
         return settled(previous);
     }
@@ -253,6 +288,74 @@ pub fn plan(app: &FoodApp, observed: &Observed) -> Plan {
         );
     }
     upgrade(app, observed, &live, from, to, previous)
+}
+
+/// A Beside upgrade under way whose image is no longer the spec's: its
+/// restore, if any, is let finish (deleting it stops it), then the live
+/// database gets its writes back and the upgrade ends Failed.
+fn cancelled(
+    p: &DatabaseUpgradeStatus,
+    app: &FoodApp,
+    observed: &Observed,
+    live: &str,
+    data: Option<u32>,
+) -> Option<Plan> {
+    let under_way = matches!(
+        p.phase,
+        UpgradePhase::PausingWrites | UpgradePhase::BackingUp | UpgradePhase::Upgrading
+    );
+    if p.method != UpgradeMethod::Beside || !under_way || p.image == app.spec.database.image {
+        return None;
+    }
+    let restore = p
+        .restore
+        .as_ref()
+        .and_then(|n| observed.restores.iter().find(|r| &r.name_any() == n));
+    let name = p
+        .restore
+        .clone()
+        .or_else(|| p.backup.clone())
+        .unwrap_or_else(|| name_of_image(app, &p.image, p.to));
+    let mut status = p.clone();
+    if let Some(r) = restore
+        && !r
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(RestorePhase::is_final)
+    {
+        return Some(Plan {
+            image: live.to_owned(),
+            data_major: data,
+            condition: wanted(
+                DATABASE_UPGRADE,
+                false,
+                Reason::Upgrading,
+                format!(
+                    "spec.database.image changed while the upgrade to {} runs: FoodAppRestore {} finishes first (delete it to stop it)",
+                    p.image,
+                    r.name_any()
+                ),
+            ),
+            status: Some(status),
+            running: true,
+            stop_database: false,
+            create: None,
+        });
+    }
+    status.phase = UpgradePhase::Failed;
+    status.message = Some(format!(
+        "the upgrade to {} was cancelled: spec.database.image changed",
+        p.image
+    ));
+    let message = status.message.clone().unwrap_or_default();
+    let mut plan = hold(live, data, Reason::Failed, message, Some(status));
+    plan.create = Some(Create::Writes {
+        job: resume_job(&name),
+        upgrade: name,
+        read_only: false,
+    });
+    Some(plan)
 }
 
 /// Where an InPlace upgrade's restore stands.
@@ -373,10 +476,29 @@ fn upgrade(
     let refuse =
         |reason: Reason, message: String| hold(live, data, reason, message, previous.clone());
     // This image's upgrade ended without moving the data: it is not tried
-    // again on its own.
+    // again on its own. A Beside one gives the live database its writes
+    // back (it paused them before its backup).
     if let Some(p) = previous.as_ref().filter(|p| &p.image == spec_image)
         && matches!(p.phase, UpgradePhase::Failed | UpgradePhase::Reverted)
     {
+        if p.method == UpgradeMethod::Beside
+            && p.phase == UpgradePhase::Failed
+            && job_state(observed, &resume_job(&name)).is_none()
+        {
+            let mut plan = refuse(
+                Reason::Failed,
+                format!(
+                    "{}; the database keeps {live} and gets its writes back",
+                    p.message.clone().unwrap_or_default()
+                ),
+            );
+            plan.create = Some(Create::Writes {
+                job: resume_job(&name),
+                upgrade: name.clone(),
+                read_only: false,
+            });
+            return plan;
+        }
         let reason = if p.phase == UpgradePhase::Failed {
             Reason::Failed
         } else {
@@ -419,7 +541,10 @@ fn upgrade(
             to: i32::try_from(to).unwrap_or_default(),
             image: spec_image.clone(),
             method,
-            phase: UpgradePhase::BackingUp,
+            phase: match method {
+                UpgradeMethod::Beside => UpgradePhase::PausingWrites,
+                UpgradeMethod::InPlace => UpgradePhase::BackingUp,
+            },
             backup: None,
             restore: None,
             message: None,
@@ -450,6 +575,52 @@ fn upgrade(
         stop_database: false,
         create,
     };
+    // Beside: the live database stops taking writes first, so that its
+    // backup holds every order (reads go on; writes answer 503 restoring).
+    if method == UpgradeMethod::Beside && status.phase == UpgradePhase::PausingWrites {
+        let job = pause_job(&name);
+        match job_state(observed, &job) {
+            None => {
+                return running(
+                    status,
+                    format!(
+                        "upgrading PostgreSQL {from} to {to} Beside: pausing the writes of {live} (reads go on) so that its backup holds every order"
+                    ),
+                    Some(Create::Writes {
+                        job,
+                        upgrade: name.clone(),
+                        read_only: true,
+                    }),
+                );
+            }
+            Some(super::validate::JobState::Succeeded) => {
+                status.phase = UpgradePhase::BackingUp;
+            }
+            Some(super::validate::JobState::Failed { reason, message }) => {
+                status.phase = UpgradePhase::Failed;
+                status.message = Some(format!(
+                    "pausing the writes before the upgrade failed ({reason}: {message}); nothing was changed"
+                ));
+                let message = status.message.clone().unwrap_or_default();
+                let mut plan = hold(live, data, Reason::Failed, message, Some(status));
+                plan.create = Some(Create::Writes {
+                    job: resume_job(&name),
+                    upgrade: name.clone(),
+                    read_only: false,
+                });
+                return plan;
+            }
+            Some(super::validate::JobState::Running) => {
+                return running(
+                    status,
+                    format!(
+                        "upgrading PostgreSQL {from} to {to} Beside: pausing the writes of {live}"
+                    ),
+                    None,
+                );
+            }
+        }
+    }
     // The backup.
     let backup_name = with_backup.then(|| name.clone());
     if let Some(backup_name) = &backup_name {
@@ -461,7 +632,6 @@ fn upgrade(
         let phase = backup.and_then(|b| b.status.as_ref()?.phase);
         match (backup, phase) {
             (None, _) => {
-                status.phase = UpgradePhase::BackingUp;
                 let b = FoodAppBackup {
                     metadata: kube::api::ObjectMeta {
                         name: Some(backup_name.clone()),
@@ -498,7 +668,6 @@ fn upgrade(
             }
             (Some(_), Some(JobPhase::Succeeded)) => {}
             (Some(_), _) => {
-                status.phase = UpgradePhase::BackingUp;
                 return running(
                     status,
                     format!(
@@ -515,7 +684,7 @@ fn upgrade(
     let exists = observed.restores.iter().any(|r| r.name_any() == name);
     let message = match method {
         UpgradeMethod::Beside => format!(
-            "upgrading PostgreSQL {from} to {to} Beside: FoodAppRestore {name} restores backup {} into a PostgreSQL {to} database while the shop serves from {live}, then switches",
+            "upgrading PostgreSQL {from} to {to} Beside: FoodAppRestore {name} restores backup {} into a PostgreSQL {to} database while the shop serves reads from {live}, then switches",
             backup_name.clone().unwrap_or_default()
         ),
         UpgradeMethod::InPlace => format!(
@@ -540,10 +709,12 @@ fn upgrade(
             ..Default::default()
         },
         spec: match method {
+            // Writes paused before the backup: nothing may be discarded.
             UpgradeMethod::Beside => FoodAppRestoreSpec {
                 food_app_ref: app.name_any(),
                 backup_ref: backup_name,
                 mode: Some(RestoreMode::Beside),
+                require_no_discard: Some(true),
                 ..Default::default()
             },
             // The backup was taken for the way back: pg_upgrade moves the data.
@@ -563,7 +734,24 @@ fn upgrade(
 /// left as it is: the next pass reads it).
 pub async fn create(ctx: &Context, app: &FoodApp, create: &Create) -> Result<(), Error> {
     let ns = app.namespace().unwrap_or_default();
+    if let Create::Writes {
+        job,
+        upgrade,
+        read_only,
+    } = create
+    {
+        let model = super::validate::job_model(app, &ctx.agent_image)?;
+        let Some(backup) = &app.spec.backup else {
+            return Ok(());
+        };
+        let owner = build::owner_reference(&model);
+        let job =
+            build::restore::upgrade_writes_job(&model, backup, job, upgrade, &owner, *read_only);
+        super::apply::create_once(&ctx.client, &ns, &job).await?;
+        return Ok(());
+    }
     let result = match create {
+        Create::Writes { .. } => Ok(()),
         Create::Backup(b) => Api::<FoodAppBackup>::namespaced(ctx.client.clone(), &ns)
             .create(&PostParams::default(), b)
             .await

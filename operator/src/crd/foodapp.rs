@@ -675,6 +675,9 @@ pub struct DatabaseUpgradeStatus {
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpgradePhase {
+    /// Beside: the live database stops taking writes (reads go on), so
+    /// that the backup holds every order.
+    PausingWrites,
     /// The verified backup is being taken.
     BackingUp,
     /// The FoodAppRestore runs (Beside: restore, verify, migrate, switch;
