@@ -132,18 +132,11 @@ pub fn data_major(app: &FoodApp, observed: &Observed) -> Option<u32> {
         .or_else(|| live_image(observed).as_deref().and_then(image_major))
 }
 
+/// `<app>-pg<major>-<hash of the spec>`: the FoodAppBackup, FoodAppRestore
+/// and Jobs of one attempt at an upgrade (another spec, another attempt).
 fn name_of(app: &FoodApp, to: u32) -> String {
-    name_of_image(
-        app,
-        &app.spec.database.image,
-        i32::try_from(to).unwrap_or_default(),
-    )
-}
-
-/// `<app>-pg<major>-<hash of the image>`: the upgrade's FoodAppBackup,
-/// FoodAppRestore and Jobs.
-fn name_of_image(app: &FoodApp, image: &str, to: i32) -> String {
-    format!("{}-pg{to}-{}", app.name_any(), &short_hash(image)[..6])
+    let key = serde_json::to_string(&app.spec).unwrap_or_default();
+    format!("{}-pg{to}-{}", app.name_any(), &short_hash(&key)[..6])
 }
 
 fn up_to_date(message: String) -> Wanted {
@@ -311,11 +304,7 @@ fn cancelled(
         .restore
         .as_ref()
         .and_then(|n| observed.restores.iter().find(|r| &r.name_any() == n));
-    let name = p
-        .restore
-        .clone()
-        .or_else(|| p.backup.clone())
-        .unwrap_or_else(|| name_of_image(app, &p.image, p.to));
+    let name = p.name.clone();
     let mut status = p.clone();
     if let Some(r) = restore
         && !r
@@ -435,7 +424,7 @@ fn finish(
             } else {
                 status.phase = UpgradePhase::Reverted;
                 status.message = Some(format!(
-                    "the upgrade was reverted: the data is back on {in_use}; set spec.database.image to the image it runs, or delete FoodAppRestore {} to try {} again",
+                    "the upgrade was reverted (FoodAppRestore {} undone): the data is back on {in_use}; set spec.database.image to the image it runs, or change the spec again (spec.database.upgrade, say) to try {} again",
                     restore.name_any(),
                     status.image
                 ));
@@ -471,14 +460,29 @@ fn upgrade(
     let spec_image = &app.spec.database.image;
     let settings = app.spec.database.upgrade.clone().unwrap_or_default();
     let method = settings.method;
-    let name = name_of(app, to);
+    let under_way = |p: &&DatabaseUpgradeStatus| {
+        &p.image == spec_image
+            && matches!(
+                p.phase,
+                UpgradePhase::PausingWrites | UpgradePhase::BackingUp | UpgradePhase::Upgrading
+            )
+    };
+    // The attempt under way keeps its name; a new one is named after the
+    // spec, so that a failed attempt is tried again only after the spec
+    // changed.
+    let name = previous
+        .as_ref()
+        .filter(under_way)
+        .map(|p| p.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| name_of(app, to));
     let data = Some(from);
     let refuse =
         |reason: Reason, message: String| hold(live, data, reason, message, previous.clone());
     // This image's upgrade ended without moving the data: it is not tried
     // again on its own. A Beside one gives the live database its writes
     // back (it paused them before its backup).
-    if let Some(p) = previous.as_ref().filter(|p| &p.image == spec_image)
+    if let Some(p) = previous.as_ref().filter(|p| p.name == name)
         && matches!(p.phase, UpgradePhase::Failed | UpgradePhase::Reverted)
     {
         if p.method == UpgradeMethod::Beside
@@ -535,8 +539,9 @@ fn upgrade(
         );
     }
     let mut status = previous
-        .filter(|p| &p.image == spec_image)
+        .filter(|p| p.name == name)
         .unwrap_or(DatabaseUpgradeStatus {
+            name: name.clone(),
             from: i32::try_from(from).unwrap_or_default(),
             to: i32::try_from(to).unwrap_or_default(),
             image: spec_image.clone(),
@@ -657,7 +662,7 @@ fn upgrade(
             (Some(b), Some(JobPhase::Failed)) => {
                 status.phase = UpgradePhase::Failed;
                 status.message = Some(format!(
-                    "the backup before the upgrade, {backup_name}, failed ({}); nothing was changed. Delete FoodAppBackup {backup_name} to try again",
+                    "the backup before the upgrade, {backup_name}, failed ({}); nothing was changed. Change the spec again (spec.database.upgrade, say) to try again",
                     b.status
                         .as_ref()
                         .and_then(|s| s.error.clone())

@@ -656,6 +656,9 @@ pub struct FoodAppStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseUpgradeStatus {
+    /// This attempt's name: its FoodAppBackup, FoodAppRestore and Jobs.
+    #[serde(default)]
+    pub name: String,
     pub from: i32,
     pub to: i32,
     /// The image upgraded to.
