@@ -29,6 +29,8 @@ mod restore;
 mod rollout;
 #[path = "e2e/traffic.rs"]
 mod traffic;
+#[path = "e2e/upgrade.rs"]
+mod upgrade;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -22,7 +22,29 @@ const APP: &str = "grill";
 /// The FoodApp a clone of grill goes into.
 const STAGING: &str = "grill-staging";
 
-async fn restore_status(c: &Cluster, name: &str) -> Result<FoodAppRestoreStatus, String> {
+/// The S3 store's credentials Secret `e2e-s3` in the test's namespace.
+pub(super) async fn with_backups_to(c: &Cluster, discovery: &kube::Discovery) {
+    let credentials = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "e2e-s3", "namespace": c.ns},
+        "stringData": {"AWS_ACCESS_KEY_ID": setting("FOODAPP_E2E_S3_ACCESS_KEY", ""),
+                       "AWS_SECRET_ACCESS_KEY": setting("FOODAPP_E2E_S3_SECRET_KEY", "")}});
+    c.apply_value(discovery, &credentials, &c.ns).await;
+}
+
+/// Backups into the test's S3 store (no schedule that fires during a run).
+pub(super) fn backup_spec(endpoint: &str) -> foodapp_operator::crd::BackupSpec {
+    serde_json::from_value(json!({
+    "schedule": "0 3 * * *",
+    "s3": {"endpoint": endpoint, "region": setting("FOODAPP_E2E_S3_REGION", "us-east-1"),
+           "bucket": setting("FOODAPP_E2E_S3_BUCKET", "foodapp-e2e"), "prefix": "e2e",
+           "forcePathStyle": true, "credentialsSecret": "e2e-s3"}}))
+    .unwrap()
+}
+
+pub(super) async fn restore_status(
+    c: &Cluster,
+    name: &str,
+) -> Result<FoodAppRestoreStatus, String> {
     c.api::<FoodAppRestore>()
         .get(name)
         .await
@@ -76,7 +98,11 @@ async fn wait_phase(c: &Cluster, name: &str, phase: RestorePhase) {
 
 /// The ids of every order of the customer, as the shop's database holds
 /// them now.
-async fn order_ids(c: &Cluster, app: &str, token: &str) -> Result<BTreeSet<String>, String> {
+pub(super) async fn order_ids(
+    c: &Cluster,
+    app: &str,
+    token: &str,
+) -> Result<BTreeSet<String>, String> {
     let mut ids = BTreeSet::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -99,7 +125,7 @@ async fn order_ids(c: &Cluster, app: &str, token: &str) -> Result<BTreeSet<Strin
 }
 
 /// The order ids of an export of what a restore discarded.
-async fn exported_orders(key: &str) -> BTreeSet<String> {
+pub(super) async fn exported_orders(key: &str) -> BTreeSet<String> {
     let store = foodapp_operator::agent::StoreArgs {
         database_url: String::new(),
         s3_endpoint: std::env::var("FOODAPP_E2E_S3_ENDPOINT").ok(),
@@ -261,11 +287,7 @@ async fn restores_keep_the_shop_open() {
     };
     let minute = Duration::from_secs(60);
     c.ensure_namespace(&ns).await;
-    let credentials = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "e2e-s3", "namespace": c.ns},
-        "stringData": {"AWS_ACCESS_KEY_ID": setting("FOODAPP_E2E_S3_ACCESS_KEY", ""),
-                       "AWS_SECRET_ACCESS_KEY": setting("FOODAPP_E2E_S3_SECRET_KEY", "")}});
-    c.apply_value(&discovery, &credentials, &c.ns).await;
+    with_backups_to(&c, &discovery).await;
     let mut grill = example("foodapp.yaml", &c.ns);
     grill.metadata.name = Some(APP.to_owned());
     grill.spec.api.replicas = 2;
@@ -273,14 +295,7 @@ async fn restores_keep_the_shop_open() {
     // Every request of the test comes from one address (the port-forward).
     grill.spec.gateway.rate_limit.requests_per_second = 5000;
     grill.spec.gateway.rate_limit.burst = 10000;
-    grill.spec.backup = Some(
-        serde_json::from_value(json!({
-        "schedule": "0 3 * * *",
-        "s3": {"endpoint": endpoint, "region": setting("FOODAPP_E2E_S3_REGION", "us-east-1"),
-               "bucket": setting("FOODAPP_E2E_S3_BUCKET", "foodapp-e2e"), "prefix": "e2e",
-               "forcePathStyle": true, "credentialsSecret": "e2e-s3"}}))
-        .unwrap(),
-    );
+    grill.spec.backup = Some(backup_spec(&endpoint));
     apply_foodapp(&c, &grill).await;
     c.eventually("FoodApp grill is Ready", 5 * minute, || c.ready(APP))
         .await;
