@@ -454,3 +454,51 @@ async fn a_failing_upgrade_check_leaves_the_old_directory_as_it_was() {
     assert_eq!(after, before);
     app.close().await.ok();
 }
+
+#[tokio::test]
+async fn a_column_option_the_new_server_does_not_know_is_refused_before_anything_changes() {
+    use foodapp_operator::build::upgrade::{COPY_OLD_BINARIES, UPGRADE};
+    let mut data = Data::new("upgrade-options");
+    data.prepare();
+    data.start();
+    let before = populate(&data).await;
+    // As a distributor's build of the old major does (Debian's 15.20 sets
+    // pg_attver on every column), written here by the superuser.
+    let url = format!(
+        "postgres://postgres@localhost:{}/foodapp?host={}",
+        data.port,
+        data.dir.display()
+    );
+    let mut admin = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE pg_attribute SET attoptions = '{pg_attver=22158912}' WHERE attrelid = 'notes'::regclass AND attnum > 0")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    stop(&data);
+    run(data.script(COPY_OLD_BINARIES), "the old image's copy");
+    data.bin = pg18_bin();
+    let out = data.script(UPGRADE).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    let message = data.termination_message();
+    assert!(
+        message.contains("does not know the column option(s) pg_attver")
+            && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(data.major(), "15");
+    assert!(!data.dir.join("pgdata-18.new").exists());
+    data.bin = pg15_bin();
+    data.prepare();
+    data.start();
+    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
+        .await
+        .unwrap();
+    let after: String = sqlx::query_scalar(CHECKSUMS)
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    app.close().await.ok();
+}

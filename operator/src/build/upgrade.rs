@@ -112,6 +112,12 @@ if [ ! -f "$done_mark" ]; then
   collate=$(q "SELECT datcollate FROM pg_database WHERE datname = 'template1'")
   ctype=$(q "SELECT datctype FROM pg_database WHERE datname = 'template1'")
   checksums=$(q "SHOW data_checksums")
+  # Column options of the old server's build, for the check below.
+  for db in $(q "SELECT datname FROM pg_database WHERE datallowconn"); do
+    psql -X -A -t -q -h "$sock" -p 50432 -U postgres -d "$db" \
+      -c "SELECT DISTINCT o FROM pg_attribute, unnest(attoptions) o" >> "$sock/options"
+  done
+  old_version=$(q "SELECT version()")
   "$old/bin/pg_ctl" -D "$PGDATA" -m fast -w stop
   rm -rf "$new"
   set -- --username="$install_user" --encoding="$encoding" --lc-collate="$collate" --lc-ctype="$ctype" \
@@ -122,6 +128,23 @@ if [ ! -f "$done_mark" ]; then
   echo "host all all all scram-sha-256" >> "$new/pg_hba.conf"
   echo "listen_addresses = '*'" >> "$new/postgresql.conf"
   cd "$sock"
+  # pg_upgrade --check does not look at column options, and a new server
+  # that refuses one the old build sets fails pg_upgrade half-way: each is
+  # tried on the new server first.
+  pg_ctl -D "$new" -w -t 600 -l "$sock/new.log" \
+    -o "-c listen_addresses='' -c unix_socket_directories=$sock -p 50433" start >/dev/null
+  refused=""
+  for option in $(sort -u "$sock/options"); do
+    if ! psql -X -q -h "$sock" -p 50433 -U "$install_user" -d postgres -v ON_ERROR_STOP=1 \
+        -c "CREATE TEMP TABLE probe (c int); ALTER TABLE probe ALTER COLUMN c SET ($option)" >/dev/null 2>&1; then
+      refused="$refused ${option%%=*}"
+    fi
+  done
+  pg_ctl -D "$new" -m fast -w stop >/dev/null
+  if [ -n "$refused" ]; then
+    rm -rf "$new"
+    fail "PostgreSQL $TO_MAJOR does not know the column option(s)$refused that the old server ($old_version) sets: pg_upgrade would fail half-way; use a PostgreSQL $TO_MAJOR image built by the same distributor, of a release at least as recent (nothing was changed)" 5
+  fi
   upgrade() {
     pg_upgrade --old-bindir="$old/bin" --new-bindir="$new_bin" --old-datadir="$PGDATA" --new-datadir="$new" \
       --username="$install_user" --socketdir="$sock" --old-port=50432 --new-port=50433 "$@"

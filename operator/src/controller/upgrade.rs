@@ -397,6 +397,16 @@ fn finish(
     };
     let r = restore.status.clone().unwrap_or_default();
     match r.phase {
+        // A later restore's revert undid it.
+        Some(RestorePhase::Reverted) => {
+            status.phase = UpgradePhase::Reverted;
+            status.message = Some(format!(
+                "the upgrade was reverted (FoodAppRestore {} undone): the data is back on {}; set spec.database.image to the image it runs, or change the spec again (spec.database.upgrade, say) to try {} again",
+                restore.name_any(),
+                build::db_cluster(app),
+                status.image
+            ));
+        }
         Some(RestorePhase::Succeeded) => {
             let in_use = build::db_cluster(app);
             let switched = match status.method {

@@ -162,6 +162,10 @@ async fn postgres_upgrades_keep_every_order() {
     cellar.spec.gateway.rate_limit.requests_per_second = 5000;
     cellar.spec.gateway.rate_limit.burst = 10000;
     cellar.spec.backup = Some(backup_spec(&endpoint));
+    cellar.spec.database.image = setting(
+        "FOODAPP_E2E_POSTGRES_IMAGE_FROM",
+        &cellar.spec.database.image,
+    );
     let first = cellar.spec.database.image.clone();
     apply_foodapp(&c, &cellar).await;
     c.eventually("FoodApp cellar is Ready", 5 * minute, || c.ready(APP))
