@@ -237,12 +237,8 @@ pub async fn get_job(run: &Run<'_>, name: &str) -> Result<Option<Job>, Error> {
         .map_err(Error::Dereference)
 }
 
-/// The JSON a Job's agent left as its termination message, from the
-/// newest of its pods that has one.
-pub async fn job_result<T: serde::de::DeserializeOwned>(
-    run: &Run<'_>,
-    job: &str,
-) -> Result<Option<T>, Error> {
+/// The termination messages the containers of a Job's pods left.
+pub async fn termination_messages(run: &Run<'_>, job: &str) -> Result<Vec<String>, Error> {
     let pods = Api::<Pod>::namespaced(run.ctx.client.clone(), &run.ns())
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
         .await
@@ -253,7 +249,19 @@ pub async fn job_result<T: serde::de::DeserializeOwned>(
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
         .flatten()
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-        .find_map(|m| serde_json::from_str(&m).ok()))
+        .collect())
+}
+
+/// The JSON a Job's agent left as its termination message, from the
+/// newest of its pods that has one.
+pub async fn job_result<T: serde::de::DeserializeOwned>(
+    run: &Run<'_>,
+    job: &str,
+) -> Result<Option<T>, Error> {
+    Ok(termination_messages(run, job)
+        .await?
+        .iter()
+        .find_map(|m| serde_json::from_str(m).ok()))
 }
 
 /// Pods of these Jobs that still exist (running or terminating).

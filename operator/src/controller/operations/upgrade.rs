@@ -43,17 +43,10 @@ async fn database_pod(ctx: &Context, ns: &str, statefulset: &str) -> Result<bool
 }
 
 /// The text the upgrade script left as its termination message.
-async fn job_message(ctx: &Context, ns: &str, job: &str) -> Result<Option<String>, Error> {
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-        .await
-        .map_err(Error::Dereference)?;
-    Ok(pods
-        .items
+async fn job_message(run: &Run<'_>, job: &str) -> Result<Option<String>, Error> {
+    Ok(super::termination_messages(run, job)
+        .await?
         .iter()
-        .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
         .map(|m| {
             m.lines()
                 .filter(|l| !l.starts_with("PG_VERSION="))
@@ -171,7 +164,7 @@ pub async fn step(
             5,
         ),
         Some(JobState::Failed { reason, message }) => {
-            let said = job_message(ctx, &ns, &name).await?.unwrap_or(message);
+            let said = job_message(run, &name).await?.unwrap_or(message);
             Next::fail(
                 Reason::Failed,
                 format!(
