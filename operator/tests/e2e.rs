@@ -23,6 +23,8 @@
 //!   objectKey, a restore deleted mid-way).
 
 mod common;
+#[path = "e2e/operator_upgrade.rs"]
+mod operator_upgrade;
 #[path = "e2e/restore.rs"]
 mod restore;
 #[path = "e2e/rollout.rs"]
@@ -566,13 +568,14 @@ fn repo() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-/// The chart's objects, rendered by Helm's engine (charts/render.py).
-fn render_chart(system_ns: &str, values: &Value) -> Vec<Value> {
+/// The chart's objects of the checkout at `root` (this one, or another
+/// release's), rendered by Helm's engine (charts/render.py).
+fn render_chart_of(root: &std::path::Path, system_ns: &str, values: &Value) -> Vec<Value> {
     let tools = std::env::var("FOODAPP_TOOLS")
         .unwrap_or_else(|_| format!("{}/.cache/foodapp/tools", std::env::var("HOME").unwrap()));
     let python = format!("{tools}/venv/bin/python");
     let out = std::process::Command::new(&python)
-        .arg(repo().join("charts/render.py"))
+        .arg(root.join("charts/render.py"))
         .args(["--namespace", system_ns, "--values", &values.to_string()])
         .output()
         .unwrap_or_else(|e| panic!("{python}: {e} (run `scripts/test-services install`)"));
@@ -625,6 +628,20 @@ async fn apply_foodapp(c: &Cluster, app: &FoodApp) {
 /// The CRDs and the chart, as `helm install` would, and the operator
 /// running with a leader; FoodApps go to namespace `ns`. None: no cluster.
 async fn install(ns: &str) -> Option<(Cluster, Discovery, Client, String)> {
+    let image = setting(
+        "FOODAPP_E2E_OPERATOR_IMAGE",
+        foodapp_operator::crd::DEFAULT_OPERATOR_IMAGE,
+    );
+    install_from(ns, &repo(), &image).await
+}
+
+/// `install` of the CRDs and chart of the checkout at `root`, with
+/// `operator_image`: the same as `helm upgrade` when a release is there.
+async fn install_from(
+    ns: &str,
+    root: &std::path::Path,
+    operator_image: &str,
+) -> Option<(Cluster, Discovery, Client, String)> {
     let Some(client) = connect().await else {
         println!(
             "SKIPPED: FOODAPP_E2E_KUBECONFIG is not set; `make e2e` needs a cluster (README: End-to-end tests)"
@@ -642,7 +659,7 @@ async fn install(ns: &str) -> Option<(Cluster, Discovery, Client, String)> {
 
     // 1. CRDs, then the chart, as `helm install` would.
     c.log("installing the CRDs");
-    for file in std::fs::read_dir(repo().join("crds")).unwrap() {
+    for file in std::fs::read_dir(root.join("crds")).unwrap() {
         let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
         let crd: CustomResourceDefinition =
             yaml_serde::from_str(text.trim_start_matches("---\n")).unwrap();
@@ -681,11 +698,7 @@ async fn install(ns: &str) -> Option<(Cluster, Discovery, Client, String)> {
         .await
         .unwrap_or(discovery);
 
-    let operator_image = setting(
-        "FOODAPP_E2E_OPERATOR_IMAGE",
-        foodapp_operator::crd::DEFAULT_OPERATOR_IMAGE,
-    );
-    let (repository, tag) = split_image(&operator_image);
+    let (repository, tag) = split_image(operator_image);
     let values = json!({"image": {"repository": repository, "tag": tag,
         "pullPolicy": setting("FOODAPP_E2E_PULL_POLICY", "IfNotPresent")}});
     c.log(&format!(
@@ -693,7 +706,7 @@ async fn install(ns: &str) -> Option<(Cluster, Discovery, Client, String)> {
         c.system_ns
     ));
     c.ensure_namespace(&c.system_ns).await;
-    for obj in render_chart(&c.system_ns, &values) {
+    for obj in render_chart_of(root, &c.system_ns, &values) {
         c.apply_value(&discovery, &obj, &c.system_ns).await;
     }
     let system_deployments: Api<Deployment> = Api::namespaced(client.clone(), &c.system_ns);
