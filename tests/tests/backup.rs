@@ -407,6 +407,21 @@ async fn a_failing_pg_dump_aborts_the_upload() {
 async fn fingerprint(url: &str) -> Vec<(String, i64, String)> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    // A psql that outlived its killed agent may still be committing (or
+    // rolling back): wait until no other session of the database works.
+    for _ in 0..100 {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
     )
