@@ -1854,10 +1854,10 @@ async fn cloudnativepg(c: &Cluster) {
                 .map_err(|e| e.to_string())?
                 .ok_or("no Cluster diner-db")?;
             c.api::<foodapp_operator::crd::foreign::ScheduledBackup>()
-                .get_opt("diner-backup")
+                .get_opt("diner-db-backup")
                 .await
                 .map_err(|e| e.to_string())?
-                .ok_or("no ScheduledBackup diner-backup")?;
+                .ok_or("no ScheduledBackup diner-db-backup")?;
             if cluster.spec.instances == 3 {
                 Ok(())
             } else {

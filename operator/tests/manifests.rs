@@ -204,6 +204,12 @@ mod cnpg {
     }
 
     pub fn check(object: &Value) -> Result<(), Vec<String>> {
+        check_update(object, None)
+    }
+
+    /// `object` as an update of `old` (CloudNativePG's transition rules,
+    /// `oldSelf`, apply only then).
+    pub fn check_update(object: &Value, old: Option<&Value>) -> Result<(), Vec<String>> {
         assert_eq!(object["apiVersion"], "postgresql.cnpg.io/v1");
         let schema = schema(object["kind"].as_str().unwrap());
         let mut errors: Vec<String> = Vec::new();
@@ -213,7 +219,7 @@ mod cnpg {
                 .iter_errors(object)
                 .map(|e| format!("{}: {e}", e.instance_path())),
         );
-        if let Err(e) = kube::core::cel::Validator::new().validate(&schema, object, None) {
+        if let Err(e) = kube::core::cel::Validator::new().validate(&schema, object, old) {
             errors.extend(e.into_vec().into_iter().map(|e| e.message));
         }
         if errors.is_empty() {
@@ -243,6 +249,41 @@ fn the_cloudnativepg_check_rejects_what_cloudnativepg_would() {
         errors.iter().any(|e| e.contains("mutually exclusive")),
         "{errors:?}"
     );
+}
+
+#[test]
+fn a_switch_to_another_cluster_makes_a_new_schedule_never_an_update_the_crd_refuses() {
+    // ScheduledBackup.spec.cluster is immutable since CloudNativePG 1.30
+    // (the CRD's rule `self == oldSelf`): repointing one is refused.
+    use foodapp_operator::build::{Model, cnpg::scheduled_backup};
+    let mut app: foodapp_operator::crd::FoodApp = yaml_serde::from_str(
+        &std::fs::read_to_string(repo().join("examples/foodapp-cloudnativepg.yaml")).unwrap(),
+    )
+    .unwrap();
+    app.metadata.uid = Some("6f1c".into());
+    let backup = app.spec.backup.clone().expect("the example backs up");
+    let as_value = |m: &Model| {
+        let mut v = serde_json::to_value(scheduled_backup(m, &backup)).unwrap();
+        v["apiVersion"] = "postgresql.cnpg.io/v1".into();
+        v["kind"] = "ScheduledBackup".into();
+        v
+    };
+    let mut model = foodapp_operator::controller::validate::job_model(&app, "agent:1").unwrap();
+    let before = as_value(&model);
+    cnpg::check(&before).unwrap();
+    // The same Cluster: an update that passes.
+    cnpg::check_update(&before, Some(&before)).unwrap();
+    // What repointing the same object would be: refused by the CRD.
+    let mut repointed = before.clone();
+    repointed["spec"]["cluster"]["name"] = "shop-db-abc123".into();
+    let errors = cnpg::check_update(&repointed, Some(&before)).unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("immutable")), "{errors:?}");
+    // What the operator makes after a switch: another object, a create.
+    model.db_cluster = "shop-db-abc123".into();
+    let after = as_value(&model);
+    assert_ne!(after["metadata"]["name"], before["metadata"]["name"]);
+    assert_eq!(after["spec"]["cluster"]["name"], "shop-db-abc123");
+    cnpg::check(&after).unwrap();
 }
 
 fn json_cluster() -> serde_json::Value {

@@ -1463,7 +1463,7 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     assert!(
         recorded
             .api::<foodapp_operator::crd::foreign::ScheduledBackup>()
-            .get_opt("diner-backup")
+            .get_opt("diner-db-backup")
             .await
             .unwrap()
             .is_some()
@@ -1997,14 +1997,15 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_and_switches_the_api_to_
         .await
         .unwrap();
     assert!(cluster.spec.bootstrap.unwrap().recovery.is_some());
-    let sb = h
-        .api::<foodapp_operator::crd::foreign::ScheduledBackup>()
-        .get("shop-backup")
-        .await
-        .unwrap();
-    assert_eq!(
-        sb.spec.cluster.name, new,
-        "base backups follow the Cluster in use"
+    // Base backups follow the Cluster in use: a ScheduledBackup of its own
+    // (spec.cluster is immutable), the old Cluster's gone.
+    let schedules = h.api::<foodapp_operator::crd::foreign::ScheduledBackup>();
+    let sb = schedules.get(&format!("{new}-backup")).await.unwrap();
+    assert_eq!(sb.spec.cluster.name, new);
+    assert_eq!(sb.spec.immediate, Some(true), "a base backup at once");
+    assert!(
+        schedules.get_opt("shop-db-backup").await.unwrap().is_none(),
+        "the replaced Cluster's schedule is gone"
     );
     // The migrations run on the recovered Cluster, then the API comes back.
     restore_step(&h, "pitr").await;

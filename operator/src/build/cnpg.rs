@@ -111,7 +111,11 @@ pub fn with_seconds(schedule: &str) -> String {
 
 pub fn scheduled_backup(model: &Model, backup: &BackupSpec) -> ScheduledBackup {
     ScheduledBackup {
-        metadata: super::meta(model, names::backup(&model.name), "backup"),
+        metadata: super::meta(
+            model,
+            names::cnpg_scheduled_backup(&model.db_cluster),
+            "backup",
+        ),
         spec: ScheduledBackupSpec {
             schedule: with_seconds(&backup.schedule),
             cluster: LocalRef {

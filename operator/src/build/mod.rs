@@ -611,6 +611,11 @@ pub mod names {
     pub fn cnpg_app_secret(cluster: &str) -> String {
         format!("{cluster}-app")
     }
+    /// The ScheduledBackup of a Cluster: one per Cluster, since its
+    /// `spec.cluster` cannot change (CloudNativePG 1.30, `self == oldSelf`).
+    pub fn cnpg_scheduled_backup(cluster: &str) -> String {
+        format!("{cluster}-backup")
+    }
     /// CloudNativePG's read-write Service of a Cluster: always the primary.
     pub fn cnpg_rw_service(cluster: &str) -> String {
         format!("{cluster}-rw")

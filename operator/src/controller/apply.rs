@@ -597,6 +597,18 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
                             Err(e) if kind_missing(&e) => {}
                             other => {
                                 other?;
+                                // One per Cluster: the schedule of a Cluster no
+                                // longer in use (a restore switched) goes.
+                                let name = scheduled.metadata.name.clone().unwrap_or_default();
+                                prune_except::<ScheduledBackup>(
+                                    client,
+                                    ns,
+                                    app,
+                                    Some("backup"),
+                                    &[name.as_str()],
+                                    &mut writes,
+                                )
+                                .await?;
                             }
                         }
                     }

@@ -78,7 +78,6 @@ where
 async fn observe_cnpg(
     client: &Client,
     ns: &str,
-    app: &str,
     cluster: &str,
 ) -> Result<CnpgObserved, kube::Error> {
     if !serves::<Cluster>(client, ns).await? {
@@ -93,7 +92,7 @@ async fn observe_cnpg(
             .get_opt(&names::cnpg_app_secret(cluster))
             .await?,
         scheduled_backup: Api::<ScheduledBackup>::namespaced(client.clone(), ns)
-            .get_opt(&names::backup(app))
+            .get_opt(&names::cnpg_scheduled_backup(cluster))
             .await?,
     })
 }
@@ -243,9 +242,7 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             None => None,
         },
         cnpg: match app.spec.database.engine {
-            Engine::CloudNativePG => {
-                Some(observe_cnpg(client, ns, name, &build::db_cluster(app)).await?)
-            }
+            Engine::CloudNativePG => Some(observe_cnpg(client, ns, &build::db_cluster(app)).await?),
             Engine::BuiltIn | Engine::External => None,
         },
     };
