@@ -408,9 +408,38 @@ async fn the_in_place_upgrade_brings_a_populated_15_directory_to_18_with_every_r
     data.bin = pg18_bin();
 }
 
+/// Stops the populated 15 server, runs the upgrade to 18, which must refuse
+/// (exit 5) with nothing changed: its termination message, then the 15
+/// server starting on the data with every row as it was (`before`).
+async fn refused_with_nothing_changed(data: &mut Data, before: &str) -> String {
+    use foodapp_operator::build::upgrade::{COPY_OLD_BINARIES, UPGRADE};
+    stop(data);
+    run(data.script(COPY_OLD_BINARIES), "the old image's copy");
+    data.bin = pg18_bin();
+    let out = data.script(UPGRADE).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    let message = data.termination_message();
+    assert_eq!(data.major(), "15");
+    assert!(!data.dir.join("pgdata-18.new").exists());
+    // The old server starts on it, as it was.
+    data.bin = pg15_bin();
+    data.prepare();
+    data.start();
+    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
+        .await
+        .unwrap();
+    let after: String = sqlx::query_scalar(CHECKSUMS)
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    app.close().await.ok();
+    message
+}
+
 #[tokio::test]
 async fn a_failing_upgrade_check_leaves_the_old_directory_as_it_was() {
-    use foodapp_operator::build::upgrade::{COPY_OLD_BINARIES, UPGRADE};
     let mut data = Data::new("upgrade-check");
     data.prepare();
     data.start();
@@ -427,37 +456,15 @@ async fn a_failing_upgrade_check_leaves_the_old_directory_as_it_was() {
         sqlx::query(sql).execute(&mut app).await.unwrap();
     }
     app.close().await.ok();
-    stop(&data);
-    run(data.script(COPY_OLD_BINARIES), "the old image's copy");
-    data.bin = pg18_bin();
-    let out = data.script(UPGRADE).output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{said}");
-    let message = data.termination_message();
+    let message = refused_with_nothing_changed(&mut data, &before).await;
     assert!(
         message.starts_with("PG_VERSION=15\npg_upgrade --check refused the upgrade from 15 to 18 (nothing was changed)"),
         "{message}"
     );
-    assert_eq!(data.major(), "15");
-    assert!(!data.dir.join("pgdata-18.new").exists());
-    // The old server starts on it, as it was.
-    data.bin = pg15_bin();
-    data.prepare();
-    data.start();
-    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
-        .await
-        .unwrap();
-    let after: String = sqlx::query_scalar(CHECKSUMS)
-        .fetch_one(&mut app)
-        .await
-        .unwrap();
-    assert_eq!(after, before);
-    app.close().await.ok();
 }
 
 #[tokio::test]
 async fn a_column_option_the_new_server_does_not_know_is_refused_before_anything_changes() {
-    use foodapp_operator::build::upgrade::{COPY_OLD_BINARIES, UPGRADE};
     let mut data = Data::new("upgrade-options");
     data.prepare();
     data.start();
@@ -475,30 +482,10 @@ async fn a_column_option_the_new_server_does_not_know_is_refused_before_anything
         .await
         .unwrap();
     admin.close().await.ok();
-    stop(&data);
-    run(data.script(COPY_OLD_BINARIES), "the old image's copy");
-    data.bin = pg18_bin();
-    let out = data.script(UPGRADE).output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{said}");
-    let message = data.termination_message();
+    let message = refused_with_nothing_changed(&mut data, &before).await;
     assert!(
         message.contains("does not know the column option(s) pg_attver")
             && message.contains("nothing was changed"),
         "{message}"
     );
-    assert_eq!(data.major(), "15");
-    assert!(!data.dir.join("pgdata-18.new").exists());
-    data.bin = pg15_bin();
-    data.prepare();
-    data.start();
-    let mut app = PgConnection::connect(&data.url("foodapp", "s3cret-from-the-secret"))
-        .await
-        .unwrap();
-    let after: String = sqlx::query_scalar(CHECKSUMS)
-        .fetch_one(&mut app)
-        .await
-        .unwrap();
-    assert_eq!(after, before);
-    app.close().await.ok();
 }

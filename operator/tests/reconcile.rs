@@ -3109,6 +3109,32 @@ async fn apply_immediately_rolls_a_new_operators_changes_at_once() {
     assert_eq!(h.condition("RolloutPending").await.1, "UpToDate");
 }
 
+/// The FoodAppRestores in the namespace.
+async fn restores(h: &Harness) -> usize {
+    h.api::<FoodAppRestore>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// The Jobs a PostgreSQL upgrade ran itself (pausing, giving back writes).
+async fn upgrade_jobs(h: &Harness) -> Vec<Job> {
+    h.api::<Job>()
+        .list(&ListParams::default().labels("foodapp.io/upgrade"))
+        .await
+        .unwrap()
+        .items
+}
+
+fn args(job: &Job) -> Vec<String> {
+    job.spec.clone().unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
 /// The database pod, its `prepare` step having reported the data's major.
 async fn database_pod(h: &Harness, statefulset: &str, major: u32) {
     let name = format!("{statefulset}-0");
@@ -3216,26 +3242,10 @@ async fn a_new_major_never_starts_on_old_data_and_an_older_or_unknown_one_is_ref
     );
     // The live database's writes pause first (reads go on): its backup
     // then holds every order.
-    let pause = h
-        .api::<Job>()
-        .list(&ListParams::default().labels("foodapp.io/upgrade"))
-        .await
-        .unwrap()
-        .items;
+    let pause = upgrade_jobs(&h).await;
     assert_eq!(pause.len(), 1);
     let pause_name = pause[0].name_any();
-    let args = pause[0]
-        .spec
-        .clone()
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
-    assert_eq!(args, ["switch", "--read-only"]);
+    assert_eq!(args(&pause[0]), ["switch", "--read-only"]);
     assert!(
         h.api::<FoodAppBackup>()
             .list(&ListParams::default())
@@ -3252,14 +3262,7 @@ async fn a_new_major_never_starts_on_old_data_and_an_older_or_unknown_one_is_ref
     assert_eq!(up.phase, foodapp_operator::crd::UpgradePhase::BackingUp);
     let backup = up.backup.clone().unwrap();
     assert!(h.exists::<FoodAppBackup>(&backup).await);
-    assert!(
-        h.api::<FoodAppRestore>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(restores(&h).await, 0);
     assert_eq!(
         h.condition("Ready").await.0,
         "True",
@@ -3349,16 +3352,7 @@ async fn a_new_major_never_starts_on_old_data_and_an_older_or_unknown_one_is_ref
     let (_, reason, message) = h.condition("DatabaseUpgrade").await;
     assert_eq!(reason, "Reverted");
     assert!(message.contains("reverted"), "{message}");
-    assert_eq!(
-        h.api::<FoodAppRestore>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1,
-        "no second attempt"
-    );
+    assert_eq!(restores(&h).await, 1, "no second attempt");
 }
 
 #[tokio::test]
@@ -3380,14 +3374,7 @@ async fn an_upgrade_without_a_backup_store_needs_in_place_and_without_backup() {
     .await;
     assert_eq!(h.condition("DatabaseUpgrade").await.1, "BackupRequired");
     assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
-    assert!(
-        h.api::<FoodAppRestore>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(restores(&h).await, 0);
 }
 
 #[tokio::test]
@@ -3537,16 +3524,7 @@ async fn a_failed_in_place_upgrade_brings_the_database_back_on_its_old_image() {
     assert!(message.contains("reg* data types"), "{message}");
     assert_eq!(h.api_replicas().await, Some(2), "the shop opens again");
     h.settle().await;
-    assert_eq!(
-        h.api::<FoodAppRestore>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1,
-        "not retried on its own"
-    );
+    assert_eq!(restores(&h).await, 1, "not retried on its own");
 }
 
 /// The RBAC recording's InPlace upgrade, up to its Job; then the image
@@ -3594,14 +3572,7 @@ async fn a_beside_upgrade_whose_backup_fails_gives_the_writes_back() {
     let h = ready_with_backup().await;
     database_pod(&h, "shop-db", 16).await;
     set_database(&h, json!({"image": "postgres:18"})).await;
-    let jobs = || async {
-        h.api::<Job>()
-            .list(&ListParams::default().labels("foodapp.io/upgrade"))
-            .await
-            .unwrap()
-            .items
-    };
-    let pause = jobs().await[0].name_any();
+    let pause = upgrade_jobs(&h).await[0].name_any();
     h.set_status::<Job>(&pause, job_done_json("Complete")).await;
     h.settle().await;
     let backup = upgrade_status(&h.app().await).backup.unwrap();
@@ -3614,33 +3585,15 @@ async fn a_beside_upgrade_whose_backup_fails_gives_the_writes_back() {
     let (_, reason, message) = h.condition("DatabaseUpgrade").await;
     assert_eq!(reason, "Failed");
     assert!(message.contains("the bucket is gone"), "{message}");
-    let resume: Vec<Job> = jobs()
+    let resume: Vec<Job> = upgrade_jobs(&h)
         .await
         .into_iter()
         .filter(|j| j.name_any().ends_with("-resume"))
         .collect();
     assert_eq!(resume.len(), 1, "the writes come back");
-    let args = resume[0]
-        .spec
-        .clone()
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap();
-    assert_eq!(args, ["switch", "--writable"]);
+    assert_eq!(args(&resume[0]), ["switch", "--writable"]);
     assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
-    assert!(
-        h.api::<FoodAppRestore>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(restores(&h).await, 0);
 }
 
 #[tokio::test]
@@ -3648,13 +3601,7 @@ async fn a_beside_upgrade_cancelled_before_its_restore_gives_the_writes_back() {
     let h = ready_with_backup().await;
     database_pod(&h, "shop-db", 16).await;
     set_database(&h, json!({"image": "postgres:18"})).await;
-    let pause = h
-        .api::<Job>()
-        .list(&ListParams::default().labels("foodapp.io/upgrade"))
-        .await
-        .unwrap()
-        .items[0]
-        .name_any();
+    let pause = upgrade_jobs(&h).await[0].name_any();
     h.set_status::<Job>(&pause, job_done_json("Complete")).await;
     h.settle().await;
     // Back to the image it runs, while the backup runs.

@@ -143,6 +143,26 @@ fn up_to_date(message: String) -> Wanted {
     wanted(DATABASE_UPGRADE, true, Reason::UpToDate, message)
 }
 
+/// The database on `image`, condition DatabaseUpgrade as given, nothing to
+/// create, no upgrade running.
+fn plan_on(
+    image: &str,
+    data: Option<u32>,
+    condition: Wanted,
+    status: Option<DatabaseUpgradeStatus>,
+) -> Plan {
+    Plan {
+        image: image.to_owned(),
+        data_major: data,
+        condition,
+        status,
+        running: false,
+        stop_database: false,
+        create: None,
+    }
+}
+
+/// The database keeps `live`; the condition says why.
 fn hold(
     live: &str,
     data: Option<u32>,
@@ -150,14 +170,24 @@ fn hold(
     message: String,
     status: Option<DatabaseUpgradeStatus>,
 ) -> Plan {
-    Plan {
-        image: live.to_owned(),
-        data_major: data,
-        condition: wanted(DATABASE_UPGRADE, false, reason, message),
+    plan_on(
+        live,
+        data,
+        wanted(DATABASE_UPGRADE, false, reason, message),
         status,
-        running: false,
-        stop_database: false,
-        create: None,
+    )
+}
+
+/// An upgrade runs (phase Upgrading), the database on `image`.
+fn upgrading(
+    image: &str,
+    data: Option<u32>,
+    message: String,
+    status: DatabaseUpgradeStatus,
+) -> Plan {
+    Plan {
+        running: true,
+        ..hold(image, data, Reason::Upgrading, message, Some(status))
     }
 }
 
@@ -167,14 +197,8 @@ pub fn plan(app: &FoodApp, observed: &Observed) -> Plan {
     let spec_image = app.spec.database.image.clone();
     let data = data_major(app, observed);
     let previous = app.status.as_ref().and_then(|s| s.database_upgrade.clone());
-    let follow = |condition: Wanted, status: Option<DatabaseUpgradeStatus>| Plan {
-        image: spec_image.clone(),
-        data_major: data,
-        condition,
-        status,
-        running: false,
-        stop_database: false,
-        create: None,
+    let follow = |condition: Wanted, status: Option<DatabaseUpgradeStatus>| {
+        plan_on(&spec_image, data, condition, status)
     };
     if app.spec.database.engine != Engine::BuiltIn {
         return follow(
@@ -221,21 +245,16 @@ pub fn plan(app: &FoodApp, observed: &Observed) -> Plan {
         && (p.phase == UpgradePhase::Succeeded || in_place(app, observed, p).upgraded)
     {
         return Plan {
-            image: spec_image.clone(),
-            data_major: u32::try_from(p.to).ok(),
-            condition: wanted(
-                DATABASE_UPGRADE,
-                false,
-                Reason::Upgrading,
+            running: p.phase != UpgradePhase::Succeeded,
+            ..upgrading(
+                &spec_image,
+                u32::try_from(p.to).ok(),
                 format!(
                     "the data is PostgreSQL {}: the database starts on {spec_image}",
                     p.to
                 ),
-            ),
-            status: previous.clone(),
-            running: p.phase != UpgradePhase::Succeeded,
-            stop_database: false,
-            create: None,
+                p.clone(),
+            )
         };
     }
     let Some(to) = image_major(&spec_image) else {
@@ -313,24 +332,16 @@ fn cancelled(
             .and_then(|s| s.phase)
             .is_some_and(RestorePhase::is_final)
     {
-        return Some(Plan {
-            image: live.to_owned(),
-            data_major: data,
-            condition: wanted(
-                DATABASE_UPGRADE,
-                false,
-                Reason::Upgrading,
-                format!(
-                    "spec.database.image changed while the upgrade to {} runs: FoodAppRestore {} finishes first (delete it to stop it)",
-                    p.image,
-                    r.name_any()
-                ),
+        return Some(upgrading(
+            live,
+            data,
+            format!(
+                "spec.database.image changed while the upgrade to {} runs: FoodAppRestore {} finishes first (delete it to stop it)",
+                p.image,
+                r.name_any()
             ),
-            status: Some(status),
-            running: true,
-            stop_database: false,
-            create: None,
-        });
+            status,
+        ));
     }
     status.phase = UpgradePhase::Failed;
     status.message = Some(format!(
@@ -582,13 +593,8 @@ fn upgrade(
         Some(a)
     };
     let running = |status: DatabaseUpgradeStatus, message: String, create: Option<Create>| Plan {
-        image: live.to_owned(),
-        data_major: data,
-        condition: wanted(DATABASE_UPGRADE, false, Reason::Upgrading, message),
-        status: Some(status),
-        running: true,
-        stop_database: false,
         create,
+        ..upgrading(live, data, message, status)
     };
     // Beside: the live database stops taking writes first, so that its
     // backup holds every order (reads go on; writes answer 503 restoring).
@@ -745,40 +751,45 @@ fn upgrade(
     running(status, message, Some(Create::Restore(Box::new(r))))
 }
 
+/// Creates `obj` (with `create`, the only verb the operator holds on
+/// FoodAppRestores) unless one of its name exists.
+async fn create_new<K: super::apply::Object>(
+    ctx: &Context,
+    ns: &str,
+    obj: &K,
+) -> Result<(), Error> {
+    match Api::<K>::namespaced(ctx.client.clone(), ns)
+        .create(&PostParams::default(), obj)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(Error::Dereference(e)),
+    }
+}
+
 /// Creates what the plan asks for (an object of that name that exists is
 /// left as it is: the next pass reads it).
 pub async fn create(ctx: &Context, app: &FoodApp, create: &Create) -> Result<(), Error> {
     let ns = app.namespace().unwrap_or_default();
-    if let Create::Writes {
-        job,
-        upgrade,
-        read_only,
-    } = create
-    {
-        let model = super::validate::job_model(app, &ctx.agent_image)?;
-        let Some(backup) = &app.spec.backup else {
-            return Ok(());
-        };
-        let owner = build::owner_reference(&model);
-        let job =
-            build::restore::upgrade_writes_job(&model, backup, job, upgrade, &owner, *read_only);
-        super::apply::create_once(&ctx.client, &ns, &job).await?;
-        return Ok(());
+    match create {
+        Create::Backup(b) => create_new(ctx, &ns, b.as_ref()).await?,
+        Create::Restore(r) => create_new(ctx, &ns, r.as_ref()).await?,
+        Create::Writes {
+            job,
+            upgrade,
+            read_only,
+        } => {
+            let model = super::validate::job_model(app, &ctx.agent_image)?;
+            let Some(backup) = &app.spec.backup else {
+                return Ok(());
+            };
+            let owner = build::owner_reference(&model);
+            let job = build::restore::upgrade_writes_job(
+                &model, backup, job, upgrade, &owner, *read_only,
+            );
+            super::apply::create_once(&ctx.client, &ns, &job).await?;
+        }
     }
-    let result = match create {
-        Create::Writes { .. } => Ok(()),
-        Create::Backup(b) => Api::<FoodAppBackup>::namespaced(ctx.client.clone(), &ns)
-            .create(&PostParams::default(), b)
-            .await
-            .map(|_| ()),
-        Create::Restore(r) => Api::<FoodAppRestore>::namespaced(ctx.client.clone(), &ns)
-            .create(&PostParams::default(), r)
-            .await
-            .map(|_| ()),
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(Error::Dereference(e)),
-    }
+    Ok(())
 }

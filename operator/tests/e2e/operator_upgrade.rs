@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use foodapp_operator::crd::FoodApp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::traffic::{Seen, Traffic, open_shop};
+use super::traffic::{Seen, Traffic, open_shop_behind_service};
 use super::{Cluster, install_from, repo, setting};
 
 const APP: &str = "corner";
@@ -123,17 +123,7 @@ async fn operator_upgrades_restart_nothing() {
         || c.ready(APP),
     )
     .await;
-    let mut shop = open_shop(&c, APP, "corner-customer@example.com").await;
-    let svc = c
-        .api::<Service>()
-        .get(&format!("{APP}-gateway"))
-        .await
-        .unwrap();
-    shop.service = Some(
-        format!("{}:80", svc.spec.and_then(|s| s.cluster_ip).unwrap())
-            .parse()
-            .unwrap(),
-    );
+    let shop = open_shop_behind_service(&c, APP, "corner-customer@example.com").await;
     let before = pods(&c).await;
     c.log(&format!("pods before the upgrade: {}", before.len()));
 

@@ -6,10 +6,9 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
-use super::traffic::{Seen, Traffic, open_shop};
+use super::traffic::{Seen, Traffic, open_shop_behind_service};
 use super::{Cluster, apply_foodapp, example, install, setting};
 
 const APP: &str = "bakery";
@@ -104,14 +103,7 @@ async fn rollouts_drop_nothing() {
     apply_foodapp(&c, &bakery).await;
     c.eventually("FoodApp bakery is Ready", 5 * minute, || c.ready(APP))
         .await;
-    let mut shop = open_shop(&c, APP, "bakery-customer@example.com").await;
-    let svc = c
-        .api::<Service>()
-        .get(&format!("{APP}-gateway"))
-        .await
-        .unwrap();
-    let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap();
-    shop.service = Some(format!("{ip}:80").parse().unwrap());
+    let shop = open_shop_behind_service(&c, APP, "bakery-customer@example.com").await;
 
     let traffic = Traffic::start(shop.clone(), 2, 2);
     tokio::time::sleep(Duration::from_secs(8)).await;

@@ -186,6 +186,19 @@ pub async fn open_shop(c: &super::Cluster, app: &str, email: &str) -> Shop {
     }
 }
 
+/// `open_shop`, its traffic sent through the gateway's Service address.
+pub async fn open_shop_behind_service(c: &super::Cluster, app: &str, email: &str) -> Shop {
+    let mut shop = open_shop(c, app, email).await;
+    let svc = c
+        .api::<k8s_openapi::api::core::v1::Service>()
+        .get(&format!("{app}-gateway"))
+        .await
+        .unwrap();
+    let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap();
+    shop.service = Some(format!("{ip}:80").parse().unwrap());
+    shop
+}
+
 impl Traffic {
     pub fn start(shop: Shop, readers: usize, writers: usize) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use foodapp_operator::crd::{FoodApp, FoodAppRestore, RestorePhase, UpgradePhase};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use serde_json::json;
 
 use super::restore::{backup_spec, exported_orders, order_ids, restore_status, with_backups_to};
-use super::traffic::{Report, Seen, Shop, Traffic, open_shop};
+use super::traffic::{Report, Seen, Shop, Traffic, open_shop_behind_service};
 use super::{Cluster, apply_foodapp, example, install, setting};
 
 const APP: &str = "cellar";
@@ -184,17 +184,7 @@ async fn postgres_upgrades_keep_every_order() {
     c.log(&format!(
         "ok: cellar's data is PostgreSQL {from} ({first}); upgrading to {next}"
     ));
-    let mut shop = open_shop(&c, APP, "cellar-customer@example.com").await;
-    let svc = c
-        .api::<Service>()
-        .get(&format!("{APP}-gateway"))
-        .await
-        .unwrap();
-    shop.service = Some(
-        format!("{}:80", svc.spec.and_then(|s| s.cluster_ip).unwrap())
-            .parse()
-            .unwrap(),
-    );
+    let shop = open_shop_behind_service(&c, APP, "cellar-customer@example.com").await;
     let warm = Traffic::start(shop.clone(), 1, 1);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut acknowledged = ids(&warm.stop().await);
