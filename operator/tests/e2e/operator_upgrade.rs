@@ -124,7 +124,27 @@ async fn operator_upgrades_restart_nothing() {
     )
     .await;
     let shop = open_shop_behind_service(&c, APP, "corner-customer@example.com").await;
-    let before = pods(&c).await;
+    // The previous release may still be rolling its own API (its first
+    // migration done): compare from where it settled, a database pod and
+    // two API and two gateway pods, none terminating.
+    let before = c
+        .eventually("the previous release has settled", 3 * minute, || async {
+            let now = pods(&c).await;
+            let terminating = c
+                .api::<Pod>()
+                .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={APP}")))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .any(|p| p.metadata.deletion_timestamp.is_some());
+            if now.len() == 5 && !terminating {
+                Ok(now)
+            } else {
+                Err(format!("{} pods, terminating: {terminating}", now.len()))
+            }
+        })
+        .await;
     c.log(&format!("pods before the upgrade: {}", before.len()));
 
     // The upgrade, under traffic.
