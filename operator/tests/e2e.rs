@@ -209,6 +209,21 @@ impl Cluster {
 
     async fn ensure_namespace(&self, name: &str) {
         let api: Api<Namespace> = Api::all(self.client.clone());
+        // A test before this one may have removed it: what is applied into
+        // a Terminating namespace goes with it.
+        self.eventually(
+            &format!("namespace {name} is not terminating"),
+            Duration::from_secs(300),
+            || async {
+                match api.get_opt(name).await.map_err(|e| e.to_string())? {
+                    Some(n) if n.metadata.deletion_timestamp.is_some() => {
+                        Err("terminating".to_owned())
+                    }
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         api.patch(
             name,
