@@ -147,7 +147,19 @@ pub const RULES: &[Rule] = &[
         "postgresql.cnpg.io",
         &["clusters"],
         &["get", "list", "create", "patch", "delete"],
-        "engine CloudNativePG: the Cluster (list: whether CloudNativePG is installed; the garbage collector deletes an owned one); a Beside restore with keepPrevious: false deletes the one it replaced",
+        "engine CloudNativePG: the Cluster (list: whether CloudNativePG is installed, and the one labelled in use; the garbage collector deletes an owned one); a Beside restore with keepPrevious: false deletes the one it replaced, a failed point-in-time recovery the half-recovered one",
+    ),
+    (
+        "postgresql.cnpg.io",
+        &["backups"],
+        &["list"],
+        "engine CloudNativePG: a point-in-time recovery needs a base backup completed before its target",
+    ),
+    (
+        "barmancloud.cnpg.io",
+        &["objectstores"],
+        &["get", "list", "create", "patch", "delete"],
+        "engine CloudNativePG: the Barman Cloud Plugin's ObjectStore of the FoodApp's bucket (list: whether the plugin is installed); its status gives the recovery window",
     ),
     (
         "postgresql.cnpg.io",

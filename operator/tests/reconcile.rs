@@ -54,6 +54,21 @@ impl Harness {
         extra: Vec<Value>,
         refuse: Option<(&'static str, &'static str)>,
     ) -> Harness {
+        Harness::build(app, extra, refuse, true).await
+    }
+
+    /// A harness whose API server does not serve the Barman Cloud Plugin's
+    /// ObjectStores (CloudNativePG without the plugin).
+    async fn without_plugin(app: FoodApp) -> Harness {
+        Harness::build(app, vec![], None, false).await
+    }
+
+    async fn build(
+        app: FoodApp,
+        extra: Vec<Value>,
+        refuse: Option<(&'static str, &'static str)>,
+        plugin: bool,
+    ) -> Harness {
         let writes = Arc::new(AtomicUsize::new(0));
         let count = |w: &Arc<AtomicUsize>| {
             let w = w.clone();
@@ -92,7 +107,11 @@ impl Harness {
                 c4();
                 Ok(None)
             });
-        let client = ClientBuilder::new()
+        let mut builder = ClientBuilder::new();
+        if plugin {
+            builder = builder.with_resource::<foodapp_operator::crd::foreign::ObjectStore>();
+        }
+        let client = builder
             .with_resource::<FoodApp>()
             .with_status_subresource::<FoodApp>()
             .with_resource::<FoodAppBackup>()
@@ -106,6 +125,7 @@ impl Harness {
             .with_resource::<k8s_openapi::api::coordination::v1::Lease>()
             .with_resource::<foodapp_operator::crd::foreign::Cluster>()
             .with_resource::<foodapp_operator::crd::foreign::ScheduledBackup>()
+            .with_resource::<foodapp_operator::crd::foreign::Backup>()
             .with_resource::<foodapp_operator::crd::foreign::Certificate>()
             .with_object(app)
             .with_runtime_objects(extra)
@@ -1471,6 +1491,7 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
     // A point-in-time restore beside diner's Cluster that deletes the one it replaced.
     cnpg_ready(&recorded, "diner-db", "old").await;
     reconcile_diner().await;
+    archived(&recorded, "diner", "diner-db", FIRST_POINT, BASE_BACKUP).await;
     recorded
         .create::<FoodAppRestore>(
             "p",
@@ -1781,6 +1802,44 @@ async fn cnpg_ready(h: &Harness, name: &str, password: &str) {
         .unwrap();
 }
 
+/// The archive's recovery window in the tests: from FIRST_POINT, with a
+/// base backup completed at BASE_BACKUP (both before the targets used).
+const FIRST_POINT: &str = "2026-11-20T00:00:00Z";
+const BASE_BACKUP: &str = "2026-11-20T01:00:00Z";
+
+/// What the Barman Cloud Plugin and CloudNativePG report once Cluster
+/// `cluster` archived and took a base backup: the recovery window of its
+/// `serverName` in the ObjectStore's status (from `first`), and a completed
+/// Backup (stopped at `stopped`).
+async fn archived(h: &Harness, app: &str, cluster: &str, first: &str, stopped: &str) {
+    let live = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(cluster)
+        .await
+        .unwrap();
+    let server = foodapp_operator::build::cnpg::live_server_name(&live);
+    h.set_status::<foodapp_operator::crd::foreign::ObjectStore>(
+        &format!("{app}-archive"),
+        json!({"serverRecoveryWindow": {server: {"firstRecoverabilityPoint": first, "lastSuccessfulBackupTime": stopped}}}),
+    )
+    .await;
+    let backup: foodapp_operator::crd::foreign::Backup = serde_json::from_value(json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
+        "metadata": {"name": format!("{cluster}-backup-1"), "namespace": NS},
+        "spec": {"cluster": {"name": cluster}, "method": "plugin"},
+    }))
+    .unwrap();
+    h.api::<foodapp_operator::crd::foreign::Backup>()
+        .create(&PostParams::default(), &backup)
+        .await
+        .unwrap();
+    h.set_status::<foodapp_operator::crd::foreign::Backup>(
+        &format!("{cluster}-backup-1"),
+        json!({"phase": "completed", "startedAt": first, "stoppedAt": stopped}),
+    )
+    .await;
+}
+
 /// A FoodApp on CloudNativePG with backups, reconciled once its
 /// credentials exist; CloudNativePG itself has done nothing yet.
 async fn cloudnativepg_with_backup() -> Harness {
@@ -1941,6 +2000,7 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_and_switches_the_api_to_
     h.deployments_available().await;
     h.settle().await;
     assert_eq!(h.condition("Ready").await.0, "True");
+    archived(&h, "shop", "shop-db", FIRST_POINT, BASE_BACKUP).await;
 
     h.create::<FoodAppRestore>(
         "pitr",
@@ -1971,12 +2031,16 @@ async fn a_point_in_time_restore_recovers_a_new_cluster_and_switches_the_api_to_
         recovery.recovery_target.unwrap().target_time.as_deref(),
         Some("2026-11-22T09:30:00Z")
     );
+    let origin = cluster.spec.external_clusters[0].plugin.clone().unwrap();
     assert_eq!(
-        cluster.spec.external_clusters[0]
-            .barman_object_store
-            .server_name
-            .as_deref(),
-        Some("shop-db")
+        origin.parameters["serverName"],
+        foodapp_operator::build::cnpg::live_server_name(
+            &h.api::<foodapp_operator::crd::foreign::Cluster>()
+                .get("shop-db")
+                .await
+                .unwrap()
+        ),
+        "recovered from the archive of the Cluster in use"
     );
     // Not ready yet: nothing switches.
     restore_step(&h, "pitr").await;
@@ -2537,6 +2601,7 @@ async fn a_point_in_time_restore_beside_keeps_the_api_on_the_old_cluster_until_t
     h.settle().await;
     h.deployments_available().await;
     h.settle().await;
+    archived(&h, "shop", "shop-db", FIRST_POINT, BASE_BACKUP).await;
     h.create::<FoodAppRestore>(
         "pitr",
         json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "keepPrevious": false}),

@@ -29,7 +29,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use crate::crd::foreign::{Certificate, Cluster, ScheduledBackup};
+use crate::crd::foreign::{Certificate, Cluster, ObjectStore, ScheduledBackup};
 use crate::crd::{Engine, FoodAppSpec};
 
 pub const MANAGER: &str = "foodapp-operator";
@@ -67,6 +67,11 @@ pub struct Model {
     /// Engine CloudNativePG: the Cluster in use (`<name>-db`, or the one a
     /// point-in-time restore recovered).
     pub db_cluster: String,
+    /// Engine CloudNativePG: the folder of the Cluster's archive in the
+    /// object store (`cnpg::server_name`, or what the live Cluster records).
+    pub db_server_name: String,
+    /// Engine CloudNativePG: how the Cluster archives.
+    pub cnpg_archive: cnpg::Archive,
     /// Engine External: the database a restore switched to (annotation
     /// `foodapp.io/database-name`), instead of the one the Secret names.
     pub external_database: Option<String>,
@@ -204,6 +209,14 @@ impl Model {
             name,
             spec: app.spec.clone(),
             db_cluster: db_cluster(app),
+            db_server_name: cnpg::server_name(
+                &db_cluster(app),
+                meta.uid.as_deref().unwrap_or_default(),
+            ),
+            cnpg_archive: match app.spec.backup {
+                Some(_) => cnpg::Archive::Plugin,
+                None => cnpg::Archive::Off,
+            },
             external_database: external_database(app),
             tls_fingerprint: None,
             db_password: inputs.db_password,
@@ -306,6 +319,8 @@ pub enum DatabaseObjects {
     },
     CloudNativePG {
         cluster: Box<Cluster>,
+        /// With backups: where the Barman Cloud Plugin archives.
+        object_store: Option<Box<ObjectStore>>,
         /// The Secret with DATABASE_URL, once CloudNativePG made the app login.
         connection: Option<Secret>,
     },
@@ -338,7 +353,8 @@ pub struct BackupObjects {
 #[derive(Debug, Clone)]
 pub enum BackupSchedule {
     Dump(Box<CronJob>),
-    CloudNativePG(Box<ScheduledBackup>),
+    /// None while the Cluster does not archive (the plugin is missing).
+    CloudNativePG(Option<Box<ScheduledBackup>>),
 }
 
 /// Annotation on the StatefulSet and Deployments: what their pod template
@@ -448,6 +464,11 @@ fn build_objects(model: &Model) -> Desired {
         },
         Engine::CloudNativePG => DatabaseObjects::CloudNativePG {
             cluster: Box::new(cnpg::cluster(model)),
+            object_store: spec
+                .backup
+                .as_ref()
+                .filter(|_| model.cnpg_archive == cnpg::Archive::Plugin)
+                .map(|b| Box::new(cnpg::object_store(model, b))),
             connection: connection(),
         },
         Engine::External => DatabaseObjects::External {
@@ -490,7 +511,7 @@ fn build_objects(model: &Model) -> Desired {
             role_binding: backup::role_binding(model),
             schedule: match spec.database.engine {
                 Engine::CloudNativePG => {
-                    BackupSchedule::CloudNativePG(Box::new(cnpg::scheduled_backup(model, b)))
+                    BackupSchedule::CloudNativePG(cnpg::scheduled_backup(model, b).map(Box::new))
                 }
                 Engine::BuiltIn | Engine::External => {
                     BackupSchedule::Dump(Box::new(backup::cron_job(model, b)))
@@ -526,8 +547,10 @@ impl Desired {
             } => out.extend([value(headless_service), value(service), value(statefulset)]),
             DatabaseObjects::CloudNativePG {
                 cluster,
+                object_store,
                 connection,
             } => {
+                out.extend(object_store.iter().map(value));
                 out.push(value(cluster));
                 out.extend(connection.iter().map(value));
             }
@@ -552,10 +575,10 @@ impl Desired {
         }) = backup
         {
             out.extend([value(service_account), value(role), value(role_binding)]);
-            out.push(match schedule {
-                BackupSchedule::Dump(cron_job) => value(cron_job),
-                BackupSchedule::CloudNativePG(scheduled) => value(scheduled),
-            });
+            match schedule {
+                BackupSchedule::Dump(cron_job) => out.push(value(cron_job)),
+                BackupSchedule::CloudNativePG(scheduled) => out.extend(scheduled.iter().map(value)),
+            }
         }
         out
     }
@@ -610,6 +633,10 @@ pub mod names {
     /// CloudNativePG's Secret with the app login of a Cluster.
     pub fn cnpg_app_secret(cluster: &str) -> String {
         format!("{cluster}-app")
+    }
+    /// The Barman Cloud Plugin's ObjectStore of a FoodApp's archive.
+    pub fn cnpg_object_store(app: &str) -> String {
+        format!("{app}-archive")
     }
     /// The ScheduledBackup of a Cluster: one per Cluster, since its
     /// `spec.cluster` cannot change (CloudNativePG 1.30, `self == oldSelf`).
@@ -791,6 +818,8 @@ pub(crate) mod testing {
             restoring: false,
             agent_image: crate::crd::DEFAULT_OPERATOR_IMAGE.into(),
             db_cluster: "shop-db".into(),
+            db_server_name: "shop-db-6b1e1d7e".into(),
+            cnpg_archive: cnpg::Archive::Off,
             external_database: None,
             tls_fingerprint: None,
             generation: 1,

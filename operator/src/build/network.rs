@@ -22,6 +22,8 @@ pub const DATABASE_CLIENTS: [&str; 4] = ["api", "migration", "backup", "restore"
 
 /// CloudNativePG's instance manager answers the CloudNativePG operator here.
 const CNPG_STATUS_PORT: i32 = 8000;
+/// CloudNativePG's PostgreSQL metrics exporter.
+const CNPG_METRICS_PORT: i32 = 9187;
 
 fn port(number: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
@@ -88,22 +90,49 @@ fn database(model: &Model) -> Option<NetworkPolicy> {
     let (selected, ingress) = match model.spec.database.engine {
         Engine::BuiltIn => (selector_labels(model, "database"), vec![clients]),
         Engine::CloudNativePG => {
-            let cluster =
-                BTreeMap::from([("cnpg.io/cluster".to_owned(), model.db_cluster.clone())]);
+            // Every Cluster of this FoodApp: the one in use, one being
+            // recovered, and the one a restore kept (its login still works).
+            let clusters = BTreeMap::from([
+                (super::cnpg::APP_LABEL.to_owned(), model.name.clone()),
+                ("foodapp.io/component".to_owned(), "database".to_owned()),
+            ]);
+            let operator = NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_owned(),
+                        model.spec.database.cnpg().operator_namespace,
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let scrapers = NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(model.spec.network_policy.metrics_namespace_labels.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
             let ingress = vec![
                 clients,
-                // Streaming replication between the instances.
+                // Streaming replication and recovery between the instances,
+                // and the CloudNativePG operator (its own namespace only),
+                // which also asks each instance manager for its status.
                 NetworkPolicyIngressRule {
-                    from: Some(vec![pods(cluster.clone())]),
+                    from: Some(vec![pods(clusters.clone()), operator.clone()]),
                     ports: Some(vec![port(5432)]),
                 },
-                // The CloudNativePG operator runs in its own namespace.
                 NetworkPolicyIngressRule {
-                    from: None,
+                    from: Some(vec![operator]),
                     ports: Some(vec![port(CNPG_STATUS_PORT)]),
                 },
+                // PostgreSQL's metrics exporter, for the scrapers.
+                NetworkPolicyIngressRule {
+                    from: Some(vec![scrapers]),
+                    ports: Some(vec![port(CNPG_METRICS_PORT)]),
+                },
             ];
-            (cluster, ingress)
+            (clusters, ingress)
         }
         Engine::External => return None,
     };
@@ -229,20 +258,71 @@ mod tests {
         assert_eq!(policies(&m).len(), 2, "no database pods to protect");
         m.spec.database.engine = Engine::CloudNativePG;
         let all = policies(&m);
-        assert_eq!(
-            all[0]
-                .spec
-                .as_ref()
-                .unwrap()
-                .pod_selector
-                .as_ref()
-                .unwrap()
-                .match_labels
-                .as_ref()
-                .unwrap()["cnpg.io/cluster"],
-            "shop-db"
-        );
+        let selected = all[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .clone()
+            .unwrap();
+        // Every Cluster of the FoodApp, whichever is in use.
+        assert_eq!(selected["foodapp.io/app"], "shop");
+        assert!(!selected.contains_key("cnpg.io/cluster"), "{selected:?}");
         m.spec.network_policy.enabled = false;
         assert!(policies(&m).is_empty());
+    }
+
+    #[test]
+    fn cloudnativepg_ports_open_to_the_operator_namespace_and_scrapers_only() {
+        let mut m = model();
+        m.spec.database.engine = Engine::CloudNativePG;
+        let all = policies(&m);
+        let rules = ingress(&all[0]);
+        let namespace = |p: &NetworkPolicyPeer| {
+            p.namespace_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default()
+        };
+        let by_port = |n: i32| {
+            rules
+                .iter()
+                .filter(|r| {
+                    r.ports
+                        .iter()
+                        .flatten()
+                        .any(|p| p.port == Some(IntOrString::Int(n)))
+                })
+                .collect::<Vec<_>>()
+        };
+        for rule in rules.iter() {
+            assert!(rule.from.is_some(), "no port is open to every source: {rule:?}");
+        }
+        let status = by_port(CNPG_STATUS_PORT);
+        assert_eq!(status.len(), 1);
+        assert_eq!(
+            namespace(&status[0].from.as_ref().unwrap()[0])["kubernetes.io/metadata.name"],
+            "cnpg-system"
+        );
+        let metrics = by_port(CNPG_METRICS_PORT);
+        assert_eq!(
+            namespace(&metrics[0].from.as_ref().unwrap()[0])["foodapp.io/metrics"],
+            "true"
+        );
+        m.spec.database.cloud_native_pg = Some(crate::crd::CloudNativePgSpec {
+            operator_namespace: "postgres-operator".into(),
+            ..Default::default()
+        });
+        let all = policies(&m);
+        let rules = ingress(&all[0]);
+        assert!(
+            rules.iter().flat_map(|r| r.from.iter().flatten()).any(|p| {
+                namespace(p).get("kubernetes.io/metadata.name").map(String::as_str)
+                    == Some("postgres-operator")
+            })
+        );
     }
 }

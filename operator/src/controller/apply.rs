@@ -29,10 +29,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::build::{
     BackupObjects, BackupSchedule, DatabaseObjects, Desired, INPUTS_ANNOTATION, MANAGER, Scaling,
-    instance_selector, names, short_hash,
+    cnpg, instance_selector, names, short_hash,
 };
 use crate::crd::PendingRollout;
-use crate::crd::foreign::{Certificate, ScheduledBackup};
+use crate::crd::foreign::{Certificate, Cluster, ObjectStore, ScheduledBackup};
 
 /// Annotation with a hash of what the operator last applied to an object.
 pub const APPLIED_HASH_ANNOTATION: &str = "foodapp.io/applied-hash";
@@ -471,14 +471,32 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
             }
             DatabaseObjects::CloudNativePG {
                 cluster,
+                object_store,
                 connection,
             } => {
+                // The object store first: the Cluster's plugin reads it.
+                // Without the plugin's CRD there is none; BackupScheduled
+                // says what to install.
+                match object_store {
+                    Some(store) => match ensure(client, ns, store.as_ref(), &mut writes).await {
+                        Err(e) if kind_missing(&e) => {}
+                        other => {
+                            other?;
+                        }
+                    },
+                    None => {
+                        prune_except::<ObjectStore>(client, ns, app, Some("backup"), &[], &mut writes)
+                            .await?
+                    }
+                }
                 // Without CloudNativePG's CRDs there is nothing to apply to;
                 // the DatabaseReady condition says what to install.
                 match ensure(client, ns, cluster.as_ref(), &mut writes).await {
                     Err(e) if kind_missing(&e) => {}
                     other => {
                         other?;
+                        let in_use = cluster.metadata.name.as_deref().unwrap_or_default();
+                        release_in_use_label(client, ns, app, in_use, &mut writes).await?;
                     }
                 }
                 if let Some(secret) = connection {
@@ -593,23 +611,30 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
                         ensure(client, ns, cron_job.as_ref(), &mut writes).await?;
                     }
                     BackupSchedule::CloudNativePG(scheduled) => {
-                        match ensure(client, ns, scheduled.as_ref(), &mut writes).await {
-                            Err(e) if kind_missing(&e) => {}
-                            other => {
-                                other?;
-                                // One per Cluster: the schedule of a Cluster no
-                                // longer in use (a restore switched) goes.
-                                let name = scheduled.metadata.name.clone().unwrap_or_default();
-                                prune_except::<ScheduledBackup>(
-                                    client,
-                                    ns,
-                                    app,
-                                    Some("backup"),
-                                    &[name.as_str()],
-                                    &mut writes,
-                                )
-                                .await?;
+                        let applied = match scheduled {
+                            Some(scheduled) => {
+                                match ensure(client, ns, scheduled.as_ref(), &mut writes).await {
+                                    Err(e) if kind_missing(&e) => None,
+                                    other => {
+                                        other?;
+                                        scheduled.metadata.name.clone()
+                                    }
+                                }
                             }
+                            None => Some(String::new()),
+                        };
+                        // One per Cluster: the schedule of a Cluster no
+                        // longer in use (a restore switched) goes.
+                        if let Some(name) = applied {
+                            prune_except::<ScheduledBackup>(
+                                client,
+                                ns,
+                                app,
+                                Some("backup"),
+                                &[name.as_str()],
+                                &mut writes,
+                            )
+                            .await?;
                         }
                     }
                 }
@@ -805,8 +830,38 @@ where
 }
 
 /// Backups were turned off: remove the schedule and the agent's RBAC.
+/// Takes `foodapp.io/in-use` off this FoodApp's other Clusters: the one a
+/// restore switched from is kept, but is no longer the one in use.
+async fn release_in_use_label(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    in_use: &str,
+    writes: &mut u32,
+) -> Result<(), Error> {
+    let api: Api<Cluster> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{}={app},{}=true", cnpg::APP_LABEL, cnpg::IN_USE_LABEL);
+    let err = failed("Cluster", &selector);
+    let listed = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(&err)?;
+    for other in listed.items {
+        let name = other.metadata.name.clone().unwrap_or_default();
+        if name != in_use {
+            let patch = serde_json::json!({"metadata": {"labels": {cnpg::IN_USE_LABEL: null}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(&err)?;
+            *writes += 1;
+        }
+    }
+    Ok(())
+}
+
 async fn prune_backup(client: &Client, ns: &str, app: &str, writes: &mut u32) -> Result<(), Error> {
     prune_except::<ScheduledBackup>(client, ns, app, Some("backup"), &[], writes).await?;
+    prune_except::<ObjectStore>(client, ns, app, Some("backup"), &[], writes).await?;
     prune::<CronJob>(client, ns, app, writes).await?;
     prune::<RoleBinding>(client, ns, app, writes).await?;
     prune::<Role>(client, ns, app, writes).await?;

@@ -25,6 +25,12 @@ pub enum Reason {
     CredentialsSecretMissing,
     Suspended,
     Scheduled,
+    /// CloudNativePG: the Barman Cloud Plugin is not installed.
+    BarmanCloudPluginMissing,
+    /// CloudNativePG: `ContinuousArchiving` is False on the Cluster.
+    ArchivingFailed,
+    /// CloudNativePG: `LastBackupSucceeded` is False on the Cluster.
+    BackupFailed,
     // The whole FoodApp.
     Ready,
     NotReady,
@@ -43,6 +49,8 @@ pub enum Reason {
     InsufficientQuota,
     VerificationFailed,
     WouldDiscard,
+    /// Point-in-time recovery: the target is outside what can be recovered.
+    TargetNotRecoverable,
     // On-demand backups.
     JobFailed,
     SecretInvalid,
@@ -77,6 +85,10 @@ impl Reason {
             Reason::CredentialsSecretMissing => "CredentialsSecretMissing",
             Reason::Suspended => "Suspended",
             Reason::Scheduled => "Scheduled",
+            Reason::BarmanCloudPluginMissing => "BarmanCloudPluginMissing",
+            Reason::ArchivingFailed => "ArchivingFailed",
+            Reason::BackupFailed => "BackupFailed",
+            Reason::TargetNotRecoverable => "TargetNotRecoverable",
             Reason::Ready => "Ready",
             Reason::NotReady => "NotReady",
             Reason::Restoring => "Restoring",
@@ -127,6 +139,10 @@ impl Reason {
                 | Reason::JobFailed
                 | Reason::SecretInvalid
                 | Reason::CloudNativePGMissing
+                | Reason::BarmanCloudPluginMissing
+                | Reason::ArchivingFailed
+                | Reason::BackupFailed
+                | Reason::TargetNotRecoverable
                 | Reason::InvalidMaintenanceWindow
                 | Reason::UnknownImageMajor
                 | Reason::DowngradeRefused

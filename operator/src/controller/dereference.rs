@@ -10,7 +10,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use crate::build::{self, Inputs, Model, names, secrets};
-use crate::crd::foreign::{Cluster, ScheduledBackup};
+use crate::crd::foreign::{Cluster, ObjectStore, ScheduledBackup};
 use crate::crd::{Engine, FoodApp, FoodAppBackup, FoodAppRestore};
 
 /// The world as the reconcile found it.
@@ -52,8 +52,13 @@ pub struct CnpgObserved {
     pub cluster: Option<Cluster>,
     /// `<cluster>-app`: the app login CloudNativePG generated.
     pub app_secret: Option<Secret>,
-    /// `<name>-backup`, when backups are on.
+    /// `<cluster>-backup`, when backups are on.
     pub scheduled_backup: Option<ScheduledBackup>,
+    /// Whether the API server serves the Barman Cloud Plugin's
+    /// `barmancloud.cnpg.io/v1` ObjectStores (the plugin is installed).
+    pub plugin_installed: bool,
+    /// `<name>-archive`, when backups are on.
+    pub object_store: Option<ObjectStore>,
 }
 
 /// Whether the API server serves kind K (its CRD is installed): a list of
@@ -77,23 +82,65 @@ where
 
 async fn observe_cnpg(
     client: &Client,
+    app: &FoodApp,
     ns: &str,
-    cluster: &str,
 ) -> Result<CnpgObserved, kube::Error> {
     if !serves::<Cluster>(client, ns).await? {
         return Ok(CnpgObserved::default());
     }
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    let clusters = Api::<Cluster>::namespaced(client.clone(), ns);
+    let cluster = &in_use_cluster(&clusters, app).await?;
+    let plugin_installed = serves::<ObjectStore>(client, ns).await?;
     Ok(CnpgObserved {
         installed: true,
-        cluster: Api::<Cluster>::namespaced(client.clone(), ns)
-            .get_opt(cluster)
-            .await?,
+        plugin_installed,
+        object_store: match (&app.spec.backup, plugin_installed) {
+            (Some(_), true) => {
+                Api::<ObjectStore>::namespaced(client.clone(), ns)
+                    .get_opt(&names::cnpg_object_store(name))
+                    .await?
+            }
+            _ => None,
+        },
+        cluster: clusters.get_opt(cluster).await?,
         app_secret: Api::<Secret>::namespaced(client.clone(), ns)
             .get_opt(&names::cnpg_app_secret(cluster))
             .await?,
         scheduled_backup: Api::<ScheduledBackup>::namespaced(client.clone(), ns)
             .get_opt(&names::cnpg_scheduled_backup(cluster))
             .await?,
+    })
+}
+
+/// The Cluster a FoodApp uses: the one its annotation names, or, when the
+/// FoodApp carries none (it was made again under Retain after a restore
+/// switched), this FoodApp's one Cluster labelled in use.
+pub async fn in_use_cluster(clusters: &Api<Cluster>, app: &FoodApp) -> Result<String, kube::Error> {
+    let name = app.metadata.name.as_deref().unwrap_or_default();
+    let annotated = app
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(build::DATABASE_CLUSTER_ANNOTATION));
+    if annotated {
+        return Ok(build::db_cluster(app));
+    }
+    let labelled = clusters
+        .list(&ListParams::default().labels(&format!(
+            "{}={name},{}=true",
+            build::cnpg::APP_LABEL,
+            build::cnpg::IN_USE_LABEL
+        )))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .filter(|c| build::is_own_database(name, c))
+        .collect::<Vec<_>>();
+    Ok(match labelled.as_slice() {
+        [one] => one.clone(),
+        _ => build::db_cluster(app),
     })
 }
 
@@ -242,7 +289,7 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             None => None,
         },
         cnpg: match app.spec.database.engine {
-            Engine::CloudNativePG => Some(observe_cnpg(client, ns, &build::db_cluster(app)).await?),
+            Engine::CloudNativePG => Some(observe_cnpg(client, app, ns).await?),
             Engine::BuiltIn | Engine::External => None,
         },
     };

@@ -411,8 +411,18 @@ fn database_in_use_record(
     if app.annotations().contains_key(key) {
         return None;
     }
-    let recorded = observed.api_secret.as_ref()?.annotations().get(key)?;
-    Some((key, recorded.clone()))
+    let recorded = observed
+        .api_secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(key).cloned());
+    // CloudNativePG: the Cluster labelled in use, which outlives the Secret.
+    let labelled = observed
+        .cnpg
+        .as_ref()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.metadata.name.clone())
+        .filter(|c| *c != build::db_cluster(app));
+    Some((key, recorded.or(labelled)?))
 }
 
 /// The whole status, by server-side apply with the operator's field

@@ -227,6 +227,20 @@ pub fn compute(
         )
     };
     let backup_check = match (&app.spec.backup, observed.credentials_secret_found) {
+        // CloudNativePG without the plugin: that comes first, whatever else.
+        (Some(_), _)
+            if observed
+                .cnpg
+                .as_ref()
+                .is_some_and(|c| c.installed && !c.plugin_installed) =>
+        {
+            check(
+                BACKUP_SCHEDULED,
+                false,
+                Reason::BarmanCloudPluginMissing,
+                plugin_missing_message(model),
+            )
+        }
         (None, _) => check(
             BACKUP_SCHEDULED,
             false,
@@ -254,36 +268,7 @@ pub fn compute(
             Reason::Scheduled,
             format!("backups run on \"{}\" (UTC)", b.schedule),
         ),
-        (Some(b), _)
-            if observed
-                .cnpg
-                .as_ref()
-                .is_some_and(|c| c.scheduled_backup.is_some()) =>
-        {
-            let status = observed
-                .cnpg
-                .as_ref()
-                .and_then(|c| c.cluster.as_ref())
-                .and_then(|c| c.status.clone())
-                .unwrap_or_default();
-            check(
-                BACKUP_SCHEDULED,
-                true,
-                Reason::Scheduled,
-                format!(
-                    "CloudNativePG archives WAL continuously and takes base backups on \"{}\" (UTC); last base backup: {}; recoverable from: {}",
-                    b.schedule,
-                    status
-                        .last_successful_backup
-                        .as_deref()
-                        .unwrap_or("none yet"),
-                    status
-                        .first_recoverability_point
-                        .as_deref()
-                        .unwrap_or("not yet")
-                ),
-            )
-        }
+        (Some(b), _) if observed.cnpg.is_some() => cnpg_backup_check(model, observed, b),
         (Some(_), _) => check(
             BACKUP_SCHEDULED,
             false,
@@ -426,6 +411,121 @@ fn rollout_pending(applied: &Applied, window: &crate::maintenance::State, now: &
             "a new operator version would restart the pods of {}; they wait for {} (or set spec.maintenance.applyImmediately: true)",
             what.join("; "),
             window.waiting_for(now.0)
+        ),
+    )
+}
+
+/// BackupScheduled without the Barman Cloud Plugin: what to install, and
+/// what the Cluster does meanwhile.
+fn plugin_missing_message(model: &Model) -> String {
+    let meanwhile = match model.cnpg_archive {
+        crate::build::cnpg::Archive::InTree => format!(
+            "Cluster {} keeps archiving through the deprecated in-tree barmanObjectStore (removed in CloudNativePG 1.31) until it is",
+            model.db_cluster
+        ),
+        _ => format!(
+            "Cluster {} archives no WAL and takes no base backup until it is",
+            model.db_cluster
+        ),
+    };
+    format!(
+        "the Barman Cloud Plugin (barmancloud.cnpg.io/v1 ObjectStore) is not installed: install plugin-barman-cloud v0.14 or later (it needs CloudNativePG 1.26 or later and cert-manager); {meanwhile}"
+    )
+}
+
+/// The recovery window of the Cluster in use, as the plugin reports it in
+/// the ObjectStore's status (the Cluster's own fields are deprecated).
+pub fn recovery_window(
+    model: &Model,
+    observed: &Observed,
+) -> crate::crd::foreign::RecoveryWindow {
+    let cnpg = observed.cnpg.as_ref();
+    let from_store = cnpg
+        .and_then(|c| c.object_store.as_ref())
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.server_recovery_window.get(&model.db_server_name))
+        .cloned();
+    from_store.unwrap_or_else(|| {
+        let status = cnpg
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.status.clone())
+            .unwrap_or_default();
+        crate::crd::foreign::RecoveryWindow {
+            first_recoverability_point: status.first_recoverability_point,
+            last_successful_backup_time: status.last_successful_backup,
+            last_failed_backup_time: None,
+        }
+    })
+}
+
+/// BackupScheduled for CloudNativePG: the schedule exists, and the
+/// Cluster's own `ContinuousArchiving` and `LastBackupSucceeded` hold.
+fn cnpg_backup_check(model: &Model, observed: &Observed, b: &crate::crd::BackupSpec) -> Wanted {
+    let cnpg = observed.cnpg.clone().unwrap_or_default();
+    if cnpg.scheduled_backup.is_none() {
+        return check(
+            BACKUP_SCHEDULED,
+            false,
+            Reason::Creating,
+            "creating the CloudNativePG ScheduledBackup",
+        );
+    }
+    let conditions = cnpg
+        .cluster
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let failing = |type_: &str| {
+        super::conditions::find(&conditions, type_)
+            .filter(|c| c.status == "False")
+            .map(|c| format!("{} ({}): {}", c.type_, c.reason, c.message))
+    };
+    if let Some(why) = failing("ContinuousArchiving") {
+        return check(
+            BACKUP_SCHEDULED,
+            false,
+            Reason::ArchivingFailed,
+            format!(
+                "Cluster {} cannot archive WAL, so no point after the last archived segment can be recovered: {why}",
+                model.db_cluster
+            ),
+        );
+    }
+    if let Some(why) = failing("LastBackupSucceeded") {
+        return check(
+            BACKUP_SCHEDULED,
+            false,
+            Reason::BackupFailed,
+            format!(
+                "the last base backup of Cluster {} failed: {why}",
+                model.db_cluster
+            ),
+        );
+    }
+    let window = recovery_window(model, observed);
+    let archiving = if super::conditions::is_true(&conditions, "ContinuousArchiving") {
+        "archives WAL continuously"
+    } else {
+        "has not archived WAL yet"
+    };
+    check(
+        BACKUP_SCHEDULED,
+        true,
+        Reason::Scheduled,
+        format!(
+            "Cluster {} {archiving} (serverName {}) and takes base backups on \"{}\" (UTC); last base backup: {}; recoverable from: {}",
+            model.db_cluster,
+            model.db_server_name,
+            b.schedule,
+            window
+                .last_successful_backup_time
+                .as_deref()
+                .unwrap_or("none yet"),
+            window
+                .first_recoverability_point
+                .as_deref()
+                .unwrap_or("not yet")
         ),
     )
 }

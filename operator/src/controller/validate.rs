@@ -312,12 +312,42 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
         .and_then(|s| s.data.as_ref())
         .and_then(|d| d.get("tls.crt"))
         .map(|crt| crate::build::short_hash(&String::from_utf8_lossy(&crt.0)));
-    // A backup without its credentials cannot run: schedule nothing until
-    // the Secret exists (the BackupScheduled condition says why).
-    if observed.credentials_secret_found == Some(false) {
+    if let Some(cnpg) = &observed.cnpg {
+        cnpg_archive(&mut model, cnpg);
+    }
+    // A dump without its credentials cannot run: schedule nothing until the
+    // Secret exists (the BackupScheduled condition says why). CloudNativePG
+    // keeps its archiving configuration: without it `archive_command` would
+    // succeed without archiving, a hole no recovery can cross.
+    if observed.credentials_secret_found == Some(false)
+        && app.spec.database.engine != Engine::CloudNativePG
+    {
         model.spec.backup = None;
     }
     Ok(model)
+}
+
+/// How the Cluster in use archives, and under which `serverName`: what the
+/// live Cluster records; the Barman Cloud Plugin when it is installed, else
+/// the in-tree configuration a Cluster of the previous release has (so that
+/// archiving never stops), else none until the plugin is installed.
+fn cnpg_archive(model: &mut Model, cnpg: &super::dereference::CnpgObserved) {
+    use crate::build::cnpg::{Archive, live_server_name};
+    if let Some(live) = &cnpg.cluster {
+        model.db_server_name = live_server_name(live);
+    }
+    if model.spec.backup.is_none() || cnpg.plugin_installed {
+        return;
+    }
+    let in_tree = cnpg
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.spec.backup.is_some());
+    model.cnpg_archive = if in_tree {
+        Archive::InTree
+    } else {
+        Archive::Off
+    };
 }
 
 /// A Model for the Jobs of backups and restores, which need the FoodApp's

@@ -26,6 +26,7 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
     shortname = "fa",
     status = "FoodAppStatus",
     validation = Rule::new("self.metadata.name.size() <= 40").message("a FoodApp name has at most 40 characters: the names of its objects are derived from it"),
+    validation = Rule::new("!has(self.spec.database) || !has(self.spec.database.engine) || self.spec.database.engine != 'CloudNativePG' || self.metadata.name.size() <= 37").message("a FoodApp with engine CloudNativePG has a name of at most 37 characters: CloudNativePG names the recovery Job of a restored Cluster <name>-db-<6 hex>-1-full-recovery, which must fit in 63"),
     validation = Rule::new(NAME_RULE).message("a FoodApp name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, no dots): it becomes the name of its Services"),
     validation = Rule::new("!has(oldSelf.spec.api.adminSecret) || (has(self.spec.api.adminSecret) && self.spec.api.adminSecret == oldSelf.spec.api.adminSecret)").message("spec.api.adminSecret cannot be changed after creation: the first administrator is created once"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -251,12 +252,20 @@ pub struct CloudNativePgSpec {
     /// CloudNativePG operand image (e.g. ghcr.io/cloudnative-pg/postgresql:17);
     /// CloudNativePG's default when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^[^@]+:[0-9][^:/@]*(@sha256:[0-9a-f]{64})?$')").message("database.cloudNativePG.imageName needs a tag that starts with the PostgreSQL version, such as ghcr.io/cloudnative-pg/postgresql:17.5: CloudNativePG refuses latest, no tag and a digest alone (it could not tell upgrades)"))]
     pub image_name: Option<String>,
     /// How long base backups and WAL are kept in the bucket (CloudNativePG
     /// retention policy, such as 30d, 4w or 3m).
     #[serde(default = "default_cnpg_retention")]
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*[dwm]$')").message("database.cloudNativePG.retention must be a number of days, weeks or months, such as 30d"))]
     pub retention: String,
+    /// The namespace the CloudNativePG operator runs in: the only one whose
+    /// pods may reach the instances' status port and PostgreSQL besides the
+    /// FoodApp's own (NetworkPolicy).
+    #[serde(default = "default_cnpg_namespace")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.size() <= 63").message("database.cloudNativePG.operatorNamespace must be a namespace name"))]
+    pub operator_namespace: String,
 }
 
 impl Default for CloudNativePgSpec {
@@ -265,8 +274,13 @@ impl Default for CloudNativePgSpec {
             instances: three(),
             image_name: None,
             retention: default_cnpg_retention(),
+            operator_namespace: default_cnpg_namespace(),
         }
     }
+}
+
+fn default_cnpg_namespace() -> String {
+    "cnpg-system".to_owned()
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

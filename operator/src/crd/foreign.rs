@@ -1,6 +1,7 @@
 //! Kinds of other projects the operator creates: CloudNativePG's `Cluster`
-//! and `ScheduledBackup` (`postgresql.cnpg.io/v1`) and cert-manager's
-//! `Certificate` (`cert-manager.io/v1`). Only the fields the operator sets
+//! and `ScheduledBackup` (`postgresql.cnpg.io/v1`, and reads its `Backup`),
+//! the Barman Cloud Plugin's `ObjectStore` (`barmancloud.cnpg.io/v1`) and
+//! cert-manager's `Certificate` (`cert-manager.io/v1`). Only the fields the operator sets
 //! or reads are modelled; their CRDs belong to those projects, so none is
 //! generated here (`schema = "disabled"`). A test checks every object the
 //! builders make against CloudNativePG's own CRDs.
@@ -45,6 +46,31 @@ pub struct ClusterSpec {
     pub external_clusters: Vec<ExternalCluster>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherited_metadata: Option<InheritedMetadata>,
+    /// The plugins the Cluster loads: the Barman Cloud Plugin archives WAL
+    /// and takes base backups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginConfiguration>,
+    #[serde(
+        default,
+        rename = "enablePDB",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_pdb: Option<bool>,
+}
+
+/// A plugin of a Cluster (`spec.plugins[]`) or of an external cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginConfiguration {
+    pub name: String,
+    #[serde(
+        default,
+        rename = "isWALArchiver",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub is_wal_archiver: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -151,7 +177,12 @@ pub struct Compression {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalCluster {
     pub name: String,
-    pub barman_object_store: BarmanObjectStore,
+    /// The in-tree archive (the previous release; CloudNativePG < 1.31).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barman_object_store: Option<BarmanObjectStore>,
+    /// The archive through the Barman Cloud Plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginConfiguration>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -175,6 +206,12 @@ pub struct ClusterStatus {
     pub first_recoverability_point: Option<String>,
     #[serde(default)]
     pub last_successful_backup: Option<String>,
+    /// `ContinuousArchiving`, `LastBackupSucceeded`, `Ready`, …
+    #[serde(default)]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    /// Bumped for every instance made; the first is 1.
+    #[serde(default)]
+    pub latest_generated_node: Option<i32>,
 }
 
 /// A CloudNativePG backup schedule.
@@ -200,11 +237,95 @@ pub struct ScheduledBackupSpec {
     pub backup_owner_reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_configuration: Option<BackupPluginConfiguration>,
+}
+
+/// The plugin that takes a (scheduled) backup with `method: plugin`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct BackupPluginConfiguration {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct LocalRef {
     pub name: String,
+}
+
+/// A base backup CloudNativePG took (read only: its schedule makes them).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "postgresql.cnpg.io",
+    version = "v1",
+    kind = "Backup",
+    plural = "backups",
+    namespaced,
+    status = "BackupStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CnpgBackupSpec {
+    pub cluster: LocalRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// `completed`, `failed`, `running`, …
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub stopped_at: Option<String>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+pub const BARMAN_CLOUD_API_VERSION: &str = "barmancloud.cnpg.io/v1";
+
+/// The Barman Cloud Plugin's object store: where a FoodApp's Clusters
+/// archive WAL and base backups (each under its own `serverName`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "barmancloud.cnpg.io",
+    version = "v1",
+    kind = "ObjectStore",
+    plural = "objectstores",
+    namespaced,
+    status = "ObjectStoreStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreSpec {
+    pub configuration: BarmanObjectStore,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreStatus {
+    /// Per `serverName`: what can be recovered.
+    #[serde(default)]
+    pub server_recovery_window: BTreeMap<String, RecoveryWindow>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryWindow {
+    #[serde(default)]
+    pub first_recoverability_point: Option<String>,
+    #[serde(default)]
+    pub last_successful_backup_time: Option<String>,
+    #[serde(default)]
+    pub last_failed_backup_time: Option<String>,
 }
 
 /// A cert-manager certificate.

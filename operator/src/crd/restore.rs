@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a FoodAppRestore name must be a DNS label of at most 55 characters (its Jobs are named <name>-restore and <name>-migrate)"),
     validation = Rule::new("(has(self.spec.backupRef) ? 1 : 0) + (has(self.spec.objectKey) ? 1 : 0) + (has(self.spec.latest) && self.spec.latest ? 1 : 0) + (has(self.spec.targetTime) ? 1 : 0) + (has(self.spec.revert) ? 1 : 0) + (has(self.spec.upgradeTo) ? 1 : 0) == 1").message("give exactly one of backupRef, objectKey, latest: true, targetTime or revert"),
     validation = Rule::new("!has(self.spec.upgradeTo) || (has(self.spec.mode) && self.spec.mode == 'InPlace' && !has(self.spec.target))").message("upgradeTo is the operator's InPlace PostgreSQL upgrade: mode InPlace, no target"),
+    validation = Rule::new("!has(self.spec.deadlineMinutes) || has(self.spec.targetTime)").message("deadlineMinutes bounds a point-in-time recovery: it needs targetTime"),
     validation = Rule::new("!has(self.spec.revert) || !has(self.spec.mode) || self.spec.mode == 'Beside'").message("revert switches back to the database a Beside restore kept: mode InPlace cannot revert"),
     validation = Rule::new("!has(self.spec.mode) || self.spec.mode == 'Beside' || (!has(self.spec.requireNoDiscard) || !self.spec.requireNoDiscard)").message("requireNoDiscard needs mode Beside: an InPlace restore cannot compare the two databases"),
     validation = Rule::new("!has(self.spec.target) || self.spec.target.foodApp != self.spec.foodAppRef").message("spec.target.foodApp names the FoodApp restored from: a clone goes into another FoodApp (leave target out to restore this one)"),
@@ -101,6 +102,12 @@ pub struct FoodAppRestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 10 && self <= 99").message("spec.upgradeTo must be a PostgreSQL major such as 18"))]
     pub upgrade_to: Option<i32>,
+    /// targetTime: how long the recovery may take before the restore ends
+    /// Failed, the FoodApp still on its Cluster and the half-recovered one
+    /// deleted (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 5 && self <= 10080").message("spec.deadlineMinutes must be between 5 and 10080 (a week)"))]
+    pub deadline_minutes: Option<u32>,
 }
 
 /// A clone: the backup restored into a new FoodApp.

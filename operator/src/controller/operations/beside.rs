@@ -216,7 +216,7 @@ async fn restoring(run: &mut Run<'_>, app: &FoodApp, backup: &BackupSpec) -> Res
     let engine = app.spec.database.engine;
     if let Some(next) = match engine {
         Engine::BuiltIn => Box::pin(builtin_ready(run, app, reverting)).await?,
-        Engine::CloudNativePG => Box::pin(cnpg_ready(run, app, backup, reverting)).await?,
+        Engine::CloudNativePG => Box::pin(cnpg_ready(run, app, reverting)).await?,
         Engine::External => None,
     } {
         return Ok(next);
@@ -392,7 +392,6 @@ async fn scale(run: &Run<'_>, statefulset: &str, replicas: i32) -> Result<(), Er
 async fn cnpg_ready(
     run: &mut Run<'_>,
     app: &FoodApp,
-    backup: &BackupSpec,
     reverting: bool,
 ) -> Result<Option<Next>, Error> {
     let ctx = run.ctx;
@@ -400,7 +399,7 @@ async fn cnpg_ready(
     let target = target(run);
     let current = previous(run);
     if let Some(time) = run.restore.spec.target_time.clone() {
-        return super::recovery::ensure_recovered(run, app, backup, &time, &target, &current).await;
+        return super::recovery::ensure_recovered(run, app, &time, &target, &current).await;
     }
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(cluster) = clusters
@@ -884,6 +883,12 @@ async fn finish(
                 .duration_since(t)
                 .as_secs_f64()
         });
+    }
+    if engine == Engine::CloudNativePG
+        && run.restore.spec.target_time.is_some()
+        && let Some(next) = super::recovery::hand_over(run, &target).await?
+    {
+        return Ok(next);
     }
     let kept = Box::pin(keep_previous(run, app)).await?;
     if let Some(name) = &run.restore.spec.revert {

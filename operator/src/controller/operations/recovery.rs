@@ -5,25 +5,154 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use super::super::conditions::Reason;
 use super::super::{Error, apply, validate};
-use super::{Next, Run};
-use crate::build::{DATABASE_CLUSTER_ANNOTATION, cnpg, names};
-use crate::crd::foreign::Cluster;
-use crate::crd::{BackupSpec, FoodApp, RestorePhase};
+use super::{Next, Run, waited_longer_than};
+use crate::build::{DATABASE_CLUSTER_ANNOTATION, MANAGER, cnpg, names};
+use crate::crd::foreign::{Backup, Cluster, ObjectStore};
+use crate::crd::{FoodApp, RestorePhase};
+
+/// CloudNativePG's `archive_timeout`: a WAL segment reaches the archive at
+/// most this long after it was written, so a later target may not be
+/// recoverable yet.
+pub const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a recovery may take unless the restore says otherwise.
+pub const DEFAULT_DEADLINE_MINUTES: u32 = 120;
+
+fn parse(time: &str) -> Option<Timestamp> {
+    time.parse::<Timestamp>().ok()
+}
+
+/// Why a recovery to `target` cannot succeed, from what the archive holds:
+/// the recovery window of the Cluster's `serverName` (the ObjectStore's
+/// status), the base backups that completed, and the time now. Pure.
+pub fn refusal(
+    target: &str,
+    now: Timestamp,
+    cluster: &str,
+    first_recoverability_point: Option<&str>,
+    completed_backups: &[String],
+) -> Option<String> {
+    let Some(t) = parse(target) else {
+        return Some(format!("targetTime {target} is not an RFC 3339 time"));
+    };
+    let settled = now - SignedDuration::from_secs(ARCHIVE_TIMEOUT.as_secs() as i64);
+    if t > settled {
+        return Some(format!(
+            "targetTime {target} is less than {} minutes ago (or in the future): the WAL up to it may not be archived yet (archive_timeout); choose a time before {}",
+            ARCHIVE_TIMEOUT.as_secs() / 60,
+            settled.round(k8s_openapi::jiff::Unit::Second).unwrap_or(settled)
+        ));
+    }
+    let Some(first) = first_recoverability_point else {
+        return Some(format!(
+            "Cluster {cluster} has no recoverability point yet (no base backup has completed into the object store): nothing can be recovered"
+        ));
+    };
+    if parse(first).is_some_and(|f| t < f) {
+        return Some(format!(
+            "targetTime {target} is before the first recoverability point of Cluster {cluster}, {first}: the archive holds nothing older"
+        ));
+    }
+    let before = completed_backups
+        .iter()
+        .filter_map(|b| parse(b))
+        .any(|stopped| stopped <= t);
+    if !before {
+        return Some(format!(
+            "no base backup of Cluster {cluster} completed before {target}: recovery starts from a base backup older than its target"
+        ));
+    }
+    None
+}
+
+/// Before anything stops: the plugin is there, and the target lies in the
+/// archive's recovery window with a base backup before it. None when the
+/// recovery may start; else the restore ends with nothing changed.
+pub async fn precheck(run: &Run<'_>, app: &FoodApp, target: &str) -> Result<Option<Next>, Error> {
+    let client = &run.ctx.client;
+    let ns = run.ns();
+    let current = crate::build::db_cluster(app);
+    let fail = |reason, message: String| {
+        Ok(Some(Next::fail(
+            reason,
+            format!("{message}; nothing was changed"),
+        )))
+    };
+    if !super::super::dereference::serves::<ObjectStore>(client, &ns)
+        .await
+        .map_err(Error::Dereference)?
+    {
+        return fail(
+            Reason::BarmanCloudPluginMissing,
+            "point-in-time recovery reads the archive through the Barman Cloud Plugin, which is not installed (barmancloud.cnpg.io/v1 ObjectStore)".to_owned(),
+        );
+    }
+    let Some(live) = Api::<Cluster>::namespaced(client.clone(), &ns)
+        .get_opt(&current)
+        .await
+        .map_err(Error::Dereference)?
+    else {
+        return fail(
+            Reason::InvalidRestore,
+            format!("Cluster {current}, the one to recover from, does not exist"),
+        );
+    };
+    let server = cnpg::live_server_name(&live);
+    let window = Api::<ObjectStore>::namespaced(client.clone(), &ns)
+        .get_opt(&names::cnpg_object_store(&app.name_any()))
+        .await
+        .map_err(Error::Dereference)?
+        .and_then(|s| s.status)
+        .and_then(|s| s.server_recovery_window.get(&server).cloned());
+    let completed: Vec<String> = Api::<Backup>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::Dereference)?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.cluster.name == current)
+        .filter_map(|b| b.status)
+        .filter(|s| s.phase.as_deref() == Some("completed"))
+        .filter_map(|s| s.stopped_at)
+        .collect();
+    Ok(refusal(
+        target,
+        Timestamp::now(),
+        &current,
+        window
+            .as_ref()
+            .and_then(|w| w.first_recoverability_point.as_deref()),
+        &completed,
+    )
+    .map(|message| {
+        Next::fail(
+            Reason::TargetNotRecoverable,
+            format!("{message}; nothing was changed"),
+        )
+    }))
+}
+
+/// The Job CloudNativePG recovers a Cluster's first instance with.
+pub fn recovery_job(cluster: &str) -> String {
+    format!("{cluster}-1-full-recovery")
+}
 
 /// Creates the recovered Cluster `new` unless it exists (under the
 /// restore's own field manager, so that the FoodApp's applies, which carry
 /// no bootstrap, never remove it), and waits until it is ready and its app
-/// login exists. None when it is.
+/// login exists, its recovery Job has not failed, and the deadline has not
+/// passed. None when it is ready.
 pub async fn ensure_recovered(
     run: &mut Run<'_>,
     app: &FoodApp,
-    backup: &BackupSpec,
     target: &str,
     new: &str,
     current: &str,
@@ -32,8 +161,14 @@ pub async fn ensure_recovered(
     let ns = run.ns();
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(cluster) = clusters.get_opt(new).await.map_err(Error::Dereference)? else {
+        let origin = clusters
+            .get_opt(current)
+            .await
+            .map_err(Error::Dereference)?
+            .map(|c| cnpg::live_server_name(&c))
+            .unwrap_or_else(|| current.to_owned());
         let model = validate::job_model(app, &ctx.agent_image)?;
-        let mut desired = cnpg::recovered_cluster(&model, backup, new, current, target);
+        let mut desired = cnpg::recovered_cluster(&model, new, &origin, target);
         if run.status.mode == Some(crate::crd::RestoreMode::Beside) {
             // Made beside the live Cluster: it goes with the restore until the switch.
             desired.metadata.owner_references = Some(vec![run.owner()]);
@@ -48,10 +183,38 @@ pub async fn ensure_recovered(
             .map_err(|e| Error::Apply(apply::failed("Cluster", new)(e)))?;
         return Ok(Some(run.waiting(
             "Restored",
-            format!("recovering Cluster {new} from the archive of {current} up to {target}"),
+            format!("recovering Cluster {new} from the archive of {current} ({origin}) up to {target}"),
             15,
         )));
     };
+    let job = Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&recovery_job(new))
+        .await
+        .map_err(Error::Dereference)?;
+    if let Some(validate::JobState::Failed { reason, message }) =
+        job.as_ref().map(validate::job_state)
+    {
+        return Ok(Some(Next::fail(
+            Reason::Failed,
+            format!(
+                "CloudNativePG's recovery Job {} failed ({reason}: {message}); the FoodApp stays on {current}, and {new} is deleted",
+                recovery_job(new)
+            ),
+        )));
+    }
+    let minutes = run
+        .restore
+        .spec
+        .deadline_minutes
+        .unwrap_or(DEFAULT_DEADLINE_MINUTES);
+    if waited_longer_than(&run.status, Duration::from_secs(u64::from(minutes) * 60)) {
+        return Ok(Some(Next::fail(
+            Reason::Timeout,
+            format!(
+                "Cluster {new} was not recovered within {minutes} minutes (spec.deadlineMinutes); the FoodApp stays on {current}, and {new} is deleted"
+            ),
+        )));
+    }
     let ready = cluster
         .status
         .as_ref()
@@ -77,19 +240,65 @@ pub async fn ensure_recovered(
     Ok(None)
 }
 
+/// A point-in-time restore that ends without switching: the Cluster it
+/// began to recover goes (the FoodApp never used it; its archive folder,
+/// under its own `serverName`, is left in the bucket).
+pub async fn on_failure(run: &Run<'_>, app: &FoodApp) -> Result<(), Error> {
+    if run.restore.spec.target_time.is_none() {
+        return Ok(());
+    }
+    let new = names::recovered_cluster(&app.name_any(), &run.id_key());
+    if crate::build::db_cluster(app) == new {
+        return Ok(());
+    }
+    match Api::<Cluster>::namespaced(run.ctx.client.clone(), &run.ns())
+        .delete(&new, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Cleanup(e)),
+    }
+}
+
+/// Once the FoodApp's own field manager applies the recovered Cluster it
+/// switched to, the restore's manager lets go of everything but the
+/// bootstrap and the origin: a field later removed from the FoodApp then
+/// leaves the Cluster too. None when done.
+pub async fn hand_over(run: &mut Run<'_>, cluster: &str) -> Result<Option<Next>, Error> {
+    let api: Api<Cluster> = Api::namespaced(run.ctx.client.clone(), &run.ns());
+    let Some(live) = api.get_opt(cluster).await.map_err(Error::Dereference)? else {
+        return Ok(None);
+    };
+    let applied_by_foodapp = live.metadata.managed_fields.iter().flatten().any(|m| {
+        m.operation.as_deref() == Some("Apply") && m.manager.as_deref() == Some(MANAGER)
+    });
+    if !applied_by_foodapp {
+        return Ok(Some(run.waiting(
+            "Migrated",
+            format!("waiting for the FoodApp to apply Cluster {cluster}"),
+            2,
+        )));
+    }
+    let slim = cnpg::recovery_fields(&live);
+    api.patch(
+        cluster,
+        &PatchParams::apply(cnpg::RESTORE_MANAGER).force(),
+        &Patch::Apply(&slim),
+    )
+    .await
+    .map_err(|e| Error::Apply(apply::failed("Cluster", cluster)(e)))?;
+    Ok(None)
+}
+
 /// InPlace, with the API stopped: recover, then switch the FoodApp to the
 /// new Cluster (annotation `foodapp.io/database-cluster`); the Cluster used
 /// before is kept.
-pub async fn in_place(
-    run: &mut Run<'_>,
-    app: &FoodApp,
-    backup: &BackupSpec,
-    target: &str,
-) -> Result<Next, Error> {
+pub async fn in_place(run: &mut Run<'_>, app: &FoodApp, target: &str) -> Result<Next, Error> {
     let new = names::recovered_cluster(&app.name_any(), &run.id_key());
     let current = crate::build::db_cluster(app);
     if current != new {
-        if let Some(next) = ensure_recovered(run, app, backup, target, &new, &current).await? {
+        if let Some(next) = ensure_recovered(run, app, target, &new, &current).await? {
             return Ok(next);
         }
         super::super::annotate(run.ctx, app, DATABASE_CLUSTER_ANNOTATION, Some(&new)).await?;

@@ -149,6 +149,7 @@ async fn reconcile_inner(restore: &FoodAppRestore, ctx: &Context) -> Result<Acti
                 }
                 if !ok {
                     Box::pin(beside::on_failure(&mut run, &app)).await?;
+                    Box::pin(recovery::on_failure(&run, &app)).await?;
                 }
                 return run.end(ok, reason, message, Some(&app)).await;
             }
@@ -213,6 +214,11 @@ async fn start(run: &mut Run<'_>, app: &FoodApp, backup_spec: &BackupSpec) -> Re
                 app.name_any()
             ),
         ));
+    }
+    if let Some(target) = &spec.target_time
+        && let Some(next) = recovery::precheck(run, app, target).await?
+    {
+        return Ok(next);
     }
     let source = match resolve_source(run, app, backup_spec).await? {
         Ok(source) => source,
@@ -477,7 +483,7 @@ async fn in_place(
                 return Ok(next);
             }
             if let Some(target) = run.restore.spec.target_time.clone() {
-                return recovery::in_place(run, app, backup_spec, &target).await;
+                return recovery::in_place(run, app, &target).await;
             }
             let model = validate::job_model(app, &ctx.agent_image)?;
             let source = run
@@ -522,10 +528,14 @@ async fn in_place(
 pub async fn migrating(run: &mut Run<'_>, app: &FoodApp) -> Result<Next, Error> {
     {
         {
-            if run.restore.spec.target_time.is_some()
-                && let Some(next) = recovery::await_connection(run, app).await?
-            {
-                return Ok(next);
+            if run.restore.spec.target_time.is_some() {
+                if let Some(next) = recovery::await_connection(run, app).await? {
+                    return Ok(next);
+                }
+                let cluster = crate::build::db_cluster(app);
+                if let Some(next) = recovery::hand_over(run, &cluster).await? {
+                    return Ok(next);
+                }
             }
             let job = in_place_migration(run, app).await?;
             let source = run.status.object_key.clone().unwrap_or_default();
