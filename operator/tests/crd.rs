@@ -862,3 +862,86 @@ fn the_upgrade_method_is_beside_or_in_place() {
         ["method"];
     assert_eq!(method["enum"], json!(["Beside", "InPlace"]), "{method}");
 }
+
+#[test]
+fn cloudnativepg_names_and_images_are_ones_cloudnativepg_can_run() {
+    let named = |name: &str, db: Value| {
+        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodApp",
+            "metadata": {"name": name, "namespace": "food"}, "spec": {"database": db}})
+    };
+    let cnpg = json!({"engine": "CloudNativePG", "image": "postgres:16", "storage": {"size": "10Gi"},
+        "cloudNativePG": {"instances": 3, "retention": "30d", "operatorNamespace": "cnpg-system"}});
+    let builtin = json!({"engine": "BuiltIn", "image": "postgres:16", "storage": {"size": "10Gi"}});
+    // <name>-db-<6 hex>-1-full-recovery fits in 63 up to 37 characters.
+    let longest = "a".repeat(37);
+    assert_eq!(
+        format!("{longest}-db-abcdef-1-full-recovery").len(),
+        63,
+        "the recovery Job CloudNativePG names"
+    );
+    check("FoodApp", &named(&longest, cnpg.clone()), None).unwrap();
+    let errors = check("FoodApp", &named(&"a".repeat(38), cnpg.clone()), None).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("at most 37 characters")),
+        "{errors:?}"
+    );
+    check("FoodApp", &named(&"a".repeat(40), builtin), None).unwrap();
+    for good in [
+        "ghcr.io/cloudnative-pg/postgresql:17.5",
+        "registry.local:5000/pg/postgresql:16-standard-bookworm",
+        "ghcr.io/cloudnative-pg/postgresql:17@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let mut db = cnpg.clone();
+        db["cloudNativePG"]["imageName"] = good.into();
+        check("FoodApp", &named("shop", db), None).unwrap_or_else(|e| panic!("{good}: {e:?}"));
+    }
+    for bad in [
+        "ghcr.io/cloudnative-pg/postgresql",
+        "ghcr.io/cloudnative-pg/postgresql:latest",
+        "registry.local:5000/postgresql",
+        "ghcr.io/cloudnative-pg/postgresql@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let mut db = cnpg.clone();
+        db["cloudNativePG"]["imageName"] = bad.into();
+        let errors = check("FoodApp", &named("shop", db), None).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("imageName needs a tag")),
+            "{bad}: {errors:?}"
+        );
+    }
+    let mut db = cnpg.clone();
+    db["cloudNativePG"]["operatorNamespace"] = "Not A Namespace".into();
+    let errors = check("FoodApp", &named("shop", db), None).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.contains("operatorNamespace must be")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_recovery_deadline_bounds_only_a_point_in_time_recovery() {
+    let restore = |spec: Value| {
+        json!({"apiVersion": "foodapp.io/v1alpha1", "kind": "FoodAppRestore",
+            "metadata": {"name": "r", "namespace": "food"}, "spec": spec})
+    };
+    check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "deadlineMinutes": 30})),
+        None,
+    )
+    .unwrap();
+    let errors = check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "latest": true, "deadlineMinutes": 30})),
+        None,
+    )
+    .unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("it needs targetTime")), "{errors:?}");
+    let errors = check(
+        "FoodAppRestore",
+        &restore(json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "deadlineMinutes": 1})),
+        None,
+    )
+    .unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("between 5 and 10080")), "{errors:?}");
+}

@@ -1677,6 +1677,9 @@ async fn the_rbac_rules_cover_every_call_the_controllers_make_and_nothing_more()
                 (_, "persistentvolumeclaims" | "pods", "create")
                     | ("", "pods/status", "patch")
                     | ("postgresql.cnpg.io", "clusters/status", "patch")
+                    | ("postgresql.cnpg.io", "backups", "create")
+                    | ("postgresql.cnpg.io", "backups/status", "patch")
+                    | ("barmancloud.cnpg.io", "objectstores/status", "patch")
                     | ("foodapp.io", "foodapprestores" | "foodappbackups", "create")
                     | (
                         "apps",
@@ -3680,4 +3683,411 @@ async fn a_beside_upgrade_cancelled_before_its_restore_gives_the_writes_back() {
     );
     assert_eq!(database_image(&h, "shop-db").await.0, "postgres:16");
     assert_eq!(h.condition("DatabaseUpgrade").await.1, "UpToDate");
+}
+
+/// A CloudNativePG FoodApp serving from `shop-db`, archived from
+/// FIRST_POINT with a base backup at BASE_BACKUP.
+async fn cloudnativepg_serving() -> Harness {
+    let h = cloudnativepg_with_backup().await;
+    cnpg_ready(&h, "shop-db", "old").await;
+    h.settle().await;
+    h.job_done("registry.example/api:1", "Complete", "").await;
+    h.settle().await;
+    h.deployments_available().await;
+    h.settle().await;
+    archived(&h, "shop", "shop-db", FIRST_POINT, BASE_BACKUP).await;
+    h.settle().await;
+    h
+}
+
+/// An RFC 3339 time `seconds` before now.
+fn ago(seconds: i64) -> String {
+    (k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap()
+        .to_string()
+}
+
+fn cluster_names(list: Vec<foodapp_operator::crd::foreign::Cluster>) -> Vec<String> {
+    list.into_iter().filter_map(|c| c.metadata.name).collect()
+}
+
+async fn clusters(h: &Harness) -> Vec<String> {
+    cluster_names(
+        h.api::<foodapp_operator::crd::foreign::Cluster>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items,
+    )
+}
+
+#[tokio::test]
+async fn a_point_in_time_restore_outside_the_archive_is_refused_before_anything_stops() {
+    let h = cloudnativepg_serving().await;
+    let recent = ago(60);
+    let cases = [
+        (
+            "recent",
+            recent.clone(),
+            format!("targetTime {recent} is less than 5 minutes ago"),
+        ),
+        (
+            "future",
+            "2099-01-01T00:00:00Z".to_owned(),
+            "less than 5 minutes ago (or in the future)".to_owned(),
+        ),
+        (
+            "before",
+            "2026-11-19T12:00:00Z".to_owned(),
+            format!(
+                "is before the first recoverability point of Cluster shop-db, {FIRST_POINT}"
+            ),
+        ),
+        (
+            "between",
+            "2026-11-20T00:30:00Z".to_owned(),
+            "no base backup of Cluster shop-db completed before 2026-11-20T00:30:00Z".to_owned(),
+        ),
+    ];
+    for (name, target, expected) in cases {
+        h.create::<FoodAppRestore>(
+            name,
+            json!({"foodAppRef": "shop", "targetTime": target, "mode": "InPlace"}),
+        )
+        .await;
+        restore_step(&h, name).await;
+        let status = restore_status(&h, name).await;
+        assert_eq!(restore_phase(&h, name).await, "Failed", "{name}: {status:?}");
+        let error = status.error.unwrap();
+        assert!(error.contains(&expected), "{name}: {error}");
+        assert!(error.ends_with("nothing was changed"), "{name}: {error}");
+        let complete = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Complete")
+            .unwrap();
+        assert_eq!(complete.reason, "TargetNotRecoverable", "{name}");
+        h.settle().await;
+        assert_eq!(h.api_replicas().await, Some(2), "{name}: the API was never stopped");
+        assert_eq!(clusters(&h).await, ["shop-db"], "{name}: no Cluster was made");
+    }
+}
+
+#[tokio::test]
+async fn a_point_in_time_restore_without_a_recoverability_point_is_refused() {
+    let h = cloudnativepg_with_backup().await;
+    cnpg_ready(&h, "shop-db", "old").await;
+    h.settle().await;
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z"}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    let error = restore_status(&h, "pitr").await.error.unwrap();
+    assert!(
+        error.contains("Cluster shop-db has no recoverability point yet"),
+        "{error}"
+    );
+    assert_eq!(clusters(&h).await, ["shop-db"]);
+}
+
+/// Starts an InPlace recovery of `shop` to a time in its archive; returns
+/// the Cluster being recovered, once it exists (not ready yet).
+async fn recovering(h: &Harness) -> String {
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "mode": "InPlace", "deadlineMinutes": 30}),
+    )
+    .await;
+    for _ in 0..3 {
+        restore_step(h, "pitr").await;
+        h.settle().await;
+    }
+    assert_eq!(h.api_replicas().await, Some(0), "the API is stopped");
+    let new = clusters(h)
+        .await
+        .into_iter()
+        .find(|c| c != "shop-db")
+        .expect("a Cluster is being recovered");
+    restore_step(h, "pitr").await;
+    assert_eq!(restore_phase(h, "pitr").await, "Restoring");
+    new
+}
+
+/// After a failed recovery: the shop serves from shop-db again and the
+/// half-recovered Cluster is gone.
+async fn back_on_the_old_cluster(h: &Harness, new: &str, reason: &str, expected: &str) {
+    assert_eq!(restore_phase(h, "pitr").await, "Failed");
+    let status = restore_status(h, "pitr").await;
+    let complete = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert_eq!(complete.reason, reason);
+    assert!(complete.message.contains(expected), "{}", complete.message);
+    assert_eq!(clusters(h).await, ["shop-db"], "{new} is deleted");
+    h.settle().await;
+    assert_eq!(h.api_replicas().await, Some(2), "the API is back");
+    let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
+    assert!(url.contains("@shop-db-rw."), "{url}");
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/database-cluster")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_recovery_job_ends_the_restore_and_brings_the_shop_back_on_the_old_cluster() {
+    let h = cloudnativepg_serving().await;
+    let new = recovering(&h).await;
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": format!("{new}-1-full-recovery"), "namespace": NS},
+        "spec": {"template": {"spec": {"containers": [], "restartPolicy": "Never"}}},
+    }))
+    .unwrap();
+    h.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    h.set_status::<Job>(
+        &format!("{new}-1-full-recovery"),
+        json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    back_on_the_old_cluster(
+        &h,
+        &new,
+        "Failed",
+        &format!("recovery Job {new}-1-full-recovery failed (BackoffLimitExceeded"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_recovery_past_its_deadline_ends_the_restore_and_brings_the_shop_back() {
+    let h = cloudnativepg_serving().await;
+    let new = recovering(&h).await;
+    h.set_status::<FoodAppRestore>("pitr", json!({"startedAt": ago(31 * 60)}))
+        .await;
+    restore_step(&h, "pitr").await;
+    back_on_the_old_cluster(&h, &new, "Timeout", "not recovered within 30 minutes").await;
+}
+
+#[tokio::test]
+async fn a_recovered_cluster_is_the_foodapps_to_change_once_switched() {
+    let h = cloudnativepg_serving().await;
+    let new = recovering(&h).await;
+    cnpg_ready(&h, &new, "new").await;
+    for _ in 0..3 {
+        restore_step(&h, "pitr").await;
+        h.settle().await;
+    }
+    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Succeeded");
+    let live = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(&new)
+        .await
+        .unwrap();
+    let restore_manager = live
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("foodapp-operator-restore"))
+        .and_then(|m| m.fields_v1.clone())
+        .expect("the restore's manager keeps the bootstrap")
+        .0;
+    let spec = restore_manager["f:spec"].as_object().unwrap();
+    let mut owned: Vec<&str> = spec.keys().map(String::as_str).collect();
+    owned.sort();
+    assert_eq!(owned, ["f:bootstrap", "f:externalClusters"], "{restore_manager}");
+    // A field the FoodApp drops now leaves the Cluster: the resources.
+    let mut app = h.app().await;
+    app.spec.database.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "1"}})).unwrap());
+    h.api::<FoodApp>()
+        .replace("shop", &Default::default(), &app)
+        .await
+        .unwrap();
+    h.settle().await;
+    let mut app = h.app().await;
+    app.spec.database.resources = None;
+    h.api::<FoodApp>()
+        .replace("shop", &Default::default(), &app)
+        .await
+        .unwrap();
+    h.settle().await;
+    let live = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get(&new)
+        .await
+        .unwrap();
+    assert!(live.spec.bootstrap.unwrap().recovery.is_some());
+    assert_eq!(live.metadata.labels.unwrap()["foodapp.io/in-use"], "true");
+    let old = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get("shop-db")
+        .await
+        .unwrap();
+    assert!(
+        !old.metadata.labels.unwrap().contains_key("foodapp.io/in-use"),
+        "the Cluster switched from is no longer labelled in use"
+    );
+}
+
+#[tokio::test]
+async fn cloudnativepg_without_the_plugin_says_what_to_install_and_archives_nothing() {
+    let mut spec = with_backup("spaces");
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let h = Harness::without_plugin(foodapp(spec)).await;
+    credentials(&h).await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("BackupScheduled").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "BarmanCloudPluginMissing"));
+    assert!(
+        message.contains("install plugin-barman-cloud v0.14")
+            && message.contains("CloudNativePG 1.26 or later and cert-manager")
+            && message.contains("archives no WAL"),
+        "{message}"
+    );
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get("shop-db")
+        .await
+        .unwrap();
+    assert!(cluster.spec.plugins.is_empty() && cluster.spec.backup.is_none());
+    assert!(
+        !h.exists::<foodapp_operator::crd::foreign::ScheduledBackup>("shop-db-backup")
+            .await,
+        "no schedule that could only fail"
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_of_the_previous_release_keeps_archiving_in_tree_until_the_plugin_is_there() {
+    let mut spec = with_backup("spaces");
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    // What the previous release applied: the in-tree archive, no serverName.
+    let previous = json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "shop-db", "namespace": NS},
+        "spec": {"instances": 3, "backup": {"barmanObjectStore": {
+            "destinationPath": "s3://shop-backups/food/shop/cloudnative-pg",
+            "s3Credentials": {"accessKeyId": {"name": "spaces", "key": "AWS_ACCESS_KEY_ID"},
+                              "secretAccessKey": {"name": "spaces", "key": "AWS_SECRET_ACCESS_KEY"}}}}},
+    });
+    let h = Harness::build(foodapp(spec.clone()), vec![previous.clone()], None, false).await;
+    credentials(&h).await;
+    h.settle().await;
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get("shop-db")
+        .await
+        .unwrap();
+    let store = cluster.spec.backup.expect("archiving never stops").barman_object_store;
+    assert_eq!(store.server_name.as_deref(), Some("shop-db"), "the same folder");
+    assert!(cluster.spec.plugins.is_empty());
+    assert_eq!(h.condition("BackupScheduled").await.1, "BarmanCloudPluginMissing");
+    assert!(h.condition("BackupScheduled").await.2.contains("keeps archiving through the deprecated in-tree"));
+    // With the plugin: the same folder, through the plugin.
+    let h = Harness::new(foodapp(spec), vec![previous]).await;
+    credentials(&h).await;
+    h.settle().await;
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get("shop-db")
+        .await
+        .unwrap();
+    assert_eq!(cluster.spec.plugins[0].parameters["serverName"], "shop-db");
+    assert!(h.exists::<foodapp_operator::crd::foreign::ObjectStore>("shop-archive").await);
+    let sb = h
+        .api::<foodapp_operator::crd::foreign::ScheduledBackup>()
+        .get("shop-db-backup")
+        .await
+        .unwrap();
+    assert_eq!(sb.spec.method.as_deref(), Some("plugin"));
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_keeps_cloudnativepg_archiving_configured() {
+    let mut spec = with_backup("spaces");
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let h = Harness::new(foodapp(spec), vec![]).await;
+    h.settle().await;
+    assert_eq!(h.condition("BackupScheduled").await.1, "CredentialsSecretMissing");
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get("shop-db")
+        .await
+        .unwrap();
+    assert!(cluster.spec.plugins[0].is_wal_archiver == Some(true));
+    assert!(h.exists::<foodapp_operator::crd::foreign::ObjectStore>("shop-archive").await);
+}
+
+#[tokio::test]
+async fn archiving_and_base_backup_failures_of_the_cluster_reach_the_foodapp() {
+    let h = cloudnativepg_serving().await;
+    assert_eq!(h.condition("BackupScheduled").await.0, "True");
+    let message = h.condition("BackupScheduled").await.2;
+    assert!(message.contains(&format!("recoverable from: {FIRST_POINT}")), "{message}");
+    let conditions = |archiving: &str, backup: &str| {
+        json!({"instances": 3, "readyInstances": 3, "phase": "Cluster in healthy state", "conditions": [
+            {"type": "ContinuousArchiving", "status": archiving, "reason": "ContinuousArchivingFailing",
+             "message": "unexpected failure invoking barman-cloud-wal-archive: exit status 4", "lastTransitionTime": "2026-12-01T00:00:00Z"},
+            {"type": "LastBackupSucceeded", "status": backup, "reason": "LastBackupFailed",
+             "message": "no space left", "lastTransitionTime": "2026-12-01T00:00:00Z"}]})
+    };
+    h.set_status::<foodapp_operator::crd::foreign::Cluster>("shop-db", conditions("False", "True"))
+        .await;
+    h.settle().await;
+    let (status, reason, message) = h.condition("BackupScheduled").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ArchivingFailed"));
+    assert!(message.contains("exit status 4"), "{message}");
+    assert_eq!(h.condition("Ready").await.0, "False");
+    h.set_status::<foodapp_operator::crd::foreign::Cluster>("shop-db", conditions("True", "False"))
+        .await;
+    h.settle().await;
+    let (_, reason, message) = h.condition("BackupScheduled").await;
+    assert_eq!(reason, "BackupFailed");
+    assert!(message.contains("no space left"), "{message}");
+}
+
+#[tokio::test]
+async fn a_foodapp_made_again_finds_the_cluster_in_use_by_its_label() {
+    let h = cloudnativepg_serving().await;
+    let new = recovering(&h).await;
+    cnpg_ready(&h, &new, "new").await;
+    for _ in 0..3 {
+        restore_step(&h, "pitr").await;
+        h.settle().await;
+    }
+    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Succeeded");
+    // Made again with the annotation gone, and the API Secret's record too
+    // (someone deleted the Secret): the label still says which Cluster.
+    let mut app = h.app().await;
+    app.metadata.annotations.as_mut().unwrap().remove("foodapp.io/database-cluster");
+    h.api::<FoodApp>()
+        .replace("shop", &Default::default(), &app)
+        .await
+        .unwrap();
+    h.api::<Secret>()
+        .delete("shop-api", &Default::default())
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.app().await.annotations()["foodapp.io/database-cluster"], new);
+    let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
+    assert!(url.contains(&format!("@{new}-rw.")), "{url}");
 }

@@ -28,6 +28,31 @@ pub fn self_signed(dir: &Path, host: &str) {
     );
 }
 
+/// The CRD of another project's kind, unmodified: CloudNativePG's (v1.30,
+/// from `cnpg_crds_dir`), the Barman Cloud Plugin's (v0.14.0) and
+/// cert-manager's (v1.21.1), from the directories beside CloudNativePG's.
+pub fn foreign_crd(kind: &str) -> PathBuf {
+    let cnpg = cnpg_crds_dir();
+    let (dir, file) = match kind {
+        "Cluster" | "ScheduledBackup" | "Backup" => (
+            cnpg.clone(),
+            format!("postgresql.cnpg.io_{}s.yaml", kind.to_lowercase()),
+        ),
+        "ObjectStore" => (
+            cnpg.join("../plugin-barman-cloud"),
+            "barmancloud.cnpg.io_objectstores.yaml".to_owned(),
+        ),
+        "Certificate" => (
+            cnpg.join("../cert-manager"),
+            "cert-manager.io_certificates.yaml".to_owned(),
+        ),
+        other => panic!("no CRD of kind {other} is at hand"),
+    };
+    let path = dir.join(file);
+    assert!(path.exists(), "{} not found beside CloudNativePG's CRDs", path.display());
+    path
+}
+
 /// CloudNativePG's own CRDs (v1.30, unmodified): `CNPG_CRDS`, else the
 /// shared directory beside the repository.
 pub fn cnpg_crds_dir() -> PathBuf {
