@@ -913,7 +913,9 @@ fn cloudnativepg_names_and_images_are_ones_cloudnativepg_can_run() {
     db["cloudNativePG"]["operatorNamespace"] = "Not A Namespace".into();
     let errors = check("FoodApp", &named("shop", db), None).unwrap_err();
     assert!(
-        errors.iter().any(|e| e.contains("operatorNamespace must be")),
+        errors
+            .iter()
+            .any(|e| e.contains("operatorNamespace must be")),
         "{errors:?}"
     );
 }
@@ -936,12 +938,18 @@ fn a_recovery_deadline_bounds_only_a_point_in_time_recovery() {
         None,
     )
     .unwrap_err();
-    assert!(errors.iter().any(|e| e.contains("it needs targetTime")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("it needs targetTime")),
+        "{errors:?}"
+    );
     let errors = check(
         "FoodAppRestore",
         &restore(json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "deadlineMinutes": 1})),
         None,
     )
     .unwrap_err();
-    assert!(errors.iter().any(|e| e.contains("between 5 and 10080")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("between 5 and 10080")),
+        "{errors:?}"
+    );
 }

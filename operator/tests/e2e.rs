@@ -22,6 +22,8 @@
 //!   are checked too (scheduled, on demand, restore by latest, backupRef and
 //!   objectKey, a restore deleted mid-way).
 
+#[path = "e2e/cloudnativepg.rs"]
+mod cloudnativepg;
 mod common;
 #[path = "e2e/operator_upgrade.rs"]
 mod operator_upgrade;
@@ -909,7 +911,6 @@ async fn the_operator_on_a_real_cluster() {
 
     scaling_and_edge(&c).await;
     external_database(&c, &discovery).await;
-    cloudnativepg(&c).await;
 
     // 7. A field removed from the spec leaves the live object.
     let resources = |d: Deployment| {
@@ -1091,7 +1092,7 @@ async fn the_operator_on_a_real_cluster() {
 
     if setting("FOODAPP_E2E_KEEP", "0") != "1" {
         c.log("cleaning up (FOODAPP_E2E_KEEP=1 keeps everything)");
-        for app in ["shop", "bistro", "deli", "cafe", "diner"] {
+        for app in ["shop", "bistro", "deli", "cafe"] {
             let _ = c
                 .merge(app, json!({"spec": {"deletionPolicy": "Delete"}}))
                 .await;
@@ -1818,79 +1819,4 @@ async fn database_condition(c: &Cluster, app: &str) -> Result<(String, String, S
         cond.reason.clone(),
         cond.message.clone(),
     ))
-}
-
-/// Engine CloudNativePG on a cluster without it: the FoodApp says what to
-/// install; once CloudNativePG's CRDs are installed, the API server
-/// (validating against CloudNativePG's own schema and rules) accepts the
-/// Cluster and ScheduledBackup the operator makes. No CloudNativePG operator
-/// runs here, so the Cluster never starts: the FoodApp says it waits for it.
-async fn cloudnativepg(c: &Cluster) {
-    let minute = Duration::from_secs(60);
-    let mut diner = example("foodapp-cloudnativepg.yaml", &c.ns);
-    // No cert-manager here either.
-    diner.spec.gateway.tls = None;
-    apply_foodapp(c, &diner).await;
-    let (_, reason, message) = c
-        .eventually("diner says CloudNativePG is missing", minute, || async {
-            match database_condition(c, "diner").await? {
-                (s, r, m) if s == "False" && r == "CloudNativePGMissing" => Ok((s, r, m)),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
-    assert!(
-        message.contains("CloudNativePG 1.30"),
-        "{reason}: {message}"
-    );
-    c.log("ok: without CloudNativePG, diner's DatabaseReady is False, CloudNativePGMissing");
-    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
-    for kind in CNPG_KINDS {
-        let file = common::cnpg_crds_dir().join(format!("postgresql.cnpg.io_{kind}.yaml"));
-        let crd: CustomResourceDefinition =
-            yaml_serde::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    c.log("installed CloudNativePG's v1.30 CRDs (not its operator)");
-    c.eventually(
-        "the API server accepted diner's Cluster and ScheduledBackup",
-        2 * minute,
-        || async {
-            let cluster = c
-                .api::<foodapp_operator::crd::foreign::Cluster>()
-                .get_opt("diner-db")
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("no Cluster diner-db")?;
-            c.api::<foodapp_operator::crd::foreign::ScheduledBackup>()
-                .get_opt("diner-db-backup")
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("no ScheduledBackup diner-db-backup")?;
-            if cluster.spec.instances == 3 {
-                Ok(())
-            } else {
-                Err(format!("{:?}", cluster.spec))
-            }
-        },
-    )
-    .await;
-    c.eventually(
-        "diner waits for its CloudNativePG Cluster",
-        minute,
-        || async {
-            match database_condition(c, "diner").await? {
-                (s, r, m) if s == "False" && r == "Starting" && m.contains("diner-db") => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
-    c.log("ok: diner's Cluster and ScheduledBackup were accepted under CloudNativePG's CRDs; diner waits for the Cluster");
 }

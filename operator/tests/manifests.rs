@@ -205,8 +205,12 @@ mod cnpg {
     /// `oldSelf`, apply only then).
     pub fn check_update(object: &Value, old: Option<&Value>) -> Result<(), Vec<String>> {
         assert!(
-            ["postgresql.cnpg.io/v1", "barmancloud.cnpg.io/v1", "cert-manager.io/v1"]
-                .contains(&object["apiVersion"].as_str().unwrap_or_default()),
+            [
+                "postgresql.cnpg.io/v1",
+                "barmancloud.cnpg.io/v1",
+                "cert-manager.io/v1"
+            ]
+            .contains(&object["apiVersion"].as_str().unwrap_or_default()),
             "{}",
             object["apiVersion"]
         );
@@ -391,7 +395,11 @@ mod webhook {
         let (date, rest) = s.split_at(s.len().min(10));
         let date_ok = date.len() == 10
             && date.bytes().enumerate().all(|(i, c)| {
-                if i == 4 || i == 7 { c == b'-' } else { c.is_ascii_digit() }
+                if i == 4 || i == 7 {
+                    c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }
             });
         if !date_ok {
             return false;
@@ -405,7 +413,11 @@ mod webhook {
         let hms = &time[..time.len().min(8)];
         let clock = hms.len() == 8
             && hms.bytes().enumerate().all(|(i, c)| {
-                if i == 2 || i == 5 { c == b':' } else { c.is_ascii_digit() }
+                if i == 2 || i == 5 {
+                    c == b':'
+                } else {
+                    c.is_ascii_digit()
+                }
             });
         let mut zone = &time[hms.len()..];
         if let Some(frac) = zone.strip_prefix('.') {
@@ -491,9 +503,9 @@ mod webhook {
                     None if image.contains('@') => {
                         Some("Can't use just the image sha as we can't detect upgrades".into())
                     }
-                    None | Some("latest") => Some(
-                        "Can't use 'latest' as image tag as we can't detect upgrades".into(),
-                    ),
+                    None | Some("latest") => {
+                        Some("Can't use 'latest' as image tag as we can't detect upgrades".into())
+                    }
                     Some(t) if !t.starts_with(|ch: char| ch.is_ascii_digit()) => {
                         Some(format!("invalid version tag {t}"))
                     }
@@ -541,7 +553,9 @@ mod webhook {
                             && e["barmanObjectStore"].is_null()
                             && e["plugin"].is_null() =>
                     {
-                        Some(format!("External cluster {source} cannot be used for recovery"))
+                        Some(format!(
+                            "External cluster {source} cannot be used for recovery"
+                        ))
                     }
                     Some(_) => None,
                 }
@@ -551,7 +565,8 @@ mod webhook {
             source: "cloudnative-pg internal/webhook/v1/cluster_webhook.go, validateRecoveryTarget (machinery pkg/types/time.go, ParseTargetTime)",
             kind: "Cluster",
             check: |c| {
-                let t = c["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"].as_str()?;
+                let t =
+                    c["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTime"].as_str()?;
                 (!target_time(t)).then(|| format!("The format of TargetTime is invalid: {t}"))
             },
         },
@@ -571,7 +586,10 @@ mod webhook {
                             && e["barmanObjectStore"].is_null()
                             && e["plugin"].is_null()
                     })
-                    .map(|_| "one of connectionParameters, plugin and barmanObjectStore is required".into())
+                    .map(|_| {
+                        "one of connectionParameters, plugin and barmanObjectStore is required"
+                            .into()
+                    })
             },
         },
         Rule {
@@ -586,7 +604,8 @@ mod webhook {
                     return Some("Cannot enable more than one WAL archiver plugin".into());
                 }
                 (archivers == 1 && !c["spec"]["backup"]["barmanObjectStore"].is_null()).then(|| {
-                    "Cannot enable a WAL archiver plugin when barmanObjectStore is configured".into()
+                    "Cannot enable a WAL archiver plugin when barmanObjectStore is configured"
+                        .into()
                 })
             },
         },
@@ -610,7 +629,9 @@ mod webhook {
                 let size = c["spec"]["storage"]["size"].as_str();
                 match size {
                     None => Some("Size not configured".into()),
-                    Some(s) if quantity(s).is_none() => Some(format!("Size value isn't valid: {s}")),
+                    Some(s) if quantity(s).is_none() => {
+                        Some(format!("Size value isn't valid: {s}"))
+                    }
                     Some(_) => None,
                 }
             },
@@ -623,7 +644,8 @@ mod webhook {
                 ["cpu", "memory"].iter().find_map(|k| {
                     let req = quantity(r["requests"][*k].as_str()?)?;
                     let lim = quantity(r["limits"][*k].as_str()?)?;
-                    (lim > 0.0 && req > lim).then(|| format!("{k} request is greater than the limit"))
+                    (lim > 0.0 && req > lim)
+                        .then(|| format!("{k} request is greater than the limit"))
                 })
             },
         },
@@ -632,8 +654,9 @@ mod webhook {
             kind: "Cluster",
             check: |c| {
                 let t = c["spec"]["affinity"]["podAntiAffinityType"].as_str()?;
-                (!["preferred", "required", ""].contains(&t))
-                    .then(|| format!("pod anti-affinity type must be 'preferred' or 'required', not {t}"))
+                (!["preferred", "required", ""].contains(&t)).then(|| {
+                    format!("pod anti-affinity type must be 'preferred' or 'required', not {t}")
+                })
             },
         },
         Rule {
@@ -643,7 +666,10 @@ mod webhook {
                 if let Some(p) = plugins(c)
                     .into_iter()
                     .find(|p| p["name"] == "barman-cloud.cloudnative-pg.io")
-                    && p["parameters"]["barmanObjectName"].as_str().unwrap_or_default().is_empty()
+                    && p["parameters"]["barmanObjectName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .is_empty()
                 {
                     return Some("the plugin has no barmanObjectName".into());
                 }
@@ -678,7 +704,9 @@ mod webhook {
                     .flatten()
                     .filter(|e| !e["plugin"].is_null())
                     .any(|e| server(&e["plugin"]) == server(own))
-                    .then(|| "the recovered Cluster archives into the folder it recovers from".into())
+                    .then(|| {
+                        "the recovered Cluster archives into the folder it recovers from".into()
+                    })
             },
         },
         Rule {
@@ -696,8 +724,14 @@ mod webhook {
             kind: "ScheduledBackup",
             check: |s| {
                 (s["spec"]["method"] == "plugin"
-                    && s["spec"]["pluginConfiguration"]["name"].as_str().unwrap_or_default().is_empty())
-                .then(|| "spec.pluginConfiguration cannot be empty when the backup method is plugin".into())
+                    && s["spec"]["pluginConfiguration"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .is_empty())
+                .then(|| {
+                    "spec.pluginConfiguration cannot be empty when the backup method is plugin"
+                        .into()
+                })
             },
         },
     ];
@@ -750,7 +784,11 @@ fn every_cloudnativepg_object_passes_what_cloudnativepg_checks_in_code() {
     for name in ["diner", &"d".repeat(37)] {
         for object in cloudnativepg_objects(&example_app(name)) {
             let refused = webhook::refusals(&object);
-            assert!(refused.is_empty(), "{name}: {}: {refused:#?}", object["kind"]);
+            assert!(
+                refused.is_empty(),
+                "{name}: {}: {refused:#?}",
+                object["kind"]
+            );
             cnpg::check(&object).unwrap_or_else(|e| panic!("{name}: {}: {e:#?}", object["kind"]));
         }
     }
@@ -775,34 +813,94 @@ fn each_cloudnativepg_code_rule_refuses_what_it_should() {
     let cases = [
         mutated(cluster, "/metadata/name", "Diner_db".into()),
         mutated(cluster, "/metadata/name", "d".repeat(51).into()),
-        mutated(recovered, "/metadata/name", format!("{}-db-abcdef", "d".repeat(38)).into()),
-        mutated(cluster, "/spec/imageName", "ghcr.io/cloudnative-pg/postgresql:latest".into()),
-        mutated(cluster, "/spec/imageName", "ghcr.io/cloudnative-pg/postgresql".into()),
-        mutated(cluster, "/spec/imageName", "ghcr.io/cloudnative-pg/postgresql:bookworm".into()),
-        mutated(recovered, "/spec/bootstrap/initdb", serde_json::json!({"database": "a", "owner": "a"})),
-        mutated(cluster, "/spec/bootstrap/initdb/owner", serde_json::Value::Null),
-        mutated(recovered, "/spec/bootstrap/recovery/source", "elsewhere".into()),
-        mutated(recovered, "/spec/bootstrap/recovery/recoveryTarget/targetTime", "22/11/2026 09:30".into()),
-        mutated(recovered, "/spec/externalClusters/0/plugin", serde_json::Value::Null),
-        mutated(cluster, "/spec/backup", serde_json::json!({"barmanObjectStore": {"destinationPath": "s3://b"}})),
+        mutated(
+            recovered,
+            "/metadata/name",
+            format!("{}-db-abcdef", "d".repeat(38)).into(),
+        ),
+        mutated(
+            cluster,
+            "/spec/imageName",
+            "ghcr.io/cloudnative-pg/postgresql:latest".into(),
+        ),
+        mutated(
+            cluster,
+            "/spec/imageName",
+            "ghcr.io/cloudnative-pg/postgresql".into(),
+        ),
+        mutated(
+            cluster,
+            "/spec/imageName",
+            "ghcr.io/cloudnative-pg/postgresql:bookworm".into(),
+        ),
+        mutated(
+            recovered,
+            "/spec/bootstrap/initdb",
+            serde_json::json!({"database": "a", "owner": "a"}),
+        ),
+        mutated(
+            cluster,
+            "/spec/bootstrap/initdb/owner",
+            serde_json::Value::Null,
+        ),
+        mutated(
+            recovered,
+            "/spec/bootstrap/recovery/source",
+            "elsewhere".into(),
+        ),
+        mutated(
+            recovered,
+            "/spec/bootstrap/recovery/recoveryTarget/targetTime",
+            "22/11/2026 09:30".into(),
+        ),
+        mutated(
+            recovered,
+            "/spec/externalClusters/0/plugin",
+            serde_json::Value::Null,
+        ),
+        mutated(
+            cluster,
+            "/spec/backup",
+            serde_json::json!({"barmanObjectStore": {"destinationPath": "s3://b"}}),
+        ),
         mutated(cluster, "/spec/storage/size", "twenty".into()),
         mutated(cluster, "/spec/resources/requests/memory", "2Gi".into()),
-        mutated(cluster, "/spec/affinity/podAntiAffinityType", "sometimes".into()),
-        mutated(cluster, "/spec/plugins/0/parameters/barmanObjectName", "".into()),
-        mutated(recovered, "/spec/externalClusters/0/plugin/parameters/serverName", "".into()),
+        mutated(
+            cluster,
+            "/spec/affinity/podAntiAffinityType",
+            "sometimes".into(),
+        ),
+        mutated(
+            cluster,
+            "/spec/plugins/0/parameters/barmanObjectName",
+            "".into(),
+        ),
+        mutated(
+            recovered,
+            "/spec/externalClusters/0/plugin/parameters/serverName",
+            "".into(),
+        ),
         mutated(
             recovered,
             "/spec/externalClusters/0/plugin/parameters/serverName",
             recovered["spec"]["plugins"][0]["parameters"]["serverName"].clone(),
         ),
         mutated(schedule, "/spec/schedule", "0 3 * * *".into()),
-        mutated(schedule, "/spec/pluginConfiguration", serde_json::Value::Null),
+        mutated(
+            schedule,
+            "/spec/pluginConfiguration",
+            serde_json::Value::Null,
+        ),
     ];
     let mut fired = std::collections::BTreeSet::new();
     for case in &cases {
         let refused = webhook::refusals(case);
         assert!(!refused.is_empty(), "accepted: {case:#}");
-        fired.extend(refused.iter().map(|r| r.split(" [").nth(1).unwrap_or_default().to_owned()));
+        fired.extend(
+            refused
+                .iter()
+                .map(|r| r.split(" [").nth(1).unwrap_or_default().to_owned()),
+        );
     }
     // Every rule was shown to refuse something.
     for rule in webhook::RULES {
@@ -817,8 +915,16 @@ fn each_cloudnativepg_code_rule_refuses_what_it_should() {
     }
     // The previous release's in-tree Cluster draws CloudNativePG's deprecation warning.
     let in_tree = mutated(cluster, "/spec/plugins", serde_json::json!([]));
-    let in_tree = mutated(&in_tree, "/spec/backup", serde_json::json!({"barmanObjectStore": {"destinationPath": "s3://b"}}));
-    assert!(webhook::refusals(&in_tree).iter().any(|r| r.contains("removed in CloudNativePG 1.31.0")));
+    let in_tree = mutated(
+        &in_tree,
+        "/spec/backup",
+        serde_json::json!({"barmanObjectStore": {"destinationPath": "s3://b"}}),
+    );
+    assert!(
+        webhook::refusals(&in_tree)
+            .iter()
+            .any(|r| r.contains("removed in CloudNativePG 1.31.0"))
+    );
 }
 
 #[test]
@@ -830,7 +936,9 @@ fn the_objectstore_crd_forbids_a_server_name_of_its_own() {
     store["spec"]["configuration"]["serverName"] = "diner-db".into();
     let errors = cnpg::check(&store).unwrap_err();
     assert!(
-        errors.iter().any(|e| e.contains("use the 'serverName' plugin parameter")),
+        errors
+            .iter()
+            .any(|e| e.contains("use the 'serverName' plugin parameter")),
         "{errors:?}"
     );
 }

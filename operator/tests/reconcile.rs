@@ -3740,9 +3740,7 @@ async fn a_point_in_time_restore_outside_the_archive_is_refused_before_anything_
         (
             "before",
             "2026-11-19T12:00:00Z".to_owned(),
-            format!(
-                "is before the first recoverability point of Cluster shop-db, {FIRST_POINT}"
-            ),
+            format!("is before the first recoverability point of Cluster shop-db, {FIRST_POINT}"),
         ),
         (
             "between",
@@ -3758,7 +3756,11 @@ async fn a_point_in_time_restore_outside_the_archive_is_refused_before_anything_
         .await;
         restore_step(&h, name).await;
         let status = restore_status(&h, name).await;
-        assert_eq!(restore_phase(&h, name).await, "Failed", "{name}: {status:?}");
+        assert_eq!(
+            restore_phase(&h, name).await,
+            "Failed",
+            "{name}: {status:?}"
+        );
         let error = status.error.unwrap();
         assert!(error.contains(&expected), "{name}: {error}");
         assert!(error.ends_with("nothing was changed"), "{name}: {error}");
@@ -3769,8 +3771,16 @@ async fn a_point_in_time_restore_outside_the_archive_is_refused_before_anything_
             .unwrap();
         assert_eq!(complete.reason, "TargetNotRecoverable", "{name}");
         h.settle().await;
-        assert_eq!(h.api_replicas().await, Some(2), "{name}: the API was never stopped");
-        assert_eq!(clusters(&h).await, ["shop-db"], "{name}: no Cluster was made");
+        assert_eq!(
+            h.api_replicas().await,
+            Some(2),
+            "{name}: the API was never stopped"
+        );
+        assert_eq!(
+            clusters(&h).await,
+            ["shop-db"],
+            "{name}: no Cluster was made"
+        );
     }
 }
 
@@ -3910,10 +3920,15 @@ async fn a_recovered_cluster_is_the_foodapps_to_change_once_switched() {
     let spec = restore_manager["f:spec"].as_object().unwrap();
     let mut owned: Vec<&str> = spec.keys().map(String::as_str).collect();
     owned.sort();
-    assert_eq!(owned, ["f:bootstrap", "f:externalClusters"], "{restore_manager}");
+    assert_eq!(
+        owned,
+        ["f:bootstrap", "f:externalClusters"],
+        "{restore_manager}"
+    );
     // A field the FoodApp drops now leaves the Cluster: the resources.
     let mut app = h.app().await;
-    app.spec.database.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "1"}})).unwrap());
+    app.spec.database.resources =
+        Some(serde_json::from_value(json!({"requests": {"cpu": "1"}})).unwrap());
     h.api::<FoodApp>()
         .replace("shop", &Default::default(), &app)
         .await
@@ -3939,7 +3954,10 @@ async fn a_recovered_cluster_is_the_foodapps_to_change_once_switched() {
         .await
         .unwrap();
     assert!(
-        !old.metadata.labels.unwrap().contains_key("foodapp.io/in-use"),
+        !old.metadata
+            .labels
+            .unwrap()
+            .contains_key("foodapp.io/in-use"),
         "the Cluster switched from is no longer labelled in use"
     );
 }
@@ -3952,7 +3970,10 @@ async fn cloudnativepg_without_the_plugin_says_what_to_install_and_archives_noth
     credentials(&h).await;
     h.settle().await;
     let (status, reason, message) = h.condition("BackupScheduled").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "BarmanCloudPluginMissing"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "BarmanCloudPluginMissing")
+    );
     assert!(
         message.contains("install plugin-barman-cloud v0.14")
             && message.contains("CloudNativePG 1.26 or later and cert-manager")
@@ -3993,11 +4014,27 @@ async fn a_cluster_of_the_previous_release_keeps_archiving_in_tree_until_the_plu
         .get("shop-db")
         .await
         .unwrap();
-    let store = cluster.spec.backup.expect("archiving never stops").barman_object_store;
-    assert_eq!(store.server_name.as_deref(), Some("shop-db"), "the same folder");
+    let store = cluster
+        .spec
+        .backup
+        .expect("archiving never stops")
+        .barman_object_store;
+    assert_eq!(
+        store.server_name.as_deref(),
+        Some("shop-db"),
+        "the same folder"
+    );
     assert!(cluster.spec.plugins.is_empty());
-    assert_eq!(h.condition("BackupScheduled").await.1, "BarmanCloudPluginMissing");
-    assert!(h.condition("BackupScheduled").await.2.contains("keeps archiving through the deprecated in-tree"));
+    assert_eq!(
+        h.condition("BackupScheduled").await.1,
+        "BarmanCloudPluginMissing"
+    );
+    assert!(
+        h.condition("BackupScheduled")
+            .await
+            .2
+            .contains("keeps archiving through the deprecated in-tree")
+    );
     // With the plugin: the same folder, through the plugin.
     let h = Harness::new(foodapp(spec), vec![previous]).await;
     credentials(&h).await;
@@ -4008,7 +4045,10 @@ async fn a_cluster_of_the_previous_release_keeps_archiving_in_tree_until_the_plu
         .await
         .unwrap();
     assert_eq!(cluster.spec.plugins[0].parameters["serverName"], "shop-db");
-    assert!(h.exists::<foodapp_operator::crd::foreign::ObjectStore>("shop-archive").await);
+    assert!(
+        h.exists::<foodapp_operator::crd::foreign::ObjectStore>("shop-archive")
+            .await
+    );
     let sb = h
         .api::<foodapp_operator::crd::foreign::ScheduledBackup>()
         .get("shop-db-backup")
@@ -4023,14 +4063,20 @@ async fn a_missing_credentials_secret_keeps_cloudnativepg_archiving_configured()
     spec["database"] = json!({"engine": "CloudNativePG"});
     let h = Harness::new(foodapp(spec), vec![]).await;
     h.settle().await;
-    assert_eq!(h.condition("BackupScheduled").await.1, "CredentialsSecretMissing");
+    assert_eq!(
+        h.condition("BackupScheduled").await.1,
+        "CredentialsSecretMissing"
+    );
     let cluster = h
         .api::<foodapp_operator::crd::foreign::Cluster>()
         .get("shop-db")
         .await
         .unwrap();
     assert!(cluster.spec.plugins[0].is_wal_archiver == Some(true));
-    assert!(h.exists::<foodapp_operator::crd::foreign::ObjectStore>("shop-archive").await);
+    assert!(
+        h.exists::<foodapp_operator::crd::foreign::ObjectStore>("shop-archive")
+            .await
+    );
 }
 
 #[tokio::test]
@@ -4038,7 +4084,10 @@ async fn archiving_and_base_backup_failures_of_the_cluster_reach_the_foodapp() {
     let h = cloudnativepg_serving().await;
     assert_eq!(h.condition("BackupScheduled").await.0, "True");
     let message = h.condition("BackupScheduled").await.2;
-    assert!(message.contains(&format!("recoverable from: {FIRST_POINT}")), "{message}");
+    assert!(
+        message.contains(&format!("recoverable from: {FIRST_POINT}")),
+        "{message}"
+    );
     let conditions = |archiving: &str, backup: &str| {
         json!({"instances": 3, "readyInstances": 3, "phase": "Cluster in healthy state", "conditions": [
             {"type": "ContinuousArchiving", "status": archiving, "reason": "ContinuousArchivingFailing",
@@ -4050,7 +4099,10 @@ async fn archiving_and_base_backup_failures_of_the_cluster_reach_the_foodapp() {
         .await;
     h.settle().await;
     let (status, reason, message) = h.condition("BackupScheduled").await;
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ArchivingFailed"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ArchivingFailed")
+    );
     assert!(message.contains("exit status 4"), "{message}");
     assert_eq!(h.condition("Ready").await.0, "False");
     h.set_status::<foodapp_operator::crd::foreign::Cluster>("shop-db", conditions("True", "False"))
@@ -4077,7 +4129,11 @@ async fn a_foodapp_made_again_finds_the_cluster_in_use_by_its_label() {
     // Made again with the annotation gone, and the API Secret's record too
     // (someone deleted the Secret): the label still says which Cluster.
     let mut app = h.app().await;
-    app.metadata.annotations.as_mut().unwrap().remove("foodapp.io/database-cluster");
+    app.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("foodapp.io/database-cluster");
     h.api::<FoodApp>()
         .replace("shop", &Default::default(), &app)
         .await
@@ -4087,7 +4143,10 @@ async fn a_foodapp_made_again_finds_the_cluster_in_use_by_its_label() {
         .await
         .unwrap();
     h.settle().await;
-    assert_eq!(h.app().await.annotations()["foodapp.io/database-cluster"], new);
+    assert_eq!(
+        h.app().await.annotations()["foodapp.io/database-cluster"],
+        new
+    );
     let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
     assert!(url.contains(&format!("@{new}-rw.")), "{url}");
 }

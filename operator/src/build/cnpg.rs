@@ -9,8 +9,8 @@ use super::{DB_NAME, DB_USER, Model, names};
 use crate::crd::foreign::{
     BackupPluginConfiguration, BarmanObjectStore, Bootstrap, Cluster, ClusterAffinity,
     ClusterBackup, ClusterSpec, ClusterStorage, Compression, ExternalCluster, InheritedMetadata,
-    InitDb, LocalRef, ObjectStore, ObjectStoreSpec, PluginConfiguration, Recovery,
-    RecoveryTarget, S3Credentials, ScheduledBackup, ScheduledBackupSpec, SecretKeyRef,
+    InitDb, LocalRef, ObjectStore, ObjectStoreSpec, PluginConfiguration, Recovery, RecoveryTarget,
+    S3Credentials, ScheduledBackup, ScheduledBackupSpec, SecretKeyRef,
 };
 use crate::crd::{BackupSpec, DeletionPolicy};
 
@@ -392,10 +392,16 @@ mod tests {
             store.spec.configuration.endpoint_url.as_deref(),
             Some("https://fra1.digitaloceanspaces.com")
         );
-        assert_eq!(store.spec.configuration.server_name, None, "the CRD forbids it");
+        assert_eq!(
+            store.spec.configuration.server_name, None,
+            "the CRD forbids it"
+        );
         assert_eq!(store.spec.retention_policy.as_deref(), Some("30d"));
         let c = cluster(&m);
-        assert!(c.spec.backup.is_none(), "never both: the webhook refuses it");
+        assert!(
+            c.spec.backup.is_none(),
+            "never both: the webhook refuses it"
+        );
         let p = &c.spec.plugins[0];
         assert_eq!(p.name, BARMAN_CLOUD_PLUGIN);
         assert_eq!(p.is_wal_archiver, Some(true));
@@ -426,7 +432,11 @@ mod tests {
         let store = c.spec.backup.unwrap().barman_object_store;
         assert_eq!(store.server_name.as_deref(), Some("shop-db"));
         assert_eq!(
-            scheduled_backup(&m, &backup()).unwrap().spec.method.as_deref(),
+            scheduled_backup(&m, &backup())
+                .unwrap()
+                .spec
+                .method
+                .as_deref(),
             Some("barmanObjectStore")
         );
         // A new Cluster without the plugin: no archiving, no schedule.
@@ -464,7 +474,10 @@ mod tests {
         );
         assert_eq!(inherited[APP_LABEL], "shop");
         assert_eq!(c.metadata.labels.unwrap()[IN_USE_LABEL], "true");
-        assert_eq!(c.spec.enable_pdb, None, "three instances: CloudNativePG's budgets");
+        assert_eq!(
+            c.spec.enable_pdb, None,
+            "three instances: CloudNativePG's budgets"
+        );
         m.spec.database.cloud_native_pg = Some(crate::crd::CloudNativePgSpec {
             instances: 1,
             ..Default::default()
@@ -476,10 +489,19 @@ mod tests {
     fn a_recovered_cluster_replays_the_origins_archive_to_the_target_time() {
         let mut m = model();
         m.spec.backup = Some(backup());
-        let c = recovered_cluster(&m, "shop-db-abc123", "shop-db-6f1c0000", "2026-11-22T09:30:00Z");
+        let c = recovered_cluster(
+            &m,
+            "shop-db-abc123",
+            "shop-db-6f1c0000",
+            "2026-11-22T09:30:00Z",
+        );
         assert_eq!(c.metadata.name.as_deref(), Some("shop-db-abc123"));
         assert!(
-            !c.metadata.labels.as_ref().unwrap().contains_key(IN_USE_LABEL),
+            !c.metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key(IN_USE_LABEL),
             "not in use before the switch"
         );
         let recovery = c.spec.bootstrap.clone().unwrap().recovery.unwrap();
@@ -490,12 +512,21 @@ mod tests {
         );
         let origin = c.spec.external_clusters[0].plugin.clone().unwrap();
         assert_eq!(origin.parameters["serverName"], "shop-db-6f1c0000");
-        assert_eq!(origin.is_wal_archiver, None, "the origin is read, not written");
+        assert_eq!(
+            origin.is_wal_archiver, None,
+            "the origin is read, not written"
+        );
         // It archives from the start, into a folder of its own.
         let own = &c.spec.plugins[0];
         assert_eq!(own.is_wal_archiver, Some(true));
-        assert_ne!(own.parameters["serverName"], origin.parameters["serverName"]);
-        assert_eq!(own.parameters["barmanObjectName"], origin.parameters["barmanObjectName"]);
+        assert_ne!(
+            own.parameters["serverName"],
+            origin.parameters["serverName"]
+        );
+        assert_eq!(
+            own.parameters["barmanObjectName"],
+            origin.parameters["barmanObjectName"]
+        );
         // Once in use, the FoodApp's applies leave its bootstrap alone, and
         // the restore's manager keeps only what the FoodApp never applies.
         m.db_cluster = "shop-db-abc123".into();

@@ -125,7 +125,7 @@ pub fn certificate(model: &Model) -> Option<Certificate> {
             issuer_ref: CertIssuerRef {
                 name: issuer.name.clone(),
                 kind: issuer.kind.clone(),
-                group: "cert-manager.io".to_owned(),
+                group: issuer.group.clone(),
             },
         },
     })
@@ -386,6 +386,7 @@ mod tests {
             issuer_ref: Some(crate::crd::IssuerRef {
                 name: "letsencrypt".into(),
                 kind: "ClusterIssuer".into(),
+                group: "cert-manager.io".into(),
             }),
             dns_names: vec!["shop.example".into()],
             redirect_http: true,

@@ -299,7 +299,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         for rule in rules.iter() {
-            assert!(rule.from.is_some(), "no port is open to every source: {rule:?}");
+            assert!(
+                rule.from.is_some(),
+                "no port is open to every source: {rule:?}"
+            );
         }
         let status = by_port(CNPG_STATUS_PORT);
         assert_eq!(status.len(), 1);
@@ -318,11 +321,11 @@ mod tests {
         });
         let all = policies(&m);
         let rules = ingress(&all[0]);
-        assert!(
-            rules.iter().flat_map(|r| r.from.iter().flatten()).any(|p| {
-                namespace(p).get("kubernetes.io/metadata.name").map(String::as_str)
-                    == Some("postgres-operator")
-            })
-        );
+        assert!(rules.iter().flat_map(|r| r.from.iter().flatten()).any(|p| {
+            namespace(p)
+                .get("kubernetes.io/metadata.name")
+                .map(String::as_str)
+                == Some("postgres-operator")
+        }));
     }
 }

@@ -485,8 +485,15 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
                         }
                     },
                     None => {
-                        prune_except::<ObjectStore>(client, ns, app, Some("backup"), &[], &mut writes)
-                            .await?
+                        prune_except::<ObjectStore>(
+                            client,
+                            ns,
+                            app,
+                            Some("backup"),
+                            &[],
+                            &mut writes,
+                        )
+                        .await?
                     }
                 }
                 // Without CloudNativePG's CRDs there is nothing to apply to;

@@ -199,7 +199,7 @@ pub fn compute(
             .as_ref()
             .is_some_and(|t| t.issuer_ref.is_some())
         {
-            "cert-manager issues it for the Certificate of the same name"
+            "cert-manager issues it for the Certificate of the same name (the gateway serves nothing before it exists, so an ACME HTTP-01 challenge cannot be answered through it: use a DNS-01 ACME issuer or a CA issuer)"
         } else {
             "create it (type kubernetes.io/tls, keys tls.crt and tls.key)"
         };
@@ -435,10 +435,7 @@ fn plugin_missing_message(model: &Model) -> String {
 
 /// The recovery window of the Cluster in use, as the plugin reports it in
 /// the ObjectStore's status (the Cluster's own fields are deprecated).
-pub fn recovery_window(
-    model: &Model,
-    observed: &Observed,
-) -> crate::crd::foreign::RecoveryWindow {
+pub fn recovery_window(model: &Model, observed: &Observed) -> crate::crd::foreign::RecoveryWindow {
     let cnpg = observed.cnpg.as_ref();
     let from_store = cnpg
         .and_then(|c| c.object_store.as_ref())

@@ -468,14 +468,27 @@ pub struct TlsSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.group != 'cert-manager.io' || self.kind == 'Issuer' || self.kind == 'ClusterIssuer'").message("gateway.tls.issuerRef.kind must be Issuer or ClusterIssuer (an external issuer names its own group)"))]
 pub struct IssuerRef {
-    /// Name of the Issuer or ClusterIssuer.
+    /// Name of the issuer.
     #[x_kube(validation = Rule::new("self.size() > 0").message("gateway.tls.issuerRef.name must name an issuer"))]
     pub name: String,
-    /// Issuer (same namespace) or ClusterIssuer.
+    /// Issuer (same namespace) or ClusterIssuer; an external issuer's own
+    /// kind (with its `group`).
     #[serde(default = "default_issuer_kind")]
-    #[x_kube(validation = Rule::new("self == 'Issuer' || self == 'ClusterIssuer'").message("gateway.tls.issuerRef.kind must be Issuer or ClusterIssuer"))]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Z][A-Za-z0-9]*$')").message("gateway.tls.issuerRef.kind must be a kind such as ClusterIssuer"))]
     pub kind: String,
+    /// The issuer's API group: cert-manager.io (default), or that of an
+    /// external issuer (such as awspca.cert-manager.io).
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("gateway.tls.issuerRef.group must be an API group such as cert-manager.io"))]
+    pub group: String,
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".to_owned()
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -50,11 +50,7 @@ pub struct ClusterSpec {
     /// and takes base backups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginConfiguration>,
-    #[serde(
-        default,
-        rename = "enablePDB",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "enablePDB", skip_serializing_if = "Option::is_none")]
     pub enable_pdb: Option<bool>,
 }
 

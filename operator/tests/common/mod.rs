@@ -49,7 +49,11 @@ pub fn foreign_crd(kind: &str) -> PathBuf {
         other => panic!("no CRD of kind {other} is at hand"),
     };
     let path = dir.join(file);
-    assert!(path.exists(), "{} not found beside CloudNativePG's CRDs", path.display());
+    assert!(
+        path.exists(),
+        "{} not found beside CloudNativePG's CRDs",
+        path.display()
+    );
     path
 }
 

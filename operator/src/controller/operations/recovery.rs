@@ -48,7 +48,9 @@ pub fn refusal(
         return Some(format!(
             "targetTime {target} is less than {} minutes ago (or in the future): the WAL up to it may not be archived yet (archive_timeout); choose a time before {}",
             ARCHIVE_TIMEOUT.as_secs() / 60,
-            settled.round(k8s_openapi::jiff::Unit::Second).unwrap_or(settled)
+            settled
+                .round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or(settled)
         ));
     }
     let Some(first) = first_recoverability_point else {
@@ -183,7 +185,9 @@ pub async fn ensure_recovered(
             .map_err(|e| Error::Apply(apply::failed("Cluster", new)(e)))?;
         return Ok(Some(run.waiting(
             "Restored",
-            format!("recovering Cluster {new} from the archive of {current} ({origin}) up to {target}"),
+            format!(
+                "recovering Cluster {new} from the archive of {current} ({origin}) up to {target}"
+            ),
             15,
         )));
     };
@@ -270,9 +274,10 @@ pub async fn hand_over(run: &mut Run<'_>, cluster: &str) -> Result<Option<Next>,
     let Some(live) = api.get_opt(cluster).await.map_err(Error::Dereference)? else {
         return Ok(None);
     };
-    let applied_by_foodapp = live.metadata.managed_fields.iter().flatten().any(|m| {
-        m.operation.as_deref() == Some("Apply") && m.manager.as_deref() == Some(MANAGER)
-    });
+    let applied_by_foodapp =
+        live.metadata.managed_fields.iter().flatten().any(|m| {
+            m.operation.as_deref() == Some("Apply") && m.manager.as_deref() == Some(MANAGER)
+        });
     if !applied_by_foodapp {
         return Ok(Some(run.waiting(
             "Migrated",
