@@ -1060,6 +1060,7 @@ mod tests {
         assert!(builtin.contains(&"CronJob".to_owned()));
 
         m.spec.database.engine = Engine::CloudNativePG;
+        m.cnpg_archive = cnpg::Archive::Plugin;
         m.connection = Some(Connection {
             host: "shop-db-rw.food.svc".into(),
             port: 5432,
@@ -1074,7 +1075,13 @@ mod tests {
             !cnpg.contains(&"CronJob".to_owned()),
             "CloudNativePG backs up"
         );
-        for kind in ["Cluster", "ScheduledBackup", "Secret", "ServiceAccount"] {
+        for kind in [
+            "Cluster",
+            "ScheduledBackup",
+            "ObjectStore",
+            "Secret",
+            "ServiceAccount",
+        ] {
             assert!(cnpg.contains(&kind.to_owned()), "{kind} in {cnpg:?}");
         }
 

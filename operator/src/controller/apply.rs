@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::future::Future;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -275,17 +276,81 @@ fn up_to_date<K: Object>(desired: &K, live: &K) -> bool {
         )
 }
 
-/// Applies `obj` server-side with the operator's field manager.
+tokio::task_local! {
+    /// The warnings the API server returned on the applies of one reconcile.
+    static WARNINGS: std::cell::RefCell<Vec<String>>;
+}
+
+/// Runs `f`, collecting the warnings the API server returns on its applies
+/// (`Warning` headers: CloudNativePG's webhook deprecations, fields the
+/// server dropped), each as `<kind> <name>: <text>`.
+pub async fn collecting_warnings<F: Future>(f: F) -> (F::Output, Vec<String>) {
+    WARNINGS
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            let out = f.await;
+            (out, WARNINGS.with(|w| w.take()))
+        })
+        .await
+}
+
+/// The text of a `Warning` header (`299 - "text"`, RFC 7234).
+pub fn warning_text(header: &str) -> String {
+    let rest = header
+        .trim()
+        .strip_prefix("299")
+        .map(|r| r.trim_start().trim_start_matches('-').trim_start())
+        .unwrap_or(header.trim());
+    rest.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .map(|r| r.replace("\\\"", "\""))
+        .unwrap_or_else(|| rest.to_owned())
+}
+
+/// Applies `obj` server-side with the operator's field manager, keeping
+/// the API server's warnings for `collecting_warnings`.
 pub async fn server_side_apply<K: Object>(client: &Client, ns: &str, obj: &K) -> Result<(), Error> {
+    use http_body_util::BodyExt;
     let name = obj.meta().name.clone().unwrap_or_default();
-    Api::<K>::namespaced(client.clone(), ns)
+    let err = failed(&K::kind(&()), &name);
+    let request = kube::core::Request::new(K::url_path(&(), Some(ns)))
         .patch(
             &name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(obj),
         )
+        .map_err(|e| err(kube::Error::BuildRequest(e)))?;
+    let response = client
+        .send(request.map(kube::client::Body::from))
         .await
-        .map_err(failed(&K::kind(&()), &name))?;
+        .map_err(&err)?;
+    let warnings: Vec<String> = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|w| format!("{} {name}: {}", K::kind(&()), warning_text(w)))
+        .collect();
+    if !warnings.is_empty() {
+        tracing::warn!(?warnings, "the API server warned");
+        let _ = WARNINGS.try_with(|w| w.borrow_mut().extend(warnings));
+    }
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(&err)?
+        .to_bytes();
+    if status.is_client_error() || status.is_server_error() {
+        let status = serde_json::from_slice::<kube::core::Status>(&body).unwrap_or_else(|_| {
+            kube::core::Status::failure(
+                &String::from_utf8_lossy(&body),
+                "Failed to parse error data",
+            )
+            .with_code(status.as_u16())
+        });
+        return Err(err(kube::Error::Api(status.boxed())));
+    }
     Ok(())
 }
 
@@ -879,6 +944,32 @@ async fn prune_backup(client: &Client, ns: &str, app: &str, writes: &mut u32) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_warning_header_gives_its_text() {
+        assert_eq!(
+            warning_text(
+                r#"299 - "Native support for Barman Cloud backups and recovery is deprecated""#
+            ),
+            "Native support for Barman Cloud backups and recovery is deprecated"
+        );
+        assert_eq!(
+            warning_text(r#"299 - "unknown field \"spec.instancez\"""#),
+            r#"unknown field "spec.instancez""#
+        );
+        assert_eq!(warning_text("plain"), "plain");
+    }
+
+    #[tokio::test]
+    async fn warnings_are_collected_per_reconcile_and_nowhere_else() {
+        let ((), collected) = collecting_warnings(async {
+            let _ = WARNINGS.try_with(|w| w.borrow_mut().push("Cluster a: x".into()));
+        })
+        .await;
+        assert_eq!(collected, ["Cluster a: x"]);
+        // Outside a reconcile there is nowhere to keep them: no panic.
+        assert!(WARNINGS.try_with(|_| ()).is_err());
+    }
 
     #[test]
     fn defaults_added_by_the_server_are_not_drift() {

@@ -295,8 +295,27 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         reconciled: app.status.as_ref().and_then(|s| s.observed_generation)
             == app.metadata.generation,
     };
-    let applied = Box::pin(apply::apply(&ctx.client, &ns, &name, &desired, hold)).await;
+    let (applied, warnings) = apply::collecting_warnings(Box::pin(apply::apply(
+        &ctx.client,
+        &ns,
+        &name,
+        &desired,
+        hold,
+    )))
+    .await;
     ctx.metrics.writes.inc_by(u64::from(applied.writes));
+    // What the API server (or a webhook such as CloudNativePG's) warned
+    // about on an apply: deprecations a person has to act on.
+    for warning in warnings {
+        ctx.note(
+            app,
+            EventType::Warning,
+            "ApiServerWarning",
+            "Apply",
+            warning,
+        )
+        .await;
+    }
     if let Some(backup) = &app.spec.backup {
         let keep = usize::try_from(backup.retention.keep_last).unwrap_or(1);
         let deleted = backups::apply_retention(ctx, &ns, &observed.backups, keep).await?;

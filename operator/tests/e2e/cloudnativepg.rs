@@ -548,6 +548,53 @@ async fn cloudnativepg_on_a_real_api_server() {
         before.keys().cloned().collect::<Vec<_>>().join(", ")
     ));
 
+    // 9. A warning the API server returns on an apply reaches the FoodApp
+    //    as an Event (here the API server's own deprecation of a version,
+    //    as CloudNativePG's webhook warns of the in-tree Barman Cloud).
+    let crds = Api::<CustomResourceDefinition>::all(c.client.clone());
+    let mut crd = crds.get("clusters.postgresql.cnpg.io").await.unwrap();
+    crd.spec.versions[0].deprecated = Some(true);
+    crd.spec.versions[0].deprecation_warning =
+        Some("e2e: postgresql.cnpg.io/v1 Cluster is going away".into());
+    crd.metadata.managed_fields = None;
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    c.merge(
+        APP,
+        json!({"spec": {"database": {"cloudNativePG": {"instances": 2}}}}),
+    )
+    .await
+    .unwrap();
+    c.eventually(
+        "the warning is an Event on the FoodApp",
+        2 * minute,
+        || async {
+            let events =
+                Api::<k8s_openapi::api::events::v1::Event>::namespaced(c.client.clone(), &c.ns)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            events
+                .items
+                .iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("ApiServerWarning")
+                        && e.note
+                            .as_deref()
+                            .is_some_and(|n| n.contains("is going away"))
+                })
+                .map(|e| e.note.clone().unwrap_or_default())
+                .ok_or("no ApiServerWarning Event yet".to_owned())
+        },
+    )
+    .await;
+    c.log("ok: the API server's warning on applying the Cluster is an ApiServerWarning Event on the FoodApp");
+
     c.remove_app_and_namespace(APP).await;
     if setting("FOODAPP_E2E_KEEP", "0") != "1" {
         c.eventually("diner is gone", 2 * minute, || async {
