@@ -47,6 +47,11 @@ pub struct Metrics {
     pub backup_duration: Family<AppLabels, Gauge<f64, AtomicU64>>,
     pub backup_size: Family<AppLabels, Gauge>,
     pub backup_failures: Family<FailureLabels, Counter>,
+    /// CloudNativePG: 1 while the Cluster in use archives WAL, 0 when its
+    /// `ContinuousArchiving` condition is False.
+    pub wal_archiving: Family<AppLabels, Gauge>,
+    /// CloudNativePG: the first point a recovery can reach.
+    pub recovery_window_start: Family<AppLabels, Gauge>,
     pub restores: Family<RestoreLabels, Counter>,
     /// Write pause of the newest Beside restore's switch, per FoodApp.
     pub restore_write_pause: Family<AppLabels, Gauge<f64, AtomicU64>>,
@@ -85,6 +90,18 @@ impl Default for Metrics {
             "backup_failures",
             "Failed backups by reason",
             backup_failures.clone(),
+        );
+        let wal_archiving = Family::<AppLabels, Gauge>::default();
+        let recovery_window_start = Family::<AppLabels, Gauge>::default();
+        registry.register(
+            "wal_archiving",
+            "CloudNativePG: 1 while the Cluster in use archives WAL, 0 while archiving fails",
+            wal_archiving.clone(),
+        );
+        registry.register(
+            "recovery_window_start_timestamp_seconds",
+            "CloudNativePG: the first recoverability point of the Cluster in use",
+            recovery_window_start.clone(),
         );
         registry.register("restores", "Finished restores by outcome", restores.clone());
         let restore_write_pause = Family::<AppLabels, Gauge<f64, AtomicU64>>::default();
@@ -131,6 +148,8 @@ impl Default for Metrics {
             backup_duration,
             backup_size,
             backup_failures,
+            wal_archiving,
+            recovery_window_start,
             restores,
             restore_write_pause,
             restore_discarded_orders,

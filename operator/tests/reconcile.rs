@@ -2,6 +2,7 @@
 //! called directly until stable; children's status is set by hand where a
 //! real cluster's controllers would.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -4111,6 +4112,43 @@ async fn archiving_and_base_backup_failures_of_the_cluster_reach_the_foodapp() {
     let (_, reason, message) = h.condition("BackupScheduled").await;
     assert_eq!(reason, "BackupFailed");
     assert!(message.contains("no space left"), "{message}");
+    // The backup metrics say the same.
+    let metrics = h.ctx.metrics.encode();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("foodapp=\"shop\""))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(line("foodapp_wal_archiving{"), "1");
+    let first = k8s_openapi::jiff::Timestamp::from_str(FIRST_POINT)
+        .unwrap()
+        .as_second();
+    assert_eq!(
+        line("foodapp_recovery_window_start_timestamp_seconds{"),
+        first.to_string()
+    );
+    let last = k8s_openapi::jiff::Timestamp::from_str(BASE_BACKUP)
+        .unwrap()
+        .as_second();
+    assert_eq!(
+        line("foodapp_backup_last_success_timestamp_seconds{"),
+        last.to_string()
+    );
+    h.set_status::<foodapp_operator::crd::foreign::Cluster>("shop-db", conditions("False", "True"))
+        .await;
+    h.settle().await;
+    let metrics = h.ctx.metrics.encode();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("foodapp_wal_archiving{") && l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

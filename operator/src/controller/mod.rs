@@ -331,6 +331,7 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         .await;
     }
 
+    status::record_cnpg_metrics(&ctx.metrics, &model, &observed);
     // The status is written on every pass that changes it, failures included.
     let (new_status, checks) = status::compute(
         app,

@@ -526,3 +526,43 @@ fn cnpg_backup_check(model: &Model, observed: &Observed, b: &crate::crd::BackupS
         ),
     )
 }
+
+/// The backup metrics of a CloudNativePG FoodApp, from the Cluster's
+/// conditions and the ObjectStore's recovery window: whether it archives,
+/// its last base backup, and the first point a recovery can reach.
+pub fn record_cnpg_metrics(metrics: &crate::metrics::Metrics, model: &Model, observed: &Observed) {
+    let Some(cnpg) = observed
+        .cnpg
+        .as_ref()
+        .filter(|_| model.spec.backup.is_some())
+    else {
+        return;
+    };
+    let labels = crate::metrics::AppLabels {
+        namespace: model.namespace.clone(),
+        foodapp: model.name.clone(),
+    };
+    let conditions = cnpg
+        .cluster
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some(c) = conditions::find(&conditions, "ContinuousArchiving") {
+        metrics
+            .wal_archiving
+            .get_or_create(&labels)
+            .set(i64::from(c.status == "True"));
+    }
+    let window = recovery_window(model, observed);
+    let seconds = |t: Option<&str>| {
+        t.and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
+    };
+    if let Some(s) = seconds(window.last_successful_backup_time.as_deref()) {
+        metrics.backup_last_success.get_or_create(&labels).set(s);
+    }
+    if let Some(s) = seconds(window.first_recoverability_point.as_deref()) {
+        metrics.recovery_window_start.get_or_create(&labels).set(s);
+    }
+}
