@@ -2651,8 +2651,8 @@ async fn a_point_in_time_restore_beside_keeps_the_api_on_the_old_cluster_until_t
         .unwrap();
     assert_eq!(
         owner_kind(&cluster.metadata),
-        "FoodApp",
-        "the Cluster in use is the FoodApp's"
+        "",
+        "the Cluster in use holds the data: under Retain owned by nothing (not the restore)"
     );
     h.set_status::<Job>("pitr-switch", job_done_json("Complete"))
         .await;
@@ -3926,7 +3926,7 @@ async fn a_recovered_cluster_is_the_foodapps_to_change_once_switched() {
         ["f:bootstrap", "f:externalClusters"],
         "{restore_manager}"
     );
-    // A field the FoodApp drops now leaves the Cluster: the resources.
+    // A field the FoodApp sets and then drops: the resources.
     let mut app = h.app().await;
     app.spec.database.resources =
         Some(serde_json::from_value(json!({"requests": {"cpu": "1"}})).unwrap());
@@ -3947,6 +3947,8 @@ async fn a_recovered_cluster_is_the_foodapps_to_change_once_switched() {
         .get(&new)
         .await
         .unwrap();
+    // (That the dropped field then leaves the Cluster is server-side
+    // apply's pruning, which the fake API server does not do: make e2e.)
     assert!(live.spec.bootstrap.unwrap().recovery.is_some());
     assert_eq!(live.metadata.labels.unwrap()["foodapp.io/in-use"], "true");
     let old = h
@@ -4187,4 +4189,207 @@ async fn a_foodapp_made_again_finds_the_cluster_in_use_by_its_label() {
     );
     let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
     assert!(url.contains(&format!("@{new}-rw.")), "{url}");
+}
+
+/// A Beside point-in-time restore `pitr` of `shop` run to its end (the old
+/// Cluster kept); returns the Cluster it switched to.
+/// The API Deployment has rolled onto its current template.
+async fn api_rolled(h: &Harness) {
+    let generation = h
+        .api::<Deployment>()
+        .get("shop-api")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    h.set_status::<Deployment>(
+        "shop-api",
+        json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2,
+               "observedGeneration": generation}),
+    )
+    .await;
+}
+
+async fn beside_recovery_done(h: &Harness) -> String {
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z"}),
+    )
+    .await;
+    restore_step(h, "pitr").await;
+    let new = restore_status(h, "pitr").await.database.unwrap();
+    cnpg_ready(h, &new, "new").await;
+    restore_step(h, "pitr").await;
+    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(h, "pitr").await;
+    h.set_status::<Job>("pitr-switch", json!({"ready": 1}))
+        .await;
+    restore_step(h, "pitr").await;
+    h.set_status::<Job>("pitr-switch", job_done_json("Complete"))
+        .await;
+    h.settle().await;
+    api_rolled(h).await;
+    restore_step(h, "pitr").await;
+    assert_eq!(
+        restore_phase(h, "pitr").await,
+        "Succeeded",
+        "{:?}",
+        restore_status(h, "pitr").await
+    );
+    new
+}
+
+fn in_use_label(c: &foodapp_operator::crd::foreign::Cluster) -> Option<String> {
+    c.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("foodapp.io/in-use").cloned())
+}
+
+#[tokio::test]
+async fn a_revert_to_the_first_cluster_moves_the_in_use_label_back_and_stays() {
+    let h = cloudnativepg_serving().await;
+    let new = beside_recovery_done(&h).await;
+    let clusters = h.api::<foodapp_operator::crd::foreign::Cluster>();
+    assert_eq!(
+        in_use_label(&clusters.get(&new).await.unwrap()).as_deref(),
+        Some("true")
+    );
+    assert_eq!(in_use_label(&clusters.get("shop-db").await.unwrap()), None);
+    assert_eq!(
+        owner_kind(&clusters.get(&new).await.unwrap().metadata),
+        "",
+        "under Retain the Cluster in use is owned by nothing: it holds the data"
+    );
+    // Undo: back to shop-db, whose name needs no annotation.
+    h.create::<FoodAppRestore>("undo", json!({"foodAppRef": "shop", "revert": "pitr"}))
+        .await;
+    restore_step(&h, "undo").await;
+    restore_step(&h, "undo").await;
+    h.set_status::<Job>("undo-restore", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "undo").await;
+    h.set_status::<Job>("undo-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(&h, "undo").await;
+    h.set_status::<Job>("undo-switch", json!({"ready": 1}))
+        .await;
+    restore_step(&h, "undo").await;
+    h.set_status::<Job>("undo-switch", job_done_json("Complete"))
+        .await;
+    h.settle().await;
+    // Back on shop-db the API's template no longer names a database: a real
+    // API server prunes the annotation the operator stopped applying (the
+    // fake one merges), which is what rolls the API.
+    h.api::<Deployment>()
+        .patch(
+            "shop-api",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"template": {"metadata": {"annotations": {"foodapp.io/database": null}}}}})),
+        )
+        .await
+        .unwrap();
+    api_rolled(&h).await;
+    restore_step(&h, "undo").await;
+    assert_eq!(
+        restore_phase(&h, "undo").await,
+        "Succeeded",
+        "{:?}",
+        restore_status(&h, "undo").await
+    );
+    // Several passes later the FoodApp is still on shop-db: the label moved
+    // with the switch, so nothing points it back at the Cluster it left.
+    for _ in 0..3 {
+        h.settle().await;
+    }
+    assert!(
+        !h.app()
+            .await
+            .annotations()
+            .contains_key("foodapp.io/database-cluster"),
+        "back on shop-db, and staying"
+    );
+    assert_eq!(
+        in_use_label(&clusters.get("shop-db").await.unwrap()).as_deref(),
+        Some("true")
+    );
+    assert_eq!(in_use_label(&clusters.get(&new).await.unwrap()), None);
+    let url = database_url(&h.api::<Secret>().get("shop-db-connection").await.unwrap());
+    assert!(url.contains("@shop-db-rw."), "{url}");
+}
+
+#[tokio::test]
+async fn a_point_in_time_restore_without_the_plugin_is_refused() {
+    let mut spec = with_backup("spaces");
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let h = Harness::without_plugin(foodapp(spec)).await;
+    credentials(&h).await;
+    h.settle().await;
+    cnpg_ready(&h, "shop-db", "old").await;
+    h.settle().await;
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": "shop", "targetTime": "2026-11-22T09:30:00Z", "mode": "InPlace"}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    let status = restore_status(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Failed");
+    let complete = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert_eq!(complete.reason, "BarmanCloudPluginMissing");
+    assert!(
+        complete
+            .message
+            .contains("through the Barman Cloud Plugin, which is not installed")
+            && complete.message.ends_with("nothing was changed"),
+        "{}",
+        complete.message
+    );
+    assert_eq!(clusters(&h).await, ["shop-db"]);
+}
+
+#[tokio::test]
+async fn a_plugin_crd_gone_for_a_while_never_turns_archiving_off() {
+    // A Cluster that archives through the plugin, on an API server that
+    // (now) does not serve the plugin's CRD.
+    let mut spec = with_backup("spaces");
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let archiving = json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "shop-db", "namespace": NS, "annotations": {"foodapp.io/server-name": "shop-db-0a1b2c3d"}},
+        "spec": {"instances": 3, "plugins": [{"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true,
+            "parameters": {"barmanObjectName": "shop-archive", "serverName": "shop-db-0a1b2c3d"}}]},
+    });
+    let h = Harness::build(foodapp(spec), vec![archiving], None, false).await;
+    credentials(&h).await;
+    h.settle().await;
+    let cluster = h
+        .api::<foodapp_operator::crd::foreign::Cluster>()
+        .get("shop-db")
+        .await
+        .unwrap();
+    assert_eq!(cluster.spec.plugins.len(), 1, "the plugin stays");
+    assert_eq!(
+        cluster.spec.plugins[0].parameters["serverName"],
+        "shop-db-0a1b2c3d"
+    );
+    let (status, reason, message) = h.condition("BackupScheduled").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "BarmanCloudPluginMissing")
+    );
+    assert!(
+        message.contains("keeps its plugin configuration"),
+        "{message}"
+    );
+    assert!(
+        h.exists::<foodapp_operator::crd::foreign::ScheduledBackup>("shop-db-backup")
+            .await,
+        "the schedule (and the Backups it owns) stays"
+    );
 }

@@ -52,9 +52,10 @@ pub fn server_name(cluster: &str, uid: &str) -> String {
     format!("{cluster}-{id}")
 }
 
-/// The `serverName` a live Cluster archives under: the one recorded on it,
-/// else the plugin's or the in-tree parameter, else CloudNativePG's default
-/// (the Cluster's name: Clusters the previous release made).
+/// The `serverName` a live Cluster archives under: the plugin's or the
+/// in-tree parameter (what CloudNativePG uses), else the one recorded on
+/// it, else CloudNativePG's default (the Cluster's name: Clusters the
+/// previous release made).
 pub fn live_server_name(cluster: &Cluster) -> String {
     let recorded = cluster
         .metadata
@@ -73,10 +74,19 @@ pub fn live_server_name(cluster: &Cluster) -> String {
         .backup
         .as_ref()
         .and_then(|b| b.barman_object_store.server_name.clone());
-    recorded
-        .or(plugin)
+    plugin
         .or(in_tree)
+        .or(recorded)
         .unwrap_or_else(|| cluster.metadata.name.clone().unwrap_or_default())
+}
+
+/// Whether a live Cluster archives through the Barman Cloud Plugin.
+pub fn uses_plugin(cluster: &Cluster) -> bool {
+    cluster
+        .spec
+        .plugins
+        .iter()
+        .any(|p| p.name == BARMAN_CLOUD_PLUGIN && p.is_wal_archiver == Some(true))
 }
 
 /// Where CloudNativePG archives: a folder under the FoodApp's own backup

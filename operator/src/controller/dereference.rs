@@ -59,6 +59,9 @@ pub struct CnpgObserved {
     pub plugin_installed: bool,
     /// `<name>-archive`, when backups are on.
     pub object_store: Option<ObjectStore>,
+    /// The FoodApp's one Cluster labelled `foodapp.io/in-use`, looked for
+    /// when the FoodApp has no `foodapp.io/database-cluster` annotation.
+    pub labelled_in_use: Option<String>,
 }
 
 /// Whether the API server serves kind K (its CRD is installed): a list of
@@ -90,7 +93,10 @@ async fn observe_cnpg(
     }
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let clusters = Api::<Cluster>::namespaced(client.clone(), ns);
-    let cluster = &in_use_cluster(&clusters, app).await?;
+    let labelled_in_use = labelled_in_use(&clusters, app).await?;
+    let cluster = &labelled_in_use
+        .clone()
+        .unwrap_or_else(|| build::db_cluster(app));
     let plugin_installed = serves::<ObjectStore>(client, ns).await?;
     Ok(CnpgObserved {
         installed: true,
@@ -104,6 +110,7 @@ async fn observe_cnpg(
             _ => None,
         },
         cluster: clusters.get_opt(cluster).await?,
+        labelled_in_use,
         app_secret: Api::<Secret>::namespaced(client.clone(), ns)
             .get_opt(&names::cnpg_app_secret(cluster))
             .await?,
@@ -113,10 +120,13 @@ async fn observe_cnpg(
     })
 }
 
-/// The Cluster a FoodApp uses: the one its annotation names, or, when the
-/// FoodApp carries none (it was made again under Retain after a restore
-/// switched), this FoodApp's one Cluster labelled in use.
-pub async fn in_use_cluster(clusters: &Api<Cluster>, app: &FoodApp) -> Result<String, kube::Error> {
+/// When the FoodApp carries no `foodapp.io/database-cluster` annotation
+/// (it was made again under Retain after a restore switched, or it uses
+/// `<name>-db`): this FoodApp's one Cluster labelled in use, if any.
+async fn labelled_in_use(
+    clusters: &Api<Cluster>,
+    app: &FoodApp,
+) -> Result<Option<String>, kube::Error> {
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let annotated = app
         .metadata
@@ -124,7 +134,7 @@ pub async fn in_use_cluster(clusters: &Api<Cluster>, app: &FoodApp) -> Result<St
         .as_ref()
         .is_some_and(|a| a.contains_key(build::DATABASE_CLUSTER_ANNOTATION));
     if annotated {
-        return Ok(build::db_cluster(app));
+        return Ok(None);
     }
     let labelled = clusters
         .list(&ListParams::default().labels(&format!(
@@ -139,8 +149,8 @@ pub async fn in_use_cluster(clusters: &Api<Cluster>, app: &FoodApp) -> Result<St
         .filter(|c| build::is_own_database(name, c))
         .collect::<Vec<_>>();
     Ok(match labelled.as_slice() {
-        [one] => one.clone(),
-        _ => build::db_cluster(app),
+        [one] => Some(one.clone()),
+        _ => None,
     })
 }
 

@@ -431,18 +431,17 @@ fn database_in_use_record(
     if app.annotations().contains_key(key) {
         return None;
     }
-    let recorded = observed
-        .api_secret
-        .as_ref()
-        .and_then(|s| s.annotations().get(key).cloned());
-    // CloudNativePG: the Cluster labelled in use, which outlives the Secret.
-    let labelled = observed
+    // CloudNativePG: the Cluster labelled in use (every switch moves the
+    // label) outranks the Secret's record, and outlives the Secret.
+    if let Some(labelled) = observed
         .cnpg
         .as_ref()
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.metadata.name.clone())
-        .filter(|c| *c != build::db_cluster(app));
-    Some((key, recorded.or(labelled)?))
+        .and_then(|c| c.labelled_in_use.clone())
+    {
+        return (labelled != build::db_cluster(app)).then_some((key, labelled));
+    }
+    let recorded = observed.api_secret.as_ref()?.annotations().get(key)?;
+    Some((key, recorded.clone()))
 }
 
 /// The whole status, by server-side apply with the operator's field

@@ -423,7 +423,11 @@ fn plugin_missing_message(model: &Model) -> String {
             "Cluster {} keeps archiving through the deprecated in-tree barmanObjectStore (removed in CloudNativePG 1.31) until it is",
             model.db_cluster
         ),
-        _ => format!(
+        crate::build::cnpg::Archive::Plugin => format!(
+            "Cluster {} keeps its plugin configuration, and its archiving fails until the plugin is back",
+            model.db_cluster
+        ),
+        crate::build::cnpg::Archive::Off => format!(
             "Cluster {} archives no WAL and takes no base backup until it is",
             model.db_cluster
         ),
@@ -467,12 +471,31 @@ fn cnpg_backup_check(model: &Model, observed: &Observed, b: &crate::crd::BackupS
             "creating the CloudNativePG ScheduledBackup",
         );
     }
-    let conditions = cnpg
+    let status = cnpg
         .cluster
         .as_ref()
-        .and_then(|c| c.status.as_ref())
-        .map(|s| s.conditions.clone())
+        .and_then(|c| c.status.clone())
         .unwrap_or_default();
+    // The CRD is there, but CloudNativePG does not know the plugin.
+    let unregistered = status.phase.as_deref() == Some(crate::crd::foreign::PHASE_UNKNOWN_PLUGIN)
+        || (model.cnpg_archive == crate::build::cnpg::Archive::Plugin
+            && !status.plugin_status.is_empty()
+            && !status
+                .plugin_status
+                .iter()
+                .any(|p| p.name == crate::build::cnpg::BARMAN_CLOUD_PLUGIN));
+    if unregistered {
+        return check(
+            BACKUP_SCHEDULED,
+            false,
+            Reason::BarmanCloudPluginMissing,
+            format!(
+                "CloudNativePG has not loaded the Barman Cloud Plugin for Cluster {}: install plugin-barman-cloud v0.14 or later in CloudNativePG's namespace (it needs cert-manager), or check its Deployment there",
+                model.db_cluster
+            ),
+        );
+    }
+    let conditions = status.conditions;
     let failing = |type_: &str| {
         super::conditions::find(&conditions, type_)
             .filter(|c| c.status == "False")

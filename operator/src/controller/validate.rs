@@ -332,11 +332,14 @@ pub fn model(app: &FoodApp, observed: &Observed, agent_image: &str) -> Result<Mo
 /// the in-tree configuration a Cluster of the previous release has (so that
 /// archiving never stops), else none until the plugin is installed.
 fn cnpg_archive(model: &mut Model, cnpg: &super::dereference::CnpgObserved) {
-    use crate::build::cnpg::{Archive, live_server_name};
+    use crate::build::cnpg::{Archive, live_server_name, uses_plugin};
     if let Some(live) = &cnpg.cluster {
         model.db_server_name = live_server_name(live);
     }
-    if model.spec.backup.is_none() || cnpg.plugin_installed {
+    // A Cluster that archives through the plugin keeps doing so even while
+    // its CRD is gone (reinstalled, upgraded): never a hole in the archive.
+    let archives_through_plugin = cnpg.cluster.as_ref().is_some_and(uses_plugin);
+    if model.spec.backup.is_none() || cnpg.plugin_installed || archives_through_plugin {
         return;
     }
     let in_tree = cnpg

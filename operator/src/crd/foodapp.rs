@@ -26,7 +26,7 @@ pub const NAME_RULE: &str = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-
     shortname = "fa",
     status = "FoodAppStatus",
     validation = Rule::new("self.metadata.name.size() <= 40").message("a FoodApp name has at most 40 characters: the names of its objects are derived from it"),
-    validation = Rule::new("!has(self.spec.database) || !has(self.spec.database.engine) || self.spec.database.engine != 'CloudNativePG' || self.metadata.name.size() <= 37").message("a FoodApp with engine CloudNativePG has a name of at most 37 characters: CloudNativePG names the recovery Job of a restored Cluster <name>-db-<6 hex>-1-full-recovery, which must fit in 63"),
+    validation = Rule::new("oldSelf.hasValue() || !has(self.spec.database) || !has(self.spec.database.engine) || self.spec.database.engine != 'CloudNativePG' || self.metadata.name.size() <= 37").optional_old_self(true).message("a FoodApp with engine CloudNativePG has a name of at most 37 characters: CloudNativePG names the recovery Job of a restored Cluster <name>-db-<6 hex>-1-full-recovery, which must fit in 63"),
     validation = Rule::new(NAME_RULE).message("a FoodApp name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, ending with a letter or digit, no dots): it becomes the name of its Services"),
     validation = Rule::new("!has(oldSelf.spec.api.adminSecret) || (has(self.spec.api.adminSecret) && self.spec.api.adminSecret == oldSelf.spec.api.adminSecret)").message("spec.api.adminSecret cannot be changed after creation: the first administrator is created once"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),

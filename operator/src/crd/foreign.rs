@@ -208,7 +208,20 @@ pub struct ClusterStatus {
     /// Bumped for every instance made; the first is 1.
     #[serde(default)]
     pub latest_generated_node: Option<i32>,
+    /// The plugins CloudNativePG loaded for the Cluster.
+    #[serde(default)]
+    pub plugin_status: Vec<PluginStatus>,
 }
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct PluginStatus {
+    pub name: String,
+}
+
+/// `Cluster.status.phase` when a plugin the Cluster names is not
+/// registered with CloudNativePG (`PhaseUnknownPlugin`, api/v1/cluster_types.go).
+pub const PHASE_UNKNOWN_PLUGIN: &str =
+    "Cluster cannot proceed to reconciliation due to an unknown plugin being required";
 
 /// A CloudNativePG backup schedule.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -776,9 +776,7 @@ async fn switch_over(run: &mut Run<'_>, app: &FoodApp) -> Result<(), Error> {
             set_owner::<StatefulSet>(ctx, &ns, &target, Some(&foodapp)).await?;
             set_owner::<PersistentVolumeClaim>(ctx, &ns, &names::claim_of(&target), None).await?;
         }
-        Engine::CloudNativePG => {
-            set_owner::<Cluster>(ctx, &ns, &target, Some(&foodapp)).await?;
-        }
+        Engine::CloudNativePG => {}
         Engine::External => {}
     }
     let (key, value) = match app.spec.database.engine {
@@ -800,6 +798,9 @@ async fn switch_over(run: &mut Run<'_>, app: &FoodApp) -> Result<(), Error> {
         annotate(ctx, &secret, key, value.as_deref()).await?;
     }
     annotate(ctx, app, key, value.as_deref()).await?;
+    if app.spec.database.engine == Engine::CloudNativePG {
+        super::recovery::take_over(run, app, &target).await?;
+    }
     if app.spec.database.engine == Engine::BuiltIn {
         model.db_cluster = target.clone();
         apply::server_side_apply(&ctx.client, &ns, &postgres::service(&model)).await?;

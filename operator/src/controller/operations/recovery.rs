@@ -26,6 +26,21 @@ pub const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a recovery may take unless the restore says otherwise.
 pub const DEFAULT_DEADLINE_MINUTES: u32 = 120;
 
+fn deadline_minutes(run: &Run<'_>) -> u32 {
+    run.restore
+        .spec
+        .deadline_minutes
+        .unwrap_or(DEFAULT_DEADLINE_MINUTES)
+}
+
+/// Whether the restore has run longer than its deadline.
+fn past_deadline(run: &Run<'_>) -> bool {
+    waited_longer_than(
+        &run.status,
+        Duration::from_secs(u64::from(deadline_minutes(run)) * 60),
+    )
+}
+
 fn parse(time: &str) -> Option<Timestamp> {
     time.parse::<Timestamp>().ok()
 }
@@ -63,11 +78,15 @@ pub fn refusal(
             "targetTime {target} is before the first recoverability point of Cluster {cluster}, {first}: the archive holds nothing older"
         ));
     }
+    // CloudNativePG's Backup objects go with their schedule (a FoodApp
+    // made again has none of the old ones): without any, the archive's
+    // first recoverability point (the end of its oldest base backup) is
+    // the evidence.
     let before = completed_backups
         .iter()
         .filter_map(|b| parse(b))
         .any(|stopped| stopped <= t);
-    if !before {
+    if !before && !completed_backups.is_empty() {
         return Some(format!(
             "no base backup of Cluster {cluster} completed before {target}: recovery starts from a base backup older than its target"
         ));
@@ -107,6 +126,16 @@ pub async fn precheck(run: &Run<'_>, app: &FoodApp, target: &str) -> Result<Opti
             format!("Cluster {current}, the one to recover from, does not exist"),
         );
     };
+    let new = names::recovered_cluster(&app.name_any(), &run.id_key());
+    if recovery_job(&new).len() > 63 {
+        return fail(
+            Reason::InvalidRestore,
+            format!(
+                "CloudNativePG would name the recovery Job {}, longer than 63 characters, and could not start it: FoodApp names on CloudNativePG have at most 37 characters; clone into a FoodApp with a shorter name instead",
+                recovery_job(&new)
+            ),
+        );
+    }
     let server = cnpg::live_server_name(&live);
     let window = Api::<ObjectStore>::namespaced(client.clone(), &ns)
         .get_opt(&names::cnpg_object_store(&app.name_any()))
@@ -142,6 +171,47 @@ pub async fn precheck(run: &Run<'_>, app: &FoodApp, target: &str) -> Result<Opti
     }))
 }
 
+/// The Cluster a restore switches the FoodApp to becomes the FoodApp's:
+/// owned by it under `deletionPolicy: Delete` (under Retain by nothing: it
+/// holds the data), and labelled in use, the label taken off the others.
+pub async fn take_over(run: &Run<'_>, app: &FoodApp, cluster: &str) -> Result<(), Error> {
+    let ctx = run.ctx;
+    let ns = run.ns();
+    let model = validate::job_model(app, &ctx.agent_image)?;
+    let owner = (app.spec.deletion_policy == crate::crd::DeletionPolicy::Delete)
+        .then(|| crate::build::owner_reference(&model));
+    super::set_owner::<Cluster>(ctx, &ns, cluster, owner.as_ref()).await?;
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let label = |on: bool| serde_json::json!({"metadata": {"labels": {cnpg::IN_USE_LABEL: on.then_some("true")}}});
+    let patch = |name: String, on: bool| {
+        let api = api.clone();
+        async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&label(on)))
+                .await
+                .map_err(|e| Error::Apply(apply::failed("Cluster", &name)(e)))
+        }
+    };
+    patch(cluster.to_owned(), true).await?;
+    let selector = format!(
+        "{}={},{}=true",
+        cnpg::APP_LABEL,
+        app.name_any(),
+        cnpg::IN_USE_LABEL
+    );
+    for other in api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Dereference)?
+        .items
+    {
+        let name = other.name_any();
+        if name != cluster {
+            patch(name, false).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The Job CloudNativePG recovers a Cluster's first instance with.
 pub fn recovery_job(cluster: &str) -> String {
     format!("{cluster}-1-full-recovery")
@@ -161,6 +231,15 @@ pub async fn ensure_recovered(
 ) -> Result<Option<Next>, Error> {
     let ctx = run.ctx;
     let ns = run.ns();
+    let minutes = deadline_minutes(run);
+    if waited_longer_than(&run.status, Duration::from_secs(u64::from(minutes) * 60)) {
+        return Ok(Some(Next::fail(
+            Reason::Timeout,
+            format!(
+                "Cluster {new} was not recovered within {minutes} minutes (spec.deadlineMinutes); the FoodApp stays on {current}, and {new} is deleted"
+            ),
+        )));
+    }
     let clusters: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(cluster) = clusters.get_opt(new).await.map_err(Error::Dereference)? else {
         let origin = clusters
@@ -171,18 +250,31 @@ pub async fn ensure_recovered(
             .unwrap_or_else(|| current.to_owned());
         let model = validate::job_model(app, &ctx.agent_image)?;
         let mut desired = cnpg::recovered_cluster(&model, new, &origin, target);
-        if run.status.mode == Some(crate::crd::RestoreMode::Beside) {
-            // Made beside the live Cluster: it goes with the restore until the switch.
-            desired.metadata.owner_references = Some(vec![run.owner()]);
-        }
-        clusters
+        // It goes with the restore until the switch.
+        desired.metadata.owner_references = Some(vec![run.owner()]);
+        match clusters
             .patch(
                 new,
                 &PatchParams::apply(cnpg::RESTORE_MANAGER).force(),
                 &Patch::Apply(&desired),
             )
             .await
-            .map_err(|e| Error::Apply(apply::failed("Cluster", new)(e)))?;
+        {
+            Ok(_) => {}
+            // Refused (CloudNativePG's webhook, a quota): it never will be.
+            Err(kube::Error::Api(e))
+                if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 =>
+            {
+                return Ok(Some(Next::fail(
+                    Reason::ApplyFailed,
+                    format!(
+                        "the API server refused the recovered Cluster {new}: {}; the FoodApp stays on {current}",
+                        e.message
+                    ),
+                )));
+            }
+            Err(e) => return Err(Error::Apply(apply::failed("Cluster", new)(e))),
+        }
         return Ok(Some(run.waiting(
             "Restored",
             format!(
@@ -203,19 +295,6 @@ pub async fn ensure_recovered(
             format!(
                 "CloudNativePG's recovery Job {} failed ({reason}: {message}); the FoodApp stays on {current}, and {new} is deleted",
                 recovery_job(new)
-            ),
-        )));
-    }
-    let minutes = run
-        .restore
-        .spec
-        .deadline_minutes
-        .unwrap_or(DEFAULT_DEADLINE_MINUTES);
-    if waited_longer_than(&run.status, Duration::from_secs(u64::from(minutes) * 60)) {
-        return Ok(Some(Next::fail(
-            Reason::Timeout,
-            format!(
-                "Cluster {new} was not recovered within {minutes} minutes (spec.deadlineMinutes); the FoodApp stays on {current}, and {new} is deleted"
             ),
         )));
     }
@@ -278,6 +357,19 @@ pub async fn hand_over(run: &mut Run<'_>, cluster: &str) -> Result<Option<Next>,
         live.metadata.managed_fields.iter().flatten().any(|m| {
             m.operation.as_deref() == Some("Apply") && m.manager.as_deref() == Some(MANAGER)
         });
+    if !applied_by_foodapp && past_deadline(run) {
+        // The restore itself is done: the FoodApp's next apply takes the
+        // fields over; only a field removed before then stays.
+        run.ctx
+            .event(
+                run.restore,
+                Reason::Timeout,
+                "Restore",
+                format!("the FoodApp did not apply Cluster {cluster} before the deadline: the restore's field manager keeps its fields"),
+            )
+            .await;
+        return Ok(None);
+    }
     if !applied_by_foodapp {
         return Ok(Some(run.waiting(
             "Migrated",
@@ -306,7 +398,18 @@ pub async fn in_place(run: &mut Run<'_>, app: &FoodApp, target: &str) -> Result<
         if let Some(next) = ensure_recovered(run, app, target, &new, &current).await? {
             return Ok(next);
         }
+        // The API Secret keeps the record too (it outlives a FoodApp made
+        // again under Retain), and the label moves.
+        if let Some(secret) = Api::<Secret>::namespaced(run.ctx.client.clone(), &run.ns())
+            .get_opt(&names::api_secret(&app.name_any()))
+            .await
+            .map_err(Error::Dereference)?
+        {
+            super::super::annotate(run.ctx, &secret, DATABASE_CLUSTER_ANNOTATION, Some(&new))
+                .await?;
+        }
         super::super::annotate(run.ctx, app, DATABASE_CLUSTER_ANNOTATION, Some(&new)).await?;
+        take_over(run, app, &new).await?;
         run.ctx
             .event(
                 run.restore,
@@ -341,6 +444,15 @@ pub async fn await_connection(run: &mut Run<'_>, app: &FoodApp) -> Result<Option
         .unwrap_or_default();
     if url.contains(&format!("@{}.", names::cnpg_rw_service(&new))) {
         return Ok(None);
+    }
+    if past_deadline(run) {
+        return Ok(Some(Next::fail(
+            Reason::Timeout,
+            format!(
+                "the FoodApp's connection Secret did not name Cluster {new} within {} minutes (spec.deadlineMinutes): see the FoodApp's conditions; it uses {new}",
+                deadline_minutes(run)
+            ),
+        )));
     }
     Ok(Some(Next::Wait(Duration::from_secs(3))).inspect(|_| {
         run.set(
