@@ -502,6 +502,39 @@ async fn cloudnativepg_on_a_real_api_server() {
         new.spec.bootstrap.as_ref().unwrap().recovery.is_some(),
         "the FoodApp left the bootstrap alone"
     );
+    // What the restore's hand-over applies once the FoodApp applied the
+    // Cluster: its manager keeps only the bootstrap and the origin. A field
+    // then dropped from the FoodApp leaves the Cluster (server-side apply
+    // prunes what no manager applies any more).
+    assert!(new.spec.resources.is_some(), "the example sets resources");
+    c.api::<CnpgCluster>()
+        .patch(
+            &switched,
+            &PatchParams::apply(cnpg::RESTORE_MANAGER).force(),
+            &Patch::Apply(&cnpg::recovery_fields(&new)),
+        )
+        .await
+        .unwrap();
+    c.merge(APP, json!({"spec": {"database": {"resources": null}}}))
+        .await
+        .unwrap();
+    c.eventually(
+        "the dropped resources leave the recovered Cluster",
+        2 * minute,
+        || async {
+            let cl = c
+                .api::<CnpgCluster>()
+                .get(&switched)
+                .await
+                .map_err(|e| e.to_string())?;
+            match (&cl.spec.resources, &cl.spec.bootstrap) {
+                (None, Some(b)) if b.recovery.is_some() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    c.log("ok: after the hand-over a field dropped from the FoodApp left the recovered Cluster, its bootstrap stayed");
     let policy = c
         .api::<NetworkPolicy>()
         .get(&format!("{APP}-db"))
