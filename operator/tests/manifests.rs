@@ -435,27 +435,9 @@ mod webhook {
         clock && zone_ok
     }
 
-    /// `resource.ParseQuantity`, enough for sizes and CPU/memory.
+    /// `resource.ParseQuantity`.
     fn quantity(s: &str) -> Option<f64> {
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (n, unit) = s.split_at(split);
-        let n: f64 = n.parse().ok()?;
-        let scale = match unit {
-            "" => 1.0,
-            "m" => 1e-3,
-            "k" => 1e3,
-            "M" => 1e6,
-            "G" => 1e9,
-            "T" => 1e12,
-            "Ki" => 1024.0,
-            "Mi" => 1024f64.powi(2),
-            "Gi" => 1024f64.powi(3),
-            "Ti" => 1024f64.powi(4),
-            _ => return None,
-        };
-        Some(n * scale)
+        foodapp_operator::quantity::bytes(s)
     }
 
     fn plugins(c: &Value) -> Vec<&Value> {

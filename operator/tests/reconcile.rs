@@ -3827,6 +3827,22 @@ async fn recovering(h: &Harness) -> String {
     new
 }
 
+/// `recovering`, then CloudNativePG's part and the migrations: the restore
+/// succeeds; returns the Cluster the FoodApp uses now.
+async fn recovered_in_place(h: &Harness) -> String {
+    let new = recovering(h).await;
+    cnpg_ready(h, &new, "new").await;
+    for _ in 0..3 {
+        restore_step(h, "pitr").await;
+        h.settle().await;
+    }
+    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
+        .await;
+    restore_step(h, "pitr").await;
+    assert_eq!(restore_phase(h, "pitr").await, "Succeeded");
+    new
+}
+
 /// After a failed recovery: the shop serves from shop-db again and the
 /// half-recovered Cluster is gone.
 async fn back_on_the_old_cluster(h: &Harness, new: &str, reason: &str, expected: &str) {
@@ -3894,16 +3910,7 @@ async fn a_recovery_past_its_deadline_ends_the_restore_and_brings_the_shop_back(
 #[tokio::test]
 async fn a_recovered_cluster_is_the_foodapps_to_change_once_switched() {
     let h = cloudnativepg_serving().await;
-    let new = recovering(&h).await;
-    cnpg_ready(&h, &new, "new").await;
-    for _ in 0..3 {
-        restore_step(&h, "pitr").await;
-        h.settle().await;
-    }
-    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
-        .await;
-    restore_step(&h, "pitr").await;
-    assert_eq!(restore_phase(&h, "pitr").await, "Succeeded");
+    let new = recovered_in_place(&h).await;
     let live = h
         .api::<foodapp_operator::crd::foreign::Cluster>()
         .get(&new)
@@ -4156,16 +4163,7 @@ async fn archiving_and_base_backup_failures_of_the_cluster_reach_the_foodapp() {
 #[tokio::test]
 async fn a_foodapp_made_again_finds_the_cluster_in_use_by_its_label() {
     let h = cloudnativepg_serving().await;
-    let new = recovering(&h).await;
-    cnpg_ready(&h, &new, "new").await;
-    for _ in 0..3 {
-        restore_step(&h, "pitr").await;
-        h.settle().await;
-    }
-    h.set_status::<Job>("pitr-migrate", job_done_json("Complete"))
-        .await;
-    restore_step(&h, "pitr").await;
-    assert_eq!(restore_phase(&h, "pitr").await, "Succeeded");
+    let new = recovered_in_place(&h).await;
     // Made again with the annotation gone, and the API Secret's record too
     // (someone deleted the Secret): the label still says which Cluster.
     let mut app = h.app().await;

@@ -102,39 +102,39 @@ pub async fn precheck(run: &Run<'_>, app: &FoodApp, target: &str) -> Result<Opti
     let ns = run.ns();
     let current = crate::build::db_cluster(app);
     let fail = |reason, message: String| {
-        Ok(Some(Next::fail(
+        Some(Next::fail(
             reason,
             format!("{message}; nothing was changed"),
-        )))
+        ))
     };
     if !super::super::dereference::serves::<ObjectStore>(client, &ns)
         .await
         .map_err(Error::Dereference)?
     {
-        return fail(
+        return Ok(fail(
             Reason::BarmanCloudPluginMissing,
             "point-in-time recovery reads the archive through the Barman Cloud Plugin, which is not installed (barmancloud.cnpg.io/v1 ObjectStore)".to_owned(),
-        );
+        ));
     }
     let Some(live) = Api::<Cluster>::namespaced(client.clone(), &ns)
         .get_opt(&current)
         .await
         .map_err(Error::Dereference)?
     else {
-        return fail(
+        return Ok(fail(
             Reason::InvalidRestore,
             format!("Cluster {current}, the one to recover from, does not exist"),
-        );
+        ));
     };
     let new = names::recovered_cluster(&app.name_any(), &run.id_key());
     if recovery_job(&new).len() > 63 {
-        return fail(
+        return Ok(fail(
             Reason::InvalidRestore,
             format!(
                 "CloudNativePG would name the recovery Job {}, longer than 63 characters, and could not start it: FoodApp names on CloudNativePG have at most 37 characters; clone into a FoodApp with a shorter name instead",
                 recovery_job(&new)
             ),
-        );
+        ));
     }
     let server = cnpg::live_server_name(&live);
     let window = Api::<ObjectStore>::namespaced(client.clone(), &ns)
