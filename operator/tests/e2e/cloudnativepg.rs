@@ -194,6 +194,119 @@ fn complete(r: &FoodAppRestore) -> (String, String) {
     (c.reason.clone(), c.message.clone())
 }
 
+/// The 37-character cap on CloudNativePG FoodApp names, as the API server
+/// evaluates its rule (`optionalOldSelf`): a new one is refused, one made
+/// before the cap (made here with the rule taken out of the CRD for a
+/// moment, as the previous release's CRD had none) stays editable.
+async fn name_cap(c: &Cluster, diner: &FoodApp) {
+    let long = "a".repeat(38);
+    let mut app = diner.clone();
+    app.metadata.name = Some(long.clone());
+    let mut value = serde_json::to_value(&app).unwrap();
+    value.as_object_mut().unwrap().remove("status");
+    let apps = c.api::<FoodApp>();
+    let refused = apps
+        .patch(
+            &long,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("at most 37 characters"),
+        "{refused}"
+    );
+    let crds = Api::<CustomResourceDefinition>::all(c.client.clone());
+    let original = crds.get("foodapps.foodapp.io").await.unwrap();
+    let mut without = original.clone();
+    without.metadata.managed_fields = None;
+    without.metadata.resource_version = None;
+    let schema = without.spec.versions[0]
+        .schema
+        .as_mut()
+        .unwrap()
+        .open_api_v3_schema
+        .as_mut()
+        .unwrap();
+    schema
+        .x_kubernetes_validations
+        .as_mut()
+        .unwrap()
+        .retain(|r| !r.rule.contains("size() <= 37"));
+    crds.patch(
+        "foodapps.foodapp.io",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&without),
+    )
+    .await
+    .unwrap();
+    c.eventually(
+        "a long name is admitted without the rule",
+        Duration::from_secs(60),
+        || async {
+            apps.patch(
+                &long,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&value),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    let mut back = original.clone();
+    back.metadata.managed_fields = None;
+    back.metadata.resource_version = None;
+    crds.patch(
+        "foodapps.foodapp.io",
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&back),
+    )
+    .await
+    .unwrap();
+    c.eventually(
+        "the rule is back: a new long name is refused",
+        Duration::from_secs(60),
+        || async {
+            let mut other = value.clone();
+            other["metadata"]["name"] = "b".repeat(38).into();
+            match apps
+                .patch(
+                    &"b".repeat(38),
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&other),
+                )
+                .await
+            {
+                Err(e) if e.to_string().contains("at most 37") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    c.merge(
+        &long,
+        json!({"spec": {"database": {"cloudNativePG": {"instances": 2}}}}),
+    )
+    .await
+    .expect("a FoodApp made before the cap stays editable");
+    apps.delete(&long, &DeleteParams::default()).await.unwrap();
+    c.eventually(
+        "the long-named FoodApp is gone",
+        Duration::from_secs(120),
+        || async {
+            match apps.get_opt(&long).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".to_owned()),
+            }
+        },
+    )
+    .await;
+    c.log("ok: a new 38-character CloudNativePG FoodApp is refused at admission; one made before the cap is edited and deleted");
+}
+
 #[tokio::test]
 #[ignore = "needs a cluster: make e2e with FOODAPP_E2E_KUBECONFIG"]
 async fn cloudnativepg_on_a_real_api_server() {
@@ -211,6 +324,7 @@ async fn cloudnativepg_on_a_real_api_server() {
     let mut diner = example("foodapp-cloudnativepg.yaml", &c.ns);
     // No cert-manager here.
     diner.spec.gateway.tls = None;
+    name_cap(&c, &diner).await;
     apply_foodapp(&c, &diner).await;
 
     // 1. Without CloudNativePG: what to install.
