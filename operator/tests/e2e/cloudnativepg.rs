@@ -270,16 +270,15 @@ async fn name_cap(c: &Cluster, diner: &FoodApp) {
         "the rule is back: a new long name is refused",
         Duration::from_secs(60),
         || async {
-            let mut other = value.clone();
-            other["metadata"]["name"] = "b".repeat(38).into();
-            match apps
-                .patch(
-                    &"b".repeat(38),
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&other),
-                )
-                .await
-            {
+            // A create, in a dry run: an apply to an object that exists is
+            // an update, which the rule lets through.
+            let mut other = app.clone();
+            other.metadata.name = Some("b".repeat(38));
+            let dry_run = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match apps.create(&dry_run, &other).await {
                 Err(e) if e.to_string().contains("at most 37") => Ok(()),
                 other => Err(format!("{other:?}")),
             }
