@@ -772,6 +772,9 @@ fn every_cloudnativepg_object_passes_what_cloudnativepg_checks_in_code() {
                 object["kind"]
             );
             cnpg::check(&object).unwrap_or_else(|e| panic!("{name}: {}: {e:#?}", object["kind"]));
+            // Applied again (an update, under the transition rules).
+            cnpg::check_update(&object, Some(&object))
+                .unwrap_or_else(|e| panic!("{name}: {} updated: {e:#?}", object["kind"]));
         }
     }
 }
@@ -906,6 +909,28 @@ fn each_cloudnativepg_code_rule_refuses_what_it_should() {
         webhook::refusals(&in_tree)
             .iter()
             .any(|r| r.contains("removed in CloudNativePG 1.31.0"))
+    );
+}
+
+#[test]
+fn a_cluster_of_the_previous_release_moves_to_the_plugin_in_an_update_the_crd_accepts() {
+    use foodapp_operator::build::cnpg as builder;
+    let app = example_app("diner");
+    let mut model = foodapp_operator::controller::validate::job_model(&app, "agent:1").unwrap();
+    model.db_server_name = "diner-db".into();
+    let as_value =
+        |m: &foodapp_operator::build::Model| serde_json::to_value(builder::cluster(m)).unwrap();
+    model.cnpg_archive = builder::Archive::InTree;
+    let in_tree = as_value(&model);
+    cnpg::check(&in_tree).unwrap();
+    model.cnpg_archive = builder::Archive::Plugin;
+    let plugin = as_value(&model);
+    cnpg::check_update(&plugin, Some(&in_tree)).unwrap();
+    assert!(webhook::refusals(&plugin).is_empty());
+    assert_eq!(
+        plugin["spec"]["plugins"][0]["parameters"]["serverName"],
+        in_tree["spec"]["backup"]["barmanObjectStore"]["serverName"],
+        "the same folder"
     );
 }
 

@@ -4391,3 +4391,34 @@ async fn a_plugin_crd_gone_for_a_while_never_turns_archiving_off() {
         "the schedule (and the Backups it owns) stays"
     );
 }
+
+#[tokio::test]
+async fn a_point_in_time_restore_whose_recovery_job_name_cannot_fit_is_refused() {
+    // A FoodApp named before the 37-character cap (the fake API server
+    // checks no CEL).
+    let name = "a".repeat(40);
+    let mut spec = with_backup("spaces");
+    spec["database"] = json!({"engine": "CloudNativePG"});
+    let mut app = foodapp(spec);
+    app.metadata.name = Some(name.clone());
+    let h = Harness::new(app, vec![]).await;
+    credentials(&h).await;
+    settle_app(&h, &name).await;
+    let cluster = format!("{name}-db");
+    cnpg_ready(&h, &cluster, "old").await;
+    settle_app(&h, &name).await;
+    archived(&h, &name, &cluster, FIRST_POINT, BASE_BACKUP).await;
+    h.create::<FoodAppRestore>(
+        "pitr",
+        json!({"foodAppRef": name, "targetTime": "2026-11-22T09:30:00Z", "mode": "InPlace"}),
+    )
+    .await;
+    restore_step(&h, "pitr").await;
+    assert_eq!(restore_phase(&h, "pitr").await, "Failed");
+    let error = restore_status(&h, "pitr").await.error.unwrap();
+    assert!(
+        error.contains("longer than 63 characters") && error.ends_with("nothing was changed"),
+        "{error}"
+    );
+    assert_eq!(clusters(&h).await, [cluster]);
+}
