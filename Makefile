@@ -25,10 +25,11 @@ demo: ## Run the whole stack locally (http://127.0.0.1:8080, or DEMO_PORT)
 	cargo build --locked --workspace --bins
 	$(SERVICES) run -- scripts/demo
 
-crds: ## Regenerate crds/, the chart's copies and its RBAC rules from the code
+crds: ## Regenerate crds/, the chart's copies, its RBAC rules and the README's RBAC table from the code
 	UPDATE_CRDS=1 cargo test --locked -p foodapp-operator --test crd crds_on_disk
 	cargo run --locked -q -p foodapp-operator -- rbac > charts/foodapp-operator/files/rbac-rules.yaml
 	cargo run --locked -q -p foodapp-operator -- rbac --leader-election > charts/foodapp-operator/files/leader-election-rules.yaml
+	scripts/readme-rbac
 
 sqlx: ## Refresh api/.sqlx, the query data the build checks the API's SQL against
 	$(SERVICES) run -- scripts/sqlx-prepare

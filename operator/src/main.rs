@@ -23,10 +23,13 @@ enum Command {
     /// Print every CRD as YAML.
     Crd,
     /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole,
-    /// or with --leader-election its namespaced Role for the Lease).
+    /// or with --leader-election its namespaced Role for the Lease, or with
+    /// --markdown both as the README's table).
     Rbac {
         #[arg(long)]
         leader_election: bool,
+        #[arg(long, conflicts_with = "leader_election")]
+        markdown: bool,
     },
     /// Print, offline, every object the controller would create for a FoodApp.
     Render {
@@ -133,7 +136,13 @@ async fn main() -> std::process::ExitCode {
         Command::Crd => crd::to_yaml(&crd::all())
             .map(|y| print!("{y}"))
             .map_err(Into::into),
-        Command::Rbac { leader_election } => {
+        Command::Rbac { markdown: true, .. } => {
+            print!("{}", foodapp_operator::rbac::markdown());
+            Ok(())
+        }
+        Command::Rbac {
+            leader_election, ..
+        } => {
             use foodapp_operator::rbac;
             let (rules, command) = if leader_election {
                 (

@@ -207,6 +207,32 @@ pub fn allows(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {
     })
 }
 
+/// The README's RBAC table: the ClusterRole's rules, then the leader
+/// election Role's, as `foodapp-operator rbac --markdown` prints it (a test
+/// keeps the README's copy equal to it).
+pub fn markdown() -> String {
+    let mut out = String::from("| API group | resources | verbs | why |\n|---|---|---|---|\n");
+    let row = |out: &mut String, (group, resources, verbs, why): &Rule, scope: &str| {
+        let group = if group.is_empty() { "\"\"" } else { group };
+        out.push_str(&format!(
+            "| {group} | {} | {} | {why}{scope} |\n",
+            resources.join(", "),
+            verbs.join(", "),
+        ));
+    };
+    for rule in RULES {
+        row(&mut out, rule, "");
+    }
+    for rule in LEADER_ELECTION_RULES {
+        row(
+            &mut out,
+            rule,
+            " (a namespaced Role in the release namespace only)",
+        );
+    }
+    out
+}
+
 /// The rules as YAML, for the chart's `files/rbac-rules.yaml` and
 /// `files/leader-election-rules.yaml`.
 pub fn yaml(rules: &[Rule], command: &str) -> Result<String, yaml_serde::Error> {

@@ -816,8 +816,29 @@ fn the_previous_releases_objects_keep_working() {
                 other => panic!("{what}: unexpected kind {other}"),
             };
             read.unwrap_or_else(|e| panic!("{what}: not read by this release: {e}"));
-            check(&kind, &obj, None).unwrap_or_else(|e| panic!("{what}: refused: {e:?}"));
+            // The one deliberate break: the PROXY protocol without trusted
+            // proxies is refused for new objects. A live one keeps working
+            // (the API server ratchets rules over unchanged fields, which
+            // kube's validator does not: the refusal is checked here by
+            // its message) until its gateway is changed.
+            let insecure = obj["spec"]["gateway"]["proxyProtocol"] == json!(true)
+                && obj["spec"]["gateway"]["trustedProxies"].is_null();
+            let only_the_break = |errors: Vec<String>| {
+                if insecure
+                    && errors
+                        .iter()
+                        .all(|e| e.contains("proxyProtocol needs gateway.trustedProxies"))
+                {
+                    Ok(())
+                } else {
+                    Err(errors)
+                }
+            };
+            check(&kind, &obj, None)
+                .or_else(only_the_break)
+                .unwrap_or_else(|e| panic!("{what}: refused: {e:?}"));
             check(&kind, &obj, Some(&obj))
+                .or_else(only_the_break)
                 .unwrap_or_else(|e| panic!("{what}: update refused: {e:?}"));
             *seen.entry(kind).or_default() += 1;
         }
@@ -991,4 +1012,47 @@ fn a_recovery_deadline_bounds_only_a_point_in_time_recovery() {
         errors.iter().any(|e| e.contains("between 5 and 10080")),
         "{errors:?}"
     );
+}
+
+#[test]
+fn the_proxy_protocol_needs_trusted_proxies_that_are_addresses() {
+    let gateway = |g: Value| foodapp(json!({"gateway": g}));
+    check(
+        "FoodApp",
+        &gateway(json!({"proxyProtocol": true, "trustedProxies": ["10.110.0.0/20", "192.0.2.7", "fd00::/8", "2001:db8::1"]})),
+        None,
+    )
+    .unwrap();
+    check(
+        "FoodApp",
+        &gateway(json!({"trustedProxies": ["10.0.0.0/8"]})),
+        None,
+    )
+    .unwrap();
+    let errors = check("FoodApp", &gateway(json!({"proxyProtocol": true})), None).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("proxyProtocol needs gateway.trustedProxies")),
+        "{errors:?}"
+    );
+    for bad in [
+        "10.0.0.0/33",
+        "0.0.0.0/0; return 200",
+        "lb.example.com",
+        "10.0.0.0/8\nallow all",
+    ] {
+        let errors = check(
+            "FoodApp",
+            &gateway(json!({"proxyProtocol": true, "trustedProxies": [bad]})),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("must be IP addresses or CIDR blocks")),
+            "{bad}: {errors:?}"
+        );
+    }
 }

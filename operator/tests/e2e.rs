@@ -59,6 +59,84 @@ use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "foodapp-e2e";
+/// A PROXY protocol header from an address bistro does not trust names no
+/// client: nginx keeps the connection's own address (rate limits hold).
+async fn untrusted_proxy_headers(c: &Cluster) {
+    let before = c.gateway_pod("bistro").await.unwrap().name_any();
+    c.merge(
+        "bistro",
+        json!({"spec": {"gateway": {"trustedProxies": ["10.110.0.0/20"]}}}),
+    )
+    .await
+    .unwrap();
+    c.eventually(
+        "bistro's gateway rolls onto the new trusted proxies",
+        Duration::from_secs(180),
+        || async {
+            let pods = c
+                .api::<Pod>()
+                .list(&ListParams::default().labels(
+                    "app.kubernetes.io/instance=bistro,app.kubernetes.io/component=gateway",
+                ))
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let old_left = pods.iter().any(|p| p.name_any() == before);
+            let ready = pods.iter().any(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            (!old_left && ready)
+                .then_some(())
+                .ok_or(format!("{} pods, old one left: {old_left}", pods.len()))
+        },
+    )
+    .await;
+    let path = "/api/v1/menu-items?forged=1";
+    c.eventually(
+        "bistro answers a forged header",
+        Duration::from_secs(60),
+        || async {
+            let raw = c
+                .exchange(
+                    "bistro",
+                    format!(
+                        "GET {path} HTTP/1.1
+Host: {TLS_HOST}
+Connection: close
+
+"
+                    )
+                    .as_bytes(),
+                    false,
+                )
+                .await?;
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            text.starts_with("HTTP/1.1 200")
+                .then_some(())
+                .ok_or(text.lines().next().unwrap_or_default().to_owned())
+        },
+    )
+    .await;
+    let pod = c.gateway_pod("bistro").await.unwrap();
+    let logs = c
+        .api::<Pod>()
+        .logs(&pod.name_any(), &Default::default())
+        .await
+        .unwrap_or_default();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("forged=1"))
+        .expect("the request is logged");
+    assert!(
+        !line.contains(PROXY_CLIENT) && line.contains("\"remote_addr\":\"127.0.0.1\""),
+        "an untrusted PROXY header named the client: {line}"
+    );
+    c.log("ok: a PROXY header from an untrusted address is not believed: nginx logs the connection's own address");
+}
+
 /// The client address the test's PROXY protocol header names.
 const PROXY_CLIENT: &str = "203.0.113.7";
 /// The name the full example's certificate is made for.
@@ -786,7 +864,10 @@ async fn the_operator_on_a_real_cluster() {
         "stringData": {"tls.crt": crt, "tls.key": key}});
     c.apply_value(&discovery, &tls, &c.ns).await;
     let shop = example("foodapp.yaml", &c.ns);
-    let bistro = example("foodapp-full.yaml", &c.ns);
+    let mut bistro = example("foodapp-full.yaml", &c.ns);
+    // The test's PROXY headers come through port-forwards: from the pod's
+    // own loopback, its load balancer here.
+    bistro.spec.gateway.trusted_proxies = vec!["127.0.0.1/32".into()];
     apply_foodapp(&c, &shop).await;
     apply_foodapp(&c, &bistro).await;
     for name in ["shop", "bistro"] {
@@ -1603,6 +1684,7 @@ async fn scaling_and_edge(c: &Cluster) {
         "the access log names the client from the PROXY header"
     );
     c.log("ok: bistro serves HTTPS with HTTP/2 and HSTS, redirects plain HTTP with 308, and logs the client address from the PROXY protocol");
+    untrusted_proxy_headers(&c).await;
 
     // Switching engines is refused at admission.
     let refused = c

@@ -949,3 +949,20 @@ fn the_objectstore_crd_forbids_a_server_name_of_its_own() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn the_readmes_rbac_table_is_the_operators_rules() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let begin = readme
+        .find("<!-- rbac:begin")
+        .expect("the README's rbac:begin marker");
+    let begin = begin + readme[begin..].find('\n').unwrap() + 1;
+    let end = readme
+        .find("<!-- rbac:end -->")
+        .expect("the README's rbac:end marker");
+    assert_eq!(
+        &readme[begin..end],
+        foodapp_operator::rbac::markdown(),
+        "the README's RBAC table differs from operator/src/rbac.rs: run `make crds`"
+    );
+}

@@ -65,6 +65,10 @@ fn problem(status: u16, code: &str, title: &str, detail: &str) -> String {
     )
 }
 
+/// Live order streams one client address may hold open at once (per
+/// gateway pod); more get 429.
+pub const STREAMS_PER_ADDRESS: u32 = 20;
+
 const PROXY_HEADERS: &str = "
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
@@ -125,9 +129,14 @@ http {{
         default $http_x_request_id;
         "" $request_id;
     }}
-    map $http_x_forwarded_proto $forwarded_proto {{
-        default $http_x_forwarded_proto;
-        "" $scheme;
+    # The scheme the client used: X-Forwarded-Proto only from a trusted
+    # proxy (on the connection's own address), else the gateway's own.
+    geo $realip_remote_addr $from_trusted_proxy {{
+        default 0;
+{trusted_geo}    }}
+    map "$from_trusted_proxy:$http_x_forwarded_proto" $forwarded_proto {{
+        "~^1:(?<proto>https?)$" $proto;
+        default $scheme;
     }}
 
     log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id_out",'
@@ -141,6 +150,10 @@ http {{
     limit_req_zone $binary_remote_addr zone=auth:10m rate={auth_rps}r/s;
     limit_req_status 429;
     limit_req_log_level warn;
+    # Live streams held open at once by one client address.
+    limit_conn_zone $binary_remote_addr zone=streams:10m;
+    limit_conn_status 429;
+    limit_conn_log_level warn;
 {real_ip}
     gzip on;
     gzip_types application/json application/problem+json;
@@ -177,21 +190,56 @@ http {{
             .collect::<String>()
             .trim_end(),
         real_ip = real_ip(c),
+        trusted_geo = trusted_proxies(c)
+            .iter()
+            .map(|p| format!("        {p} 1;\n"))
+            .collect::<String>(),
         servers = servers(c),
     );
     out
 }
 
-/// Where the client's address comes from, when not from the connection.
+/// Whether `s` is an IP address or a CIDR block (what nginx's
+/// `set_real_ip_from` and `geo` take): nothing else reaches nginx.conf.
+pub fn is_ip_or_cidr(s: &str) -> bool {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u8>().is_ok_and(|n| n <= max)
+    })
+}
+
+/// The trusted proxies that are addresses or CIDR blocks.
+fn trusted_proxies(c: &GatewayConfig) -> Vec<String> {
+    c.trusted_proxies
+        .iter()
+        .filter(|p| is_ip_or_cidr(p))
+        .cloned()
+        .collect()
+}
+
+/// Where the client's address comes from, when not from the connection:
+/// the PROXY protocol header or X-Forwarded-For, from trusted proxies. A
+/// FoodApp of the previous release with the PROXY protocol and no trusted
+/// proxies (admission refuses that now) keeps trusting every address: its
+/// clients would otherwise share the load balancer's rate limit.
 fn real_ip(c: &GatewayConfig) -> String {
+    let mut from = trusted_proxies(c);
     let header = if c.proxy_protocol {
         "proxy_protocol"
-    } else if !c.trusted_proxies.is_empty() {
+    } else if !from.is_empty() {
         "X-Forwarded-For"
     } else {
         return String::new();
     };
-    let mut from = c.trusted_proxies.clone();
     if from.is_empty() {
         from = vec!["0.0.0.0/0".to_owned(), "::/0".to_owned()];
     }
@@ -226,6 +274,7 @@ fn servers(c: &GatewayConfig) -> String {
         ssl_certificate {};
         ssl_certificate_key {};
         ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
         ssl_prefer_server_ciphers off;
         ssl_session_cache shared:tls:10m;
         ssl_session_timeout 1d;
@@ -311,6 +360,7 @@ fn api_server(c: &GatewayConfig, listen: &str, extra_headers: &str) -> String {
         # Server-Sent Events: no buffering, long reads, no gzip.
         location ~ ^/api/v1/orders/[^/]+/events$ {{
             limit_req zone=api burst={burst} nodelay;
+            limit_conn streams {STREAMS_PER_ADDRESS};
             proxy_pass http://foodapp_api;{PROXY_HEADERS}
             proxy_buffering off;
             proxy_cache off;
@@ -513,17 +563,110 @@ mod tests {
         let mut c = config();
         c.proxy_protocol = true;
         c.health_listen = Some("8081".into());
+        c.trusted_proxies = vec!["10.110.0.0/20".into()];
         let conf = render(&c);
         assert!(conf.contains("listen 8080 proxy_protocol;"));
         assert!(conf.contains("real_ip_header proxy_protocol;"));
-        assert!(conf.contains("set_real_ip_from 0.0.0.0/0;"));
+        assert!(conf.contains("set_real_ip_from 10.110.0.0/20;"));
         assert!(conf.contains("listen 8081;"));
+        assert!(!conf.contains("0.0.0.0/0"), "only the load balancer");
+        // A FoodApp of the previous release (admission now refuses this):
+        // every address, as before, rather than one limit for all clients.
+        c.trusted_proxies.clear();
+        let conf = render(&c);
+        assert!(conf.contains("set_real_ip_from 0.0.0.0/0;"), "{conf}");
         c.proxy_protocol = false;
         c.trusted_proxies = vec!["10.0.0.0/8".into()];
         let conf = render(&c);
         assert!(conf.contains("real_ip_header X-Forwarded-For;"));
         assert!(conf.contains("set_real_ip_from 10.0.0.0/8;"));
         assert!(!conf.contains("0.0.0.0/0"));
+    }
+
+    #[test]
+    fn only_addresses_and_cidr_blocks_reach_the_config() {
+        for good in [
+            "10.0.0.0/8",
+            "192.168.1.7",
+            "::1",
+            "fd00::/8",
+            "2001:db8::1/128",
+        ] {
+            assert!(is_ip_or_cidr(good), "{good}");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "0.0.0.0/0; return 200",
+            "10.0.0.0/8;\n    set_real_ip_from 0.0.0.0/0",
+            "example.com",
+            "",
+        ] {
+            assert!(!is_ip_or_cidr(bad), "{bad}");
+        }
+        let mut c = config();
+        c.trusted_proxies = vec!["10.0.0.0/8;\nallow all".into(), "10.1.0.0/16".into()];
+        let conf = render(&c);
+        assert!(!conf.contains("allow all"), "{conf}");
+        assert!(conf.contains("set_real_ip_from 10.1.0.0/16;"));
+    }
+
+    #[test]
+    fn x_forwarded_proto_counts_only_from_a_trusted_proxy() {
+        let mut c = config();
+        c.trusted_proxies = vec!["10.1.0.0/16".into()];
+        let conf = render(&c);
+        let geo = &conf[conf
+            .find("geo $realip_remote_addr $from_trusted_proxy")
+            .unwrap()..];
+        let geo = &geo[..geo.find('}').unwrap()];
+        assert!(
+            geo.contains("default 0;") && geo.contains("10.1.0.0/16 1;"),
+            "{geo}"
+        );
+        assert!(conf.contains(r#""~^1:(?<proto>https?)$" $proto;"#));
+        c.trusted_proxies.clear();
+        let conf = render(&c);
+        let geo = &conf[conf.find("geo $realip_remote_addr").unwrap()..];
+        assert!(
+            !geo[..geo.find('}').unwrap()].contains(" 1;"),
+            "nobody is trusted"
+        );
+    }
+
+    #[test]
+    fn live_streams_are_limited_per_address_and_tls_has_modern_ciphers() {
+        let mut c = config();
+        c.tls = Some(Tls {
+            listen: "8443".into(),
+            certificate: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+            redirect_http: true,
+            hsts: None,
+        });
+        let conf = render(&c);
+        let sse = &conf[conf
+            .find("location ~ ^/api/v1/orders/[^/]+/events$")
+            .unwrap()..];
+        let block = &sse[..sse.find("\n        }").unwrap()];
+        assert!(
+            block.contains(&format!("limit_conn streams {STREAMS_PER_ADDRESS};")),
+            "{block}"
+        );
+        assert!(conf.contains("limit_conn_status 429;"));
+        let ciphers = conf
+            .lines()
+            .find(|l| l.trim_start().starts_with("ssl_ciphers "))
+            .unwrap();
+        assert!(
+            !ciphers.contains("CBC") && !ciphers.contains("RSA-AES128-SHA:"),
+            "{ciphers}"
+        );
+        assert!(
+            ciphers.contains("ECDHE") && ciphers.contains("GCM"),
+            "{ciphers}"
+        );
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl Default for StorageSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(AUTOSCALING_NEEDS_CPU).message("gateway.autoscaling needs gateway.resources.requests.cpu: utilization is measured against the request"))]
 #[x_kube(validation = Rule::new("!has(self.externalTrafficPolicy) || self.serviceType != 'ClusterIP'").message("gateway.externalTrafficPolicy needs serviceType LoadBalancer or NodePort"))]
+#[x_kube(validation = Rule::new("!has(self.proxyProtocol) || !self.proxyProtocol || (has(self.trustedProxies) && size(self.trustedProxies) > 0)").message("gateway.proxyProtocol needs gateway.trustedProxies, the load balancer's addresses: a PROXY header from anyone else would forge the client's address past the rate limits"))]
 pub struct GatewaySpec {
     /// nginx image.
     #[serde(default = "default_nginx_image")]
@@ -351,10 +352,12 @@ pub struct GatewaySpec {
     /// DigitalOcean annotation that turns it on at the load balancer.
     #[serde(default)]
     pub proxy_protocol: bool,
-    /// Addresses (CIDRs) whose PROXY protocol header or X-Forwarded-For
-    /// is trusted for the client address. Default: every address, which
-    /// is right only when nothing but the load balancer reaches the pods.
+    /// Addresses or CIDR blocks (the load balancer's) whose PROXY protocol
+    /// header, X-Forwarded-For and X-Forwarded-Proto are believed. Required
+    /// with `proxyProtocol`; without it, none is trusted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new(concat!("self.all(p, p.matches('", r"^([0-9]{1,3}\\.){3}[0-9]{1,3}(/([0-9]|[12][0-9]|3[0-2]))?$", "') || p.matches('", r"^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*(/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))?$", "'))")).message("gateway.trustedProxies entries must be IP addresses or CIDR blocks such as 10.110.0.0/20"))]
     pub trusted_proxies: Vec<String>,
     /// HTTPS at the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
