@@ -1684,7 +1684,7 @@ async fn scaling_and_edge(c: &Cluster) {
         "the access log names the client from the PROXY header"
     );
     c.log("ok: bistro serves HTTPS with HTTP/2 and HSTS, redirects plain HTTP with 308, and logs the client address from the PROXY protocol");
-    untrusted_proxy_headers(&c).await;
+    untrusted_proxy_headers(c).await;
 
     // Switching engines is refused at admission.
     let refused = c
