@@ -1056,3 +1056,25 @@ fn the_proxy_protocol_needs_trusted_proxies_that_are_addresses() {
         );
     }
 }
+
+#[test]
+fn metrics_scrapers_are_named_by_at_least_one_label() {
+    let errors = check(
+        "FoodApp",
+        &foodapp(json!({"networkPolicy": {"metricsNamespaceLabels": {}}})),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("must name at least one label")),
+        "{errors:?}"
+    );
+    check(
+        "FoodApp",
+        &foodapp(json!({"networkPolicy": {"metricsNamespaceLabels": {"team": "observability"}}})),
+        None,
+    )
+    .unwrap();
+}

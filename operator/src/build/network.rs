@@ -106,14 +106,7 @@ fn database(model: &Model) -> Option<NetworkPolicy> {
                 }),
                 ..Default::default()
             };
-            let scrapers = NetworkPolicyPeer {
-                namespace_selector: Some(LabelSelector {
-                    match_labels: Some(model.spec.network_policy.metrics_namespace_labels.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let ingress = vec![
+            let mut ingress = vec![
                 clients,
                 // Streaming replication and recovery between the instances,
                 // and the CloudNativePG operator (its own namespace only),
@@ -126,12 +119,12 @@ fn database(model: &Model) -> Option<NetworkPolicy> {
                     from: Some(vec![operator]),
                     ports: Some(vec![port(CNPG_STATUS_PORT)]),
                 },
-                // PostgreSQL's metrics exporter, for the scrapers.
-                NetworkPolicyIngressRule {
-                    from: Some(vec![scrapers]),
-                    ports: Some(vec![port(CNPG_METRICS_PORT)]),
-                },
             ];
+            // PostgreSQL's metrics exporter, for the scrapers.
+            ingress.extend(scrapers(model).map(|s| NetworkPolicyIngressRule {
+                from: Some(vec![s]),
+                ports: Some(vec![port(CNPG_METRICS_PORT)]),
+            }));
             (clusters, ingress)
         }
         Engine::External => return None,
@@ -145,21 +138,31 @@ fn database(model: &Model) -> Option<NetworkPolicy> {
     ))
 }
 
-fn api(model: &Model) -> NetworkPolicy {
-    let scrapers = NetworkPolicyPeer {
+/// The namespaces allowed to scrape metrics, by their labels. None when no
+/// label is given: an empty selector would be every namespace (admission
+/// refuses an empty map now; one of the previous release scrapes nothing).
+fn scrapers(model: &Model) -> Option<NetworkPolicyPeer> {
+    let labels = &model.spec.network_policy.metrics_namespace_labels;
+    (!labels.is_empty()).then(|| NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
-            match_labels: Some(model.spec.network_policy.metrics_namespace_labels.clone()),
+            match_labels: Some(labels.clone()),
             ..Default::default()
         }),
         ..Default::default()
-    };
+    })
+}
+
+fn api(model: &Model) -> NetworkPolicy {
+    let from = std::iter::once(pods(selector_labels(model, "gateway")))
+        .chain(scrapers(model))
+        .collect();
     policy(
         model,
         names::api(&model.name),
         "api",
         selector_labels(model, "api"),
         vec![NetworkPolicyIngressRule {
-            from: Some(vec![pods(selector_labels(model, "gateway")), scrapers]),
+            from: Some(from),
             ports: Some(vec![port(API_PORT)]),
         }],
     )
@@ -248,6 +251,36 @@ mod tests {
                 .as_ref()
                 .unwrap()["foodapp.io/metrics"],
             "true"
+        );
+    }
+
+    #[test]
+    fn no_label_for_scrapers_opens_the_api_to_no_namespace() {
+        let mut m = model();
+        m.spec.network_policy.metrics_namespace_labels.clear();
+        m.spec.database.engine = Engine::CloudNativePG;
+        for p in policies(&m) {
+            for rule in ingress(&p) {
+                for peer in rule.from.iter().flatten() {
+                    assert!(
+                        peer.namespace_selector
+                            .as_ref()
+                            .is_none_or(|s| s.match_labels.as_ref().is_some_and(|l| !l.is_empty())),
+                        "an empty namespace selector (every namespace) in {}",
+                        p.metadata.name.clone().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        let all = policies(&m);
+        let api = all
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("shop-api"))
+            .unwrap();
+        assert_eq!(
+            ingress(api)[0].from.as_ref().unwrap().len(),
+            1,
+            "the gateway only"
         );
     }
 

@@ -527,6 +527,7 @@ pub struct NetworkPolicySpec {
     /// Namespaces whose pods may scrape the API's /metrics, by their
     /// labels (default: namespaces labelled `foodapp.io/metrics: "true"`).
     #[serde(default = "default_metrics_namespace_labels")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("networkPolicy.metricsNamespaceLabels must name at least one label: an empty selector is every namespace (turn scraping off with a label no namespace has)"))]
     pub metrics_namespace_labels: BTreeMap<String, String>,
 }
 
