@@ -895,6 +895,41 @@ async fn the_operator_on_a_real_cluster() {
         let ids = headers.iter().filter(|(k, _)| k == "x-request-id").count();
         assert_eq!(ids, 1, "{name}: one X-Request-Id: {headers:?}");
     }
+    // No pod that never calls the Kubernetes API carries a token to steal.
+    let pods = c
+        .api::<Pod>()
+        .list(&ListParams::default().labels("app.kubernetes.io/instance=shop"))
+        .await
+        .unwrap()
+        .items;
+    let mut checked = 0;
+    for pod in &pods {
+        let labels = pod.labels();
+        let component = labels
+            .get("app.kubernetes.io/component")
+            .map(String::as_str)
+            .unwrap_or_default();
+        if !["api", "gateway", "database", "migration"].contains(&component) {
+            continue;
+        }
+        let spec = pod.spec.as_ref().unwrap();
+        let mounted = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .any(|m| m.mount_path.starts_with("/var/run/secrets/kubernetes.io"));
+        assert!(
+            !mounted && spec.automount_service_account_token == Some(false),
+            "{} ({component}) carries a ServiceAccount token",
+            pod.name_any()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} pods checked");
+    c.log(&format!(
+        "ok: none of shop's {checked} API, gateway, database and migration pods has a ServiceAccount token"
+    ));
 
     // 4. The first administrator logs in and writes data.
     let token = c

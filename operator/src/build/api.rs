@@ -101,6 +101,8 @@ pub fn deployment(model: &Model, image: &str) -> Deployment {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    // It never calls the Kubernetes API: no token to steal.
+                    automount_service_account_token: Some(false),
                     containers: vec![Container {
                         name: "api".to_owned(),
                         image: Some(image.to_owned()),

@@ -227,6 +227,8 @@ pub fn deployment(model: &Model) -> Deployment {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    // It never calls the Kubernetes API: no token to steal.
+                    automount_service_account_token: Some(false),
                     containers: vec![Container {
                         name: "nginx".to_owned(),
                         image: Some(g.image.clone()),

@@ -35,6 +35,8 @@ pub fn job(model: &Model) -> Job {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    // It never calls the Kubernetes API: no token to steal.
+                    automount_service_account_token: Some(false),
                     restart_policy: Some("Never".to_owned()),
                     containers: vec![Container {
                         name: "migrate".to_owned(),

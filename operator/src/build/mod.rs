@@ -1094,6 +1094,35 @@ mod tests {
     }
 
     #[test]
+    fn the_api_gateway_database_and_migration_pods_get_no_service_account_token() {
+        let mut m = testing::model();
+        m.run_migration = true;
+        let d = build(&m);
+        let DatabaseObjects::BuiltIn { statefulset, .. } = &d.database else {
+            panic!("BuiltIn");
+        };
+        let pods = [
+            (
+                "database",
+                statefulset.spec.as_ref().unwrap().template.spec.clone(),
+            ),
+            ("api", d.api_deployment.unwrap().spec.unwrap().template.spec),
+            ("gateway", d.gateway_deployment.spec.unwrap().template.spec),
+            (
+                "migration",
+                d.migration_job.unwrap().spec.unwrap().template.spec,
+            ),
+        ];
+        for (what, pod) in pods {
+            assert_eq!(
+                pod.unwrap().automount_service_account_token,
+                Some(false),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
     fn autoscaled_components_get_an_autoscaler_and_no_fixed_replicas() {
         let mut m = testing::model();
         m.spec.api.autoscaling = Some(crate::crd::Autoscaling {

@@ -223,6 +223,8 @@ pub fn statefulset(model: &Model) -> StatefulSet {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    // It never calls the Kubernetes API: no token to steal.
+                    automount_service_account_token: Some(false),
                     init_containers: Some(vec![prepare]),
                     containers: vec![container],
                     security_context: Some(pod_security(POSTGRES_UID)),
