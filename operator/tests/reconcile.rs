@@ -2664,19 +2664,7 @@ async fn a_point_in_time_restore_beside_keeps_the_api_on_the_old_cluster_until_t
         "Switching",
         "the API is still rolling"
     );
-    let generation = h
-        .api::<Deployment>()
-        .get("shop-api")
-        .await
-        .unwrap()
-        .metadata
-        .generation;
-    h.set_status::<Deployment>(
-        "shop-api",
-        json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2,
-               "observedGeneration": generation}),
-    )
-    .await;
+    api_rolled(&h).await;
     restore_step(&h, "pitr").await;
     assert_eq!(
         restore_phase(&h, "pitr").await,
@@ -4189,8 +4177,6 @@ async fn a_foodapp_made_again_finds_the_cluster_in_use_by_its_label() {
     assert!(url.contains(&format!("@{new}-rw.")), "{url}");
 }
 
-/// A Beside point-in-time restore `pitr` of `shop` run to its end (the old
-/// Cluster kept); returns the Cluster it switched to.
 /// The API Deployment has rolled onto its current template.
 async fn api_rolled(h: &Harness) {
     let generation = h
@@ -4208,6 +4194,8 @@ async fn api_rolled(h: &Harness) {
     .await;
 }
 
+/// A Beside point-in-time restore `pitr` of `shop` run to its end (the old
+/// Cluster kept); returns the Cluster it switched to.
 async fn beside_recovery_done(h: &Harness) -> String {
     h.create::<FoodAppRestore>(
         "pitr",

@@ -536,16 +536,20 @@ mod tests {
         assert!(block.contains("proxy_read_timeout 1h;"));
     }
 
-    #[test]
-    fn tls_serves_http2_with_hsts_everywhere_and_redirects_plain_http() {
-        let mut c = config();
-        c.tls = Some(Tls {
+    fn tls() -> Tls {
+        Tls {
             listen: "8443".into(),
             certificate: "/tls/tls.crt".into(),
             key: "/tls/tls.key".into(),
             redirect_http: true,
             hsts: Some("max-age=31536000; includeSubDomains".into()),
-        });
+        }
+    }
+
+    #[test]
+    fn tls_serves_http2_with_hsts_everywhere_and_redirects_plain_http() {
+        let mut c = config();
+        c.tls = Some(tls());
         let conf = render(&c);
         assert!(conf.contains("listen 8443 ssl http2;"), "{conf}");
         assert!(conf.contains("return 308 https://$host$request_uri;"));
@@ -639,11 +643,8 @@ mod tests {
     fn live_streams_are_limited_per_address_and_tls_has_modern_ciphers() {
         let mut c = config();
         c.tls = Some(Tls {
-            listen: "8443".into(),
-            certificate: "/tls/tls.crt".into(),
-            key: "/tls/tls.key".into(),
-            redirect_http: true,
             hsts: None,
+            ..tls()
         });
         let conf = render(&c);
         let sse = &conf[conf
