@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
 use tracing::{error, info, warn};
 
-use crate::controller::{self, Context, backups, operations};
+use crate::controller::{self, Context, backups, operations, ownership};
 use crate::crd::{FoodApp, FoodAppBackup, FoodAppRestore};
 use crate::metrics::Metrics;
 
@@ -79,6 +79,56 @@ pub async fn keep_lease(lease: LeaseLock) -> String {
     }
 }
 
+/// The Secret in the operator's namespace holding the key that signs
+/// ownership records (`controller::ownership`).
+pub const KEY_SECRET: &str = "foodapp-operator-key";
+
+/// The signing key: read from its Secret, which the first replica to start
+/// creates (a replica that loses the race reads the winner's).
+async fn signing_key(client: &Client, ns: &str) -> anyhow::Result<ownership::Key> {
+    use kube::api::PostParams;
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let read = |s: Secret| {
+        s.data
+            .and_then(|d| d.get(ownership::KEY_SECRET_KEY).map(|b| b.0.clone()))
+            .filter(|k| k.len() >= 32)
+            .map(ownership::Key::new)
+            .with_context(|| {
+                format!("Secret {ns}/{KEY_SECRET} has no key `{}` of 32 bytes or more", ownership::KEY_SECRET_KEY)
+            })
+    };
+    if let Some(existing) = api.get_opt(KEY_SECRET).await.context("reading the signing key")? {
+        return read(existing);
+    }
+    let fresh = ownership::Key::random();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(KEY_SECRET.to_owned()),
+            labels: Some(
+                [("app.kubernetes.io/managed-by".to_owned(), crate::build::MANAGER.to_owned())].into(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            [(
+                ownership::KEY_SECRET_KEY.to_owned(),
+                k8s_openapi::ByteString(fresh.bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            info!(secret = KEY_SECRET, "created the key that signs ownership records");
+            Ok(fresh)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => read(api.get(KEY_SECRET).await?),
+        Err(e) => Err(e).context("creating the signing key"),
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
@@ -116,7 +166,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     });
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics, args.operator_image));
+    let key = signing_key(&client, &args.lease_namespace).await?;
+    let ctx = Arc::new(Context::new(client.clone(), metrics, args.operator_image).with_key(key));
     let apps: Api<FoodApp> = Api::all(client.clone());
     let cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=foodapp-operator");
     let foodapps = Controller::new(apps, watcher::Config::default())

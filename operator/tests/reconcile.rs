@@ -4410,3 +4410,231 @@ async fn a_point_in_time_restore_whose_recovery_job_name_cannot_fit_is_refused()
     );
     assert_eq!(clusters(&h).await, [cluster]);
 }
+
+// ---- Hostile tenants (issue 21 point 2): nothing is taken over by name. ----
+
+impl Harness {
+    /// Reconciles until nothing changes or 5 passes, whatever each returns
+    /// (a conflict is an error: the controller retries with backoff).
+    async fn settle_failing(&self) -> Option<String> {
+        let mut last = None;
+        for _ in 0..5 {
+            let before = self.writes.load(Ordering::SeqCst);
+            last = controller::reconcile(Arc::new(self.app().await), self.ctx.clone())
+                .await
+                .err()
+                .map(|e| e.to_string());
+            if self.writes.load(Ordering::SeqCst) == before {
+                break;
+            }
+        }
+        last
+    }
+}
+
+fn planted(kind: &str, api_version: &str, name: &str, rest: Value) -> Value {
+    let mut obj = json!({"apiVersion": api_version, "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "labels": {"app.kubernetes.io/instance": "shop",
+            "app.kubernetes.io/managed-by": "foodapp-operator"}}});
+    obj.as_object_mut()
+        .unwrap()
+        .extend(rest.as_object().unwrap().clone());
+    obj
+}
+
+#[tokio::test]
+async fn a_service_of_the_derived_name_is_neither_applied_over_nor_deleted_and_conflict_names_it() {
+    let service = planted(
+        "Service",
+        "v1",
+        "shop-gateway",
+        json!({"spec": {"ports": [{"port": 80}], "selector": {"app": "attacker"}}}),
+    );
+    let h = Harness::new(foodapp(json!({})), vec![service]).await;
+    let error = h.settle_failing().await.expect("a conflict is an error");
+    assert!(error.contains("Service shop-gateway"), "{error}");
+    let (status, reason, message) = h.condition("Conflict").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "NotOwned"));
+    assert!(message.contains("Service shop-gateway"), "{message}");
+    let live = h.api::<Service>().get("shop-gateway").await.unwrap();
+    assert_eq!(
+        live.spec.unwrap().selector.unwrap()["app"],
+        "attacker",
+        "not applied over"
+    );
+    assert!(live.metadata.owner_references.is_none());
+    let (_, reason, _) = h.condition("GatewayReady").await;
+    assert_eq!(reason, "ApplyFailed");
+    // The rest converges: the database and the API are this FoodApp's.
+    assert!(h.exists::<StatefulSet>("shop-db").await);
+    // Once the object is gone, the operator makes its own and the conflict clears.
+    h.api::<Service>()
+        .delete("shop-gateway", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.condition("Conflict").await.0, "False");
+    let own = h.api::<Service>().get("shop-gateway").await.unwrap();
+    assert_eq!(
+        own.metadata.owner_references.unwrap()[0].uid,
+        h.app().await.metadata.uid.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_database_service_of_the_derived_name_keeps_everything_that_would_connect_to_it_away() {
+    let service = planted(
+        "Service",
+        "v1",
+        "shop-db",
+        json!({"spec": {"ports": [{"port": 5432}], "selector": {"app": "attacker"}}}),
+    );
+    let h = Harness::new(foodapp(json!({})), vec![service]).await;
+    h.settle_failing().await;
+    assert_eq!(h.condition("Conflict").await.0, "True");
+    for (kind, name) in [("Deployment", "shop-api"), ("Deployment", "shop-gateway")] {
+        assert!(
+            !h.exists::<Deployment>(name).await,
+            "{kind} {name}: nothing that would send the password to that Service"
+        );
+    }
+    let jobs = h.api::<Job>().list(&ListParams::default()).await.unwrap();
+    assert!(jobs.items.is_empty(), "no migration Job either");
+    let (_, reason, message) = h.condition("ApiReady").await;
+    assert_eq!(reason, "ApplyFailed");
+    assert!(message.contains("not applied while the database"), "{message}");
+}
+
+#[tokio::test]
+async fn a_backup_service_account_of_the_derived_name_gives_no_pod_its_token() {
+    let credentials = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "spaces", "namespace": NS},
+        "stringData": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}});
+    let account = planted("ServiceAccount", "v1", "shop-backup", json!({}));
+    let h = Harness::new(foodapp(with_backup("spaces")), vec![credentials, account]).await;
+    h.settle_failing().await;
+    let (status, _, message) = h.condition("Conflict").await;
+    assert_eq!(status, "True");
+    assert!(message.contains("ServiceAccount shop-backup"), "{message}");
+    assert!(
+        !h.exists::<CronJob>("shop-backup").await,
+        "no backup pod runs as a ServiceAccount that is not the FoodApp's"
+    );
+    assert_eq!(h.condition("BackupScheduled").await.1, "ApplyFailed");
+}
+
+#[tokio::test]
+async fn a_migration_job_made_in_advance_never_lets_an_image_roll_out_unmigrated() {
+    let h = Harness::ready("ghcr.io/foodapp/foodapp-api:1.0.0").await;
+    let next = "ghcr.io/foodapp/foodapp-api:2.0.0";
+    let name = names::migration_job("shop", next, None);
+    let job: Job = serde_json::from_value(planted(
+        "Job",
+        "batch/v1",
+        &name,
+        json!({"spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "m", "image": "busybox"}]}}}}),
+    ))
+    .unwrap();
+    h.api::<Job>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    h.job_done(next, "Complete", "").await;
+    h.set_image(next).await;
+    h.settle_failing().await;
+    assert_eq!(
+        h.api_image().await.as_deref(),
+        Some("ghcr.io/foodapp/foodapp-api:1.0.0"),
+        "the API keeps its migrated image"
+    );
+    let (status, _, message) = h.condition("Conflict").await;
+    assert_eq!(status, "True");
+    assert!(message.contains(&format!("Job {name}")), "{message}");
+    assert_ne!(h.condition("MigrationsComplete").await.0, "True");
+}
+
+#[tokio::test]
+async fn a_planted_api_secret_is_never_used_and_nothing_is_applied() {
+    let secret = planted(
+        "Secret",
+        "v1",
+        "shop-api",
+        json!({"stringData": {"JWT_SECRET": "known-to-the-attacker"}}),
+    );
+    let h = Harness::new(foodapp(json!({})), vec![secret]).await;
+    let error = h.settle_failing().await.unwrap();
+    assert!(error.contains("Secret shop-api"), "{error}");
+    let (status, reason, message) = h.condition("Conflict").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "NotOwned"));
+    assert!(
+        message.contains(&format!(
+            "foodapp.io/owner-uid={}",
+            h.app().await.metadata.uid.unwrap()
+        )),
+        "says how to adopt it on purpose: {message}"
+    );
+    assert_eq!(h.condition("Ready").await.1, "NotOwned");
+    assert!(!h.exists::<Deployment>("shop-api").await);
+    assert!(!h.exists::<StatefulSet>("shop-db").await);
+}
+
+#[tokio::test]
+async fn generated_secrets_carry_a_record_a_re_created_foodapp_finds_them_by() {
+    let h = Harness::new(foodapp(json!({})), vec![]).await;
+    h.settle().await;
+    let uid = h.app().await.metadata.uid.unwrap();
+    let api = h.api::<Secret>().get("shop-api").await.unwrap();
+    let annotations = api.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations["foodapp.io/owner-uid"], uid);
+    assert_eq!(annotations["foodapp.io/owner-signature"].len(), 64);
+    let jwt = api.data.clone().unwrap()["JWT_SECRET"].clone();
+    // Deleted under Retain and made again: another UID, the same Secrets.
+    let app = h.app().await;
+    controller::finalize::cleanup(&app, &h.ctx).await.unwrap();
+    h.api::<FoodApp>()
+        .delete("shop", &DeleteParams::background())
+        .await
+        .unwrap();
+    h.api::<FoodApp>()
+        .create(&PostParams::default(), &foodapp(json!({})))
+        .await
+        .unwrap();
+    h.settle().await;
+    let again = h.app().await;
+    assert_ne!(again.metadata.uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(h.condition("Conflict").await.0, "False");
+    let api = h.api::<Secret>().get("shop-api").await.unwrap();
+    assert_eq!(api.data.unwrap()["JWT_SECRET"], jwt, "the same signing key");
+    assert_eq!(
+        api.metadata.annotations.unwrap()["foodapp.io/owner-uid"],
+        again.metadata.uid.unwrap(),
+        "recorded for the new FoodApp"
+    );
+}
+
+#[tokio::test]
+async fn secrets_of_a_release_without_records_are_adopted_once_when_the_foodapp_was_reconciled() {
+    let secret = planted(
+        "Secret",
+        "v1",
+        "shop-api",
+        json!({"stringData": {"JWT_SECRET": "from-the-previous-release"}}),
+    );
+    let mut app = foodapp(json!({}));
+    // What the previous release left: a status without a Conflict condition.
+    app.status = Some(
+        serde_json::from_value(json!({"observedGeneration": 1, "conditions": [
+            {"type": "Ready", "status": "False", "reason": "NotReady", "message": "",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}))
+        .unwrap(),
+    );
+    let h = Harness::new(app, vec![secret]).await;
+    h.settle().await;
+    assert_eq!(h.condition("Conflict").await.0, "False");
+    let api = h.api::<Secret>().get("shop-api").await.unwrap();
+    assert_eq!(
+        api.metadata.annotations.unwrap()["foodapp.io/owner-uid"],
+        h.app().await.metadata.uid.unwrap()
+    );
+}

@@ -35,16 +35,33 @@ use crate::build::{
 use crate::crd::PendingRollout;
 use crate::crd::foreign::{Certificate, Cluster, ObjectStore, ScheduledBackup};
 
+use super::ownership::{NotOurs, Owners};
+
 /// Annotation with a hash of what the operator last applied to an object.
 pub const APPLIED_HASH_ANNOTATION: &str = "foodapp.io/applied-hash";
 
 #[derive(Debug, thiserror::Error)]
-#[error("applying {kind} {name}: {source}")]
-pub struct Error {
-    pub kind: String,
-    pub name: String,
-    #[source]
-    pub source: kube::Error,
+pub enum Error {
+    #[error("applying {kind} {name}: {source}")]
+    Api {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// An object of the derived name exists and is not this FoodApp's
+    /// (`ownership`): it is neither applied over nor used.
+    #[error("{0}")]
+    NotOurs(String),
+    /// Not applied: what it would use is not this FoodApp's.
+    #[error("not applied while {0} is not this FoodApp's (condition Conflict)")]
+    Blocked(String),
+}
+
+impl Error {
+    pub fn is_not_ours(&self) -> bool {
+        matches!(self, Error::NotOurs(_))
+    }
 }
 
 /// A namespaced Kubernetes object the operator applies.
@@ -69,7 +86,7 @@ impl<K> Object for K where
 /// The error for `kind`/`name`, for `map_err`.
 pub fn failed(kind: &str, name: &str) -> impl Fn(kube::Error) -> Error + use<> {
     let (kind, name) = (kind.to_owned(), name.to_owned());
-    move |source| Error {
+    move |source| Error::Api {
         kind: kind.clone(),
         name: name.clone(),
         source,
@@ -225,6 +242,20 @@ impl Applied {
             .map(|(_, e)| e)
     }
 
+    /// Whether the component failed on an object that is not this FoodApp's.
+    pub fn conflict(&self, component: Component) -> bool {
+        self.failure(component).is_some_and(Error::is_not_ours)
+    }
+
+    /// What is not this FoodApp's, one message per object.
+    pub fn conflicts(&self) -> Vec<String> {
+        self.failures
+            .iter()
+            .filter(|(_, e)| e.is_not_ours())
+            .map(|(_, e)| e.to_string())
+            .collect()
+    }
+
     fn record(&mut self, component: Component, result: Result<(), Error>) {
         if let Err(e) = result {
             tracing::warn!(?component, error = %e, "apply failed");
@@ -279,6 +310,33 @@ fn up_to_date<K: Object>(desired: &K, live: &K) -> bool {
 tokio::task_local! {
     /// The warnings the API server returned on the applies of one reconcile.
     static WARNINGS: std::cell::RefCell<Vec<String>>;
+    /// Who may own the objects `apply` meets (set for the whole of it).
+    static OWNERS: Owners;
+}
+
+/// Whether `live` is this FoodApp's (always, outside `apply`: the
+/// operations that create objects check their own).
+fn check_ours<K: Object>(live: &K) -> Result<(), Error> {
+    OWNERS
+        .try_with(|o| o.check(&K::kind(&()), live.meta()))
+        .unwrap_or(Ok(()))
+        .map_err(|NotOurs(why)| Error::NotOurs(why))
+}
+
+/// `obj` with this FoodApp's ownership record when nothing owns it (a
+/// Cluster kept under `Retain`): what `ownership` finds it again by.
+fn recorded<K: Object>(obj: &K) -> K {
+    let mut obj = obj.clone();
+    if obj.meta().owner_references.is_none() {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        if let Ok(record) = OWNERS.try_with(|o| o.record(&K::kind(&()), &name)) {
+            obj.meta_mut()
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend(record);
+        }
+    }
+    obj
 }
 
 /// Runs `f`, collecting the warnings the API server returns on its applies
@@ -373,7 +431,10 @@ async fn ensure_against<K: Object>(
     live: Option<&K>,
     writes: &mut u32,
 ) -> Result<bool, Error> {
-    let desired = stamped(obj);
+    if let Some(live) = live {
+        check_ours(live)?;
+    }
+    let desired = stamped(&recorded(obj));
     if live.is_some_and(|l| up_to_date(&desired, l)) {
         return Ok(false);
     }
@@ -383,7 +444,8 @@ async fn ensure_against<K: Object>(
 }
 
 /// Creates `obj` unless an object of that name exists, which is returned
-/// instead and left untouched: Jobs (immutable once running).
+/// instead and left untouched: Jobs (immutable once running). Within
+/// `apply`, an existing one that is not this FoodApp's is refused.
 pub async fn create_once<K: Object>(
     client: &Client,
     ns: &str,
@@ -394,8 +456,9 @@ pub async fn create_once<K: Object>(
         .get_opt(&name)
         .await
         .map_err(failed(&K::kind(&()), &name))?;
-    if existing.is_none() {
-        server_side_apply(client, ns, obj).await?;
+    match &existing {
+        Some(live) => check_ours(live)?,
+        None => server_side_apply(client, ns, obj).await?,
     }
     Ok(existing)
 }
@@ -495,8 +558,32 @@ async fn grow_claim(
 }
 
 /// Applies every component on its own: a refused object fails its component
-/// only, and the others still converge.
-pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold: Hold) -> Applied {
+/// only, and the others still converge. An object of a derived name that is
+/// not this FoodApp's (`owners`) fails its component with `NotOurs`: it is
+/// neither applied over nor deleted.
+pub async fn apply(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    desired: &Desired,
+    hold: Hold,
+    owners: &Owners,
+) -> Applied {
+    OWNERS
+        .scope(
+            owners.clone(),
+            Box::pin(apply_all(client, ns, app, desired, hold)),
+        )
+        .await
+}
+
+async fn apply_all(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    desired: &Desired,
+    hold: Hold,
+) -> Applied {
     let mut applied = Applied::default();
     let mut writes = 0;
     let mut pending = Vec::new();
@@ -600,6 +687,18 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
     .await;
     applied.record(Component::Network, policies);
 
+    // Nothing that would connect to the database (with its password) is
+    // applied while a database object is someone else's: the Service of
+    // that name would receive the connections.
+    if applied.conflict(Component::Database) {
+        for c in [Component::Migration, Component::Api, Component::Gateway, Component::Backup] {
+            applied.record(c, Err(Error::Blocked("the database".to_owned())));
+        }
+        applied.writes = writes;
+        applied.pending = pending;
+        return applied;
+    }
+
     // Migrations wait until the database's objects (its connection Secret)
     // are in place.
     if let Some(job) = migration_job
@@ -636,7 +735,11 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
     .await;
     applied.record(Component::Api, api);
 
+    // The gateway sends customers' requests to the API's Service.
     let gateway = async {
+        if applied.conflict(Component::Api) {
+            return Err(Error::Blocked("the API".to_owned()));
+        }
         // A held gateway keeps its configuration too: a pod that restarts
         // meanwhile gets the nginx.conf its template was made for.
         let live = live_of(client, ns, gateway_deployment).await?;
@@ -724,7 +827,7 @@ pub async fn apply(client: &Client, ns: &str, app: &str, desired: &Desired, hold
 
 /// A 404 from applying a kind of another project: its CRD is not installed.
 fn kind_missing(e: &Error) -> bool {
-    matches!(&e.source, kube::Error::Api(e) if e.code == 404)
+    matches!(e, Error::Api { source: kube::Error::Api(e), .. } if e.code == 404)
 }
 
 /// A Deployment with its autoscaler and disruption budget. When an
@@ -830,7 +933,7 @@ async fn remove<K: Object>(
         .as_ref()
         .and_then(|l| l.get("app.kubernetes.io/managed-by"))
         .is_some_and(|m| m == MANAGER);
-    if ours {
+    if ours && check_ours(&live).is_ok() {
         api.delete(name, &DeleteParams::background())
             .await
             .map_err(&err)?;
@@ -863,7 +966,7 @@ async fn prune_except<K: Object>(
     };
     for obj in listed {
         let name = obj.meta().name.clone().unwrap_or_default();
-        if !keep.contains(&name.as_str()) {
+        if !keep.contains(&name.as_str()) && check_ours(&obj).is_ok() {
             api.delete(&name, &DeleteParams::background())
                 .await
                 .map_err(&err)?;
@@ -873,13 +976,12 @@ async fn prune_except<K: Object>(
     Ok(())
 }
 
-async fn prune<K>(client: &Client, ns: &str, app: &str, writes: &mut u32) -> Result<(), Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
-{
+async fn prune<K: Object>(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    writes: &mut u32,
+) -> Result<(), Error> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let selector = format!(
         "{},app.kubernetes.io/component=backup",
@@ -891,6 +993,8 @@ where
         .await
         .map_err(&err)?
         .items
+        .into_iter()
+        .filter(|o| check_ours(o).is_ok())
     {
         let name = obj.meta().name.clone().unwrap_or_default();
         api.delete(&name, &DeleteParams::background())

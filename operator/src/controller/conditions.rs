@@ -37,6 +37,9 @@ pub enum Reason {
     Restoring,
     /// The API server refused an object the operator applied.
     ApplyFailed,
+    /// An object of a derived name is not this FoodApp's (`Conflict`).
+    NotOwned,
+    NoConflict,
     // Restores.
     WaitingForRestore,
     Started,
@@ -93,6 +96,8 @@ impl Reason {
             Reason::NotReady => "NotReady",
             Reason::Restoring => "Restoring",
             Reason::ApplyFailed => "ApplyFailed",
+            Reason::NotOwned => "NotOwned",
+            Reason::NoConflict => "NoConflict",
             Reason::WaitingForRestore => "WaitingForRestore",
             Reason::Started => "Started",
             Reason::ScalingDown => "ScalingDown",
@@ -128,6 +133,7 @@ impl Reason {
                 | Reason::CredentialsSecretMissing
                 | Reason::Unavailable
                 | Reason::ApplyFailed
+                | Reason::NotOwned
                 | Reason::Failed
                 | Reason::InvalidRestore
                 | Reason::FoodAppNotFound

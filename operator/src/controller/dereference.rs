@@ -10,6 +10,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use crate::build::{self, Inputs, Model, names, secrets};
+use crate::controller::ownership::{self, Owners};
 use crate::crd::foreign::{Cluster, ObjectStore, ScheduledBackup};
 use crate::crd::{Engine, FoodApp, FoodAppBackup, FoodAppRestore};
 
@@ -43,6 +44,11 @@ pub struct Observed {
     pub external_secret: Option<Secret>,
     /// Engine CloudNativePG: what its operator made.
     pub cnpg: Option<CnpgObserved>,
+    /// Who may own this FoodApp's objects (`ownership`).
+    pub owners: Owners,
+    /// Objects of a derived name that are not this FoodApp's, each with
+    /// why; left out of everything above and used for nothing.
+    pub conflicts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -87,13 +93,14 @@ async fn observe_cnpg(
     client: &Client,
     app: &FoodApp,
     ns: &str,
+    owners: &Owners,
 ) -> Result<CnpgObserved, kube::Error> {
     if !serves::<Cluster>(client, ns).await? {
         return Ok(CnpgObserved::default());
     }
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let clusters = Api::<Cluster>::namespaced(client.clone(), ns);
-    let labelled_in_use = labelled_in_use(&clusters, app).await?;
+    let labelled_in_use = labelled_in_use(&clusters, app, owners).await?;
     let cluster = &labelled_in_use
         .clone()
         .unwrap_or_else(|| build::db_cluster(app));
@@ -109,7 +116,10 @@ async fn observe_cnpg(
             }
             _ => None,
         },
-        cluster: clusters.get_opt(cluster).await?,
+        cluster: clusters
+            .get_opt(cluster)
+            .await?
+            .filter(|c| owners.check("Cluster", &c.metadata).is_ok()),
         labelled_in_use,
         app_secret: Api::<Secret>::namespaced(client.clone(), ns)
             .get_opt(&names::cnpg_app_secret(cluster))
@@ -126,6 +136,7 @@ async fn observe_cnpg(
 async fn labelled_in_use(
     clusters: &Api<Cluster>,
     app: &FoodApp,
+    owners: &Owners,
 ) -> Result<Option<String>, kube::Error> {
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let annotated = app
@@ -145,6 +156,7 @@ async fn labelled_in_use(
         .await?
         .items
         .into_iter()
+        .filter(|c| owners.check("Cluster", &c.metadata).is_ok())
         .filter_map(|c| c.metadata.name)
         .filter(|c| build::is_own_database(name, c))
         .collect::<Vec<_>>();
@@ -156,22 +168,61 @@ async fn labelled_in_use(
 
 /// Creates `secret` unless one of that name exists; returns what is there.
 /// A Secret is never overwritten: it holds a password the data depends on.
+/// Written with this FoodApp's ownership record.
 pub async fn create_secret_once(
     client: &Client,
     ns: &str,
     secret: &Secret,
+    owners: &Owners,
 ) -> Result<Secret, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let name = secret.metadata.name.as_deref().unwrap_or_default();
     if let Some(existing) = api.get_opt(name).await? {
         return Ok(existing);
     }
-    match api.create(&PostParams::default(), secret).await {
+    let mut secret = secret.clone();
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .extend(owners.record("Secret", name));
+    match api.create(&PostParams::default(), &secret).await {
         Ok(created) => Ok(created),
-        // Created by someone else meanwhile: theirs stands.
+        // Created by someone else meanwhile: what it is, is checked.
         Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await,
         Err(e) => Err(e),
     }
+}
+
+/// A generated Secret as found: this FoodApp's (given its record now if an
+/// earlier release or FoodApp wrote it), or not (a conflict, and None).
+async fn own_secret(
+    client: &Client,
+    ns: &str,
+    secret: Option<Secret>,
+    owners: &Owners,
+    conflicts: &mut Vec<String>,
+) -> Result<Option<Secret>, kube::Error> {
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    if let Err(ownership::NotOurs(why)) = owners.check("Secret", &secret.metadata) {
+        conflicts.push(why);
+        return Ok(None);
+    }
+    if !owners.needs_record(&secret.metadata) {
+        return Ok(Some(secret));
+    }
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let patch = serde_json::json!({"metadata": {"annotations": owners.record("Secret", name)}});
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map(Some)
 }
 
 /// Makes sure the generated Secrets exist, creating the missing ones with
@@ -196,22 +247,84 @@ async fn ensure_generated_secrets(
     );
     // Without metadata there is nothing to name; validation reports it.
     let Ok(fresh) = fresh else { return Ok(()) };
+    let owners = observed.owners.clone();
+    // A name held by a Secret that is not this FoodApp's stays unusable.
+    let taken = |observed: &Observed, name: &str| {
+        observed
+            .conflicts
+            .iter()
+            .any(|c| c.starts_with(&format!("Secret {name} ")))
+    };
+    let mut wanted = Vec::new();
     // Only the built-in server takes the generated password.
     if observed.db_secret.is_none() && app.spec.database.engine == Engine::BuiltIn {
-        observed.db_secret =
-            Some(create_secret_once(client, ns, &secrets::database(&fresh)).await?);
+        wanted.push(secrets::database(&fresh));
     }
     if observed.api_secret.is_none() {
-        observed.api_secret = Some(create_secret_once(client, ns, &secrets::api(&fresh)).await?);
+        wanted.push(secrets::api(&fresh));
     }
     if observed.admin_secret.is_none() && fresh.generates_admin_secret() {
-        let admin = secrets::admin(&fresh, &secrets::generate());
-        observed.admin_secret = Some(create_secret_once(client, ns, &admin).await?);
+        wanted.push(secrets::admin(&fresh, &secrets::generate()));
+    }
+    for secret in wanted {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        if taken(observed, &name) {
+            continue;
+        }
+        let found = create_secret_once(client, ns, &secret, &owners).await?;
+        let found = own_secret(client, ns, Some(found), &owners, &mut observed.conflicts).await?;
+        if name == names::db(&fresh.name) {
+            observed.db_secret = found;
+        } else if name == names::api_secret(&fresh.name) {
+            observed.api_secret = found;
+        } else {
+            observed.admin_secret = found;
+        }
     }
     Ok(())
 }
 
-pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::Error> {
+/// Who may own `app`'s objects, given its restores.
+fn owners_of(app: &FoodApp, restores: &[FoodAppRestore], key: &ownership::Key) -> Owners {
+    use kube::ResourceExt;
+    Owners {
+        namespace: app.namespace().unwrap_or_default(),
+        uid: app.uid().unwrap_or_default(),
+        restores: restores.iter().filter_map(|r| r.uid()).collect(),
+        // Reconciled by a release that wrote no records: every pass of this
+        // one writes the Conflict condition.
+        legacy: app.status.as_ref().is_some_and(|s| {
+            s.observed_generation.is_some()
+                && !s
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == crate::controller::status::CONFLICT)
+        }),
+        key: key.clone(),
+    }
+}
+
+/// `obj` if it is this FoodApp's; otherwise None, and why in `conflicts`.
+fn ours<K: kube::Resource<DynamicType = ()>>(
+    obj: Option<K>,
+    owners: &Owners,
+    conflicts: &mut Vec<String>,
+) -> Option<K> {
+    let obj = obj?;
+    match owners.check(&K::kind(&()), obj.meta()) {
+        Ok(()) => Some(obj),
+        Err(ownership::NotOurs(why)) => {
+            conflicts.push(why);
+            None
+        }
+    }
+}
+
+pub async fn observe(
+    client: &Client,
+    app: &FoodApp,
+    key: &ownership::Key,
+) -> Result<Observed, kube::Error> {
     let ns = app.metadata.namespace.as_deref().unwrap_or("default");
     let name = app.metadata.name.as_deref().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -298,11 +411,35 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
             Some(e) => secrets.get_opt(&e.secret_name).await?,
             None => None,
         },
-        cnpg: match app.spec.database.engine {
-            Engine::CloudNativePG => Some(observe_cnpg(client, app, ns).await?),
-            Engine::BuiltIn | Engine::External => None,
-        },
+        cnpg: None,
+        owners: Owners::default(),
+        conflicts: Vec::new(),
     };
+    let owners = owners_of(app, &observed.restores, key);
+    observed.cnpg = match app.spec.database.engine {
+        Engine::CloudNativePG => Some(observe_cnpg(client, app, ns, &owners).await?),
+        Engine::BuiltIn | Engine::External => None,
+    };
+    // What is not this FoodApp's is left out. The generated Secrets are
+    // reported here; the other children again by `apply`, which refuses
+    // to write over them.
+    let mut conflicts = Vec::new();
+    observed.db_secret = own_secret(client, ns, observed.db_secret.take(), &owners, &mut conflicts).await?;
+    observed.api_secret =
+        own_secret(client, ns, observed.api_secret.take(), &owners, &mut conflicts).await?;
+    if app.spec.api.admin_secret.is_none() {
+        observed.admin_secret =
+            own_secret(client, ns, observed.admin_secret.take(), &owners, &mut conflicts).await?;
+    }
+    let mut ignored = Vec::new();
+    observed.statefulset = ours(observed.statefulset.take(), &owners, &mut ignored);
+    observed.migration_job = ours(observed.migration_job.take(), &owners, &mut ignored);
+    observed.api_deployment = ours(observed.api_deployment.take(), &owners, &mut ignored);
+    observed.gateway_deployment = ours(observed.gateway_deployment.take(), &owners, &mut ignored);
+    observed.gateway_service = ours(observed.gateway_service.take(), &owners, &mut ignored);
+    observed.cron_job = ours(observed.cron_job.take(), &owners, &mut ignored);
+    observed.conflicts = conflicts;
+    observed.owners = owners.clone();
     let upgrading = app
         .status
         .as_ref()
@@ -316,7 +453,10 @@ pub async fn observe(client: &Client, app: &FoodApp) -> Result<Observed, kube::E
                 build::restore::UPGRADE_LABEL
             )))
             .await?
-            .items;
+            .items
+            .into_iter()
+            .filter(|j| owners.check("Job", &j.metadata).is_ok())
+            .collect();
     }
     ensure_generated_secrets(client, app, &mut observed).await?;
     Ok(observed)

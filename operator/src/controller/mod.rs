@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod dereference;
 pub mod finalize;
 pub mod operations;
+pub mod ownership;
 pub mod status;
 pub mod upgrade;
 pub mod validate;
@@ -52,6 +53,9 @@ pub enum Error {
     Cleanup(#[source] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Objects of derived names that are not this FoodApp's.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -60,6 +64,7 @@ impl Error {
             Error::Dereference(_) => "dereference",
             Error::Validate(_) => "validate",
             Error::Apply(_) | Error::Components { .. } => "apply",
+            Error::Conflict(_) => "conflict",
             Error::Status(_) => "status",
             Error::Cleanup(_) => "cleanup",
             Error::Finalizer(e) => match e.as_ref() {
@@ -78,6 +83,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The operator's own image, run by backup and restore Jobs.
     pub agent_image: String,
+    /// Signs the ownership records of objects nothing owns (`ownership`).
+    pub key: ownership::Key,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -92,8 +99,16 @@ impl Context {
             client,
             metrics,
             agent_image,
+            key: ownership::Key::random(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This context with the operator's signing key (loaded from its
+    /// Secret at start; a random one otherwise, valid while it runs).
+    pub fn with_key(mut self, key: ownership::Key) -> Self {
+        self.key = key;
+        self
     }
 
     /// An event whose type follows its reason (Warning for failures).
@@ -259,9 +274,19 @@ pub async fn reconcile(app: Arc<FoodApp>, ctx: Arc<Context>) -> Result<Action, E
 async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().unwrap_or_else(|| "default".to_owned());
     let name = app.name_any();
-    let observed = Box::pin(dereference::observe(&ctx.client, app))
+    let observed = Box::pin(dereference::observe(&ctx.client, app, &ctx.key))
         .await
         .map_err(Error::Dereference)?;
+    if !observed.conflicts.is_empty() {
+        // A generated Secret is someone else's: nothing is built from it.
+        let (new_status, checks) = status::conflicted(app, &observed.conflicts, Time(jiff_now()));
+        let old_status = app.status.clone().unwrap_or_default();
+        if new_status != old_status {
+            announce(app, ctx, &old_status, &checks).await;
+            write_status(ctx, app, &new_status).await?;
+        }
+        return Err(Error::Conflict(observed.conflicts.join("; ")));
+    }
     if release_abandoned_restore(app, &observed, ctx).await? {
         // The patch wakes the next pass, which brings the API back.
         return Ok(requeue_soon(1));
@@ -301,6 +326,7 @@ async fn reconcile_inner(app: &FoodApp, ctx: &Context) -> Result<Action, Error> 
         &name,
         &desired,
         hold,
+        &observed.owners,
     )))
     .await;
     ctx.metrics.writes.inc_by(u64::from(applied.writes));

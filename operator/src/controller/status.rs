@@ -19,6 +19,43 @@ pub const GATEWAY_READY: &str = "GatewayReady";
 pub const BACKUP_SCHEDULED: &str = "BackupScheduled";
 pub const READY: &str = "Ready";
 pub const ROLLOUT_PENDING: &str = "RolloutPending";
+/// True while an object of a name the operator derives is not this
+/// FoodApp's (`controller::ownership`); the message names each.
+pub const CONFLICT: &str = "Conflict";
+
+/// The Conflict condition for what was found not to be this FoodApp's.
+pub fn conflict_check(conflicts: &[String]) -> Check {
+    if conflicts.is_empty() {
+        check(
+            CONFLICT,
+            false,
+            Reason::NoConflict,
+            "every object of a name the operator derives is this FoodApp's",
+        )
+    } else {
+        check(CONFLICT, true, Reason::NotOwned, conflicts.join("; "))
+    }
+}
+
+/// The status of a FoodApp whose generated Secrets are not its own: nothing
+/// was built or applied; Conflict says which, Ready that nothing runs.
+pub fn conflicted(app: &FoodApp, conflicts: &[String], now: Time) -> (FoodAppStatus, Vec<Check>) {
+    let mut status = app.status.clone().unwrap_or_default();
+    let checks = vec![
+        conflict_check(conflicts),
+        check(
+            READY,
+            false,
+            Reason::NotOwned,
+            format!("nothing is applied: {}", conflicts.join("; ")),
+        ),
+    ];
+    for c in &checks {
+        conditions::set(&mut status.conditions, c, app.metadata.generation, &now);
+    }
+    status.phase = Some(Phase::Pending);
+    (status, checks)
+}
 
 type Check = Wanted;
 
@@ -357,6 +394,14 @@ pub fn compute(
         ready_check,
         rollout_check,
         upgrade.condition.clone(),
+        conflict_check(
+            &observed
+                .conflicts
+                .iter()
+                .cloned()
+                .chain(applied.conflicts())
+                .collect::<Vec<_>>(),
+        ),
     ];
     for c in &checks {
         conditions::set(&mut conditions, c, generation, &now);
