@@ -4619,7 +4619,7 @@ async fn secrets_of_a_release_without_records_are_adopted_once_when_the_foodapp_
         "Secret",
         "v1",
         "shop-api",
-        json!({"stringData": {"JWT_SECRET": "from-the-previous-release"}}),
+        json!({"data": {"JWT_SECRET": "ZnJvbS10aGUtcHJldmlvdXMtcmVsZWFzZQ=="}}),
     );
     let mut app = foodapp(json!({}));
     // What the previous release left: a status without a Conflict condition.

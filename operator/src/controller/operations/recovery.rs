@@ -182,6 +182,19 @@ pub async fn take_over(run: &Run<'_>, app: &FoodApp, cluster: &str) -> Result<()
         .then(|| crate::build::owner_reference(&model));
     super::set_owner::<Cluster>(ctx, &ns, cluster, owner.as_ref()).await?;
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if owner.is_none() {
+        // Owned by nothing: the record `ownership` finds it again by.
+        let owners = crate::controller::ownership::Owners {
+            namespace: ns.clone(),
+            uid: app.uid().unwrap_or_default(),
+            key: ctx.key.clone(),
+            ..Default::default()
+        };
+        let record = serde_json::json!({"metadata": {"annotations": owners.record("Cluster", cluster)}});
+        api.patch(cluster, &PatchParams::default(), &Patch::Merge(&record))
+            .await
+            .map_err(|e| Error::Apply(apply::failed("Cluster", cluster)(e)))?;
+    }
     let label = |on: bool| serde_json::json!({"metadata": {"labels": {cnpg::IN_USE_LABEL: on.then_some("true")}}});
     let patch = |name: String, on: bool| {
         let api = api.clone();
