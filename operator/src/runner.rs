@@ -94,10 +94,17 @@ async fn signing_key(client: &Client, ns: &str) -> anyhow::Result<ownership::Key
             .filter(|k| k.len() >= 32)
             .map(ownership::Key::new)
             .with_context(|| {
-                format!("Secret {ns}/{KEY_SECRET} has no key `{}` of 32 bytes or more", ownership::KEY_SECRET_KEY)
+                format!(
+                    "Secret {ns}/{KEY_SECRET} has no key `{}` of 32 bytes or more",
+                    ownership::KEY_SECRET_KEY
+                )
             })
     };
-    if let Some(existing) = api.get_opt(KEY_SECRET).await.context("reading the signing key")? {
+    if let Some(existing) = api
+        .get_opt(KEY_SECRET)
+        .await
+        .context("reading the signing key")?
+    {
         return read(existing);
     }
     let fresh = ownership::Key::random();
@@ -105,7 +112,11 @@ async fn signing_key(client: &Client, ns: &str) -> anyhow::Result<ownership::Key
         metadata: kube::api::ObjectMeta {
             name: Some(KEY_SECRET.to_owned()),
             labels: Some(
-                [("app.kubernetes.io/managed-by".to_owned(), crate::build::MANAGER.to_owned())].into(),
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    crate::build::MANAGER.to_owned(),
+                )]
+                .into(),
             ),
             ..Default::default()
         },
@@ -121,7 +132,10 @@ async fn signing_key(client: &Client, ns: &str) -> anyhow::Result<ownership::Key
     };
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {
-            info!(secret = KEY_SECRET, "created the key that signs ownership records");
+            info!(
+                secret = KEY_SECRET,
+                "created the key that signs ownership records"
+            );
             Ok(fresh)
         }
         Err(kube::Error::Api(e)) if e.code == 409 => read(api.get(KEY_SECRET).await?),

@@ -4004,7 +4004,13 @@ async fn a_cluster_of_the_previous_release_keeps_archiving_in_tree_until_the_plu
             "s3Credentials": {"accessKeyId": {"name": "spaces", "key": "AWS_ACCESS_KEY_ID"},
                               "secretAccessKey": {"name": "spaces", "key": "AWS_SECRET_ACCESS_KEY"}}}}},
     });
-    let h = Harness::build(foodapp(spec.clone()), vec![previous.clone()], None, false).await;
+    let h = Harness::build(
+        reconciled_before(foodapp(spec.clone())),
+        vec![previous.clone()],
+        None,
+        false,
+    )
+    .await;
     credentials(&h).await;
     h.settle().await;
     let cluster = h
@@ -4351,7 +4357,13 @@ async fn a_plugin_crd_gone_for_a_while_never_turns_archiving_off() {
         "spec": {"instances": 3, "plugins": [{"name": "barman-cloud.cloudnative-pg.io", "isWALArchiver": true,
             "parameters": {"barmanObjectName": "shop-archive", "serverName": "shop-db-0a1b2c3d"}}]},
     });
-    let h = Harness::build(foodapp(spec), vec![archiving], None, false).await;
+    let h = Harness::build(
+        reconciled_before(foodapp(spec)),
+        vec![archiving],
+        None,
+        false,
+    )
+    .await;
     credentials(&h).await;
     h.settle().await;
     let cluster = h
@@ -4432,6 +4444,18 @@ impl Harness {
     }
 }
 
+/// `app` as a release that wrote no ownership records left it: reconciled,
+/// with no Conflict condition.
+fn reconciled_before(mut app: FoodApp) -> FoodApp {
+    app.status = Some(
+        serde_json::from_value(json!({"observedGeneration": 1, "conditions": [
+            {"type": "Ready", "status": "False", "reason": "NotReady", "message": "",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}]}))
+        .unwrap(),
+    );
+    app
+}
+
 fn planted(kind: &str, api_version: &str, name: &str, rest: Value) -> Value {
     let mut obj = json!({"apiVersion": api_version, "kind": kind,
         "metadata": {"name": name, "namespace": NS, "labels": {"app.kubernetes.io/instance": "shop",
@@ -4502,7 +4526,10 @@ async fn a_database_service_of_the_derived_name_keeps_everything_that_would_conn
     assert!(jobs.items.is_empty(), "no migration Job either");
     let (_, reason, message) = h.condition("ApiReady").await;
     assert_eq!(reason, "ApplyFailed");
-    assert!(message.contains("not applied while the database"), "{message}");
+    assert!(
+        message.contains("not applied while the database"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -577,13 +577,7 @@ pub async fn apply(
         .await
 }
 
-async fn apply_all(
-    client: &Client,
-    ns: &str,
-    app: &str,
-    desired: &Desired,
-    hold: Hold,
-) -> Applied {
+async fn apply_all(client: &Client, ns: &str, app: &str, desired: &Desired, hold: Hold) -> Applied {
     let mut applied = Applied::default();
     let mut writes = 0;
     let mut pending = Vec::new();
@@ -691,7 +685,12 @@ async fn apply_all(
     // applied while a database object is someone else's: the Service of
     // that name would receive the connections.
     if applied.conflict(Component::Database) {
-        for c in [Component::Migration, Component::Api, Component::Gateway, Component::Backup] {
+        for c in [
+            Component::Migration,
+            Component::Api,
+            Component::Gateway,
+            Component::Backup,
+        ] {
             applied.record(c, Err(Error::Blocked("the database".to_owned())));
         }
         applied.writes = writes;

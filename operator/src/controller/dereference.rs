@@ -424,12 +424,31 @@ pub async fn observe(
     // reported here; the other children again by `apply`, which refuses
     // to write over them.
     let mut conflicts = Vec::new();
-    observed.db_secret = own_secret(client, ns, observed.db_secret.take(), &owners, &mut conflicts).await?;
-    observed.api_secret =
-        own_secret(client, ns, observed.api_secret.take(), &owners, &mut conflicts).await?;
+    observed.db_secret = own_secret(
+        client,
+        ns,
+        observed.db_secret.take(),
+        &owners,
+        &mut conflicts,
+    )
+    .await?;
+    observed.api_secret = own_secret(
+        client,
+        ns,
+        observed.api_secret.take(),
+        &owners,
+        &mut conflicts,
+    )
+    .await?;
     if app.spec.api.admin_secret.is_none() {
-        observed.admin_secret =
-            own_secret(client, ns, observed.admin_secret.take(), &owners, &mut conflicts).await?;
+        observed.admin_secret = own_secret(
+            client,
+            ns,
+            observed.admin_secret.take(),
+            &owners,
+            &mut conflicts,
+        )
+        .await?;
     }
     let mut ignored = Vec::new();
     observed.statefulset = ours(observed.statefulset.take(), &owners, &mut ignored);

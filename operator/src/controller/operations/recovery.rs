@@ -190,7 +190,8 @@ pub async fn take_over(run: &Run<'_>, app: &FoodApp, cluster: &str) -> Result<()
             key: ctx.key.clone(),
             ..Default::default()
         };
-        let record = serde_json::json!({"metadata": {"annotations": owners.record("Cluster", cluster)}});
+        let record =
+            serde_json::json!({"metadata": {"annotations": owners.record("Cluster", cluster)}});
         api.patch(cluster, &PatchParams::default(), &Patch::Merge(&record))
             .await
             .map_err(|e| Error::Apply(apply::failed("Cluster", cluster)(e)))?;
