@@ -4040,7 +4040,7 @@ async fn a_cluster_of_the_previous_release_keeps_archiving_in_tree_until_the_plu
             .contains("keeps archiving through the deprecated in-tree")
     );
     // With the plugin: the same folder, through the plugin.
-    let h = Harness::new(foodapp(spec), vec![previous]).await;
+    let h = Harness::new(reconciled_before(foodapp(spec)), vec![previous]).await;
     credentials(&h).await;
     h.settle().await;
     let cluster = h
