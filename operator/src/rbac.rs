@@ -63,7 +63,7 @@ pub const RULES: &[Rule] = &[
         "",
         &["secrets"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "read the S3, admin and external-database Secrets; create the generated Secrets once; watch them (a deleted one is re-created); apply the connection Secret of the CloudNativePG and External engines; delete them under deletionPolicy Delete",
+        "read the S3, admin and external-database Secrets; create the generated Secrets once, with their ownership record (patched onto those an earlier release made); watch them (a deleted one is re-created); apply the connection Secret of the CloudNativePG and External engines; delete them under deletionPolicy Delete; read, or create at the first start, the key that signs ownership records (foodapp-operator-key, in the operator's namespace)",
     ),
     (
         "",

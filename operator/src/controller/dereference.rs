@@ -119,7 +119,7 @@ async fn observe_cnpg(
         cluster: clusters
             .get_opt(cluster)
             .await?
-            .filter(|c| owners.check("Cluster", &c.metadata).is_ok()),
+            .filter(|c| owners.owns("Cluster", &c.metadata)),
         labelled_in_use,
         app_secret: Api::<Secret>::namespaced(client.clone(), ns)
             .get_opt(&names::cnpg_app_secret(cluster))
@@ -156,7 +156,7 @@ async fn labelled_in_use(
         .await?
         .items
         .into_iter()
-        .filter(|c| owners.check("Cluster", &c.metadata).is_ok())
+        .filter(|c| owners.owns("Cluster", &c.metadata))
         .filter_map(|c| c.metadata.name)
         .filter(|c| build::is_own_database(name, c))
         .collect::<Vec<_>>();
@@ -194,35 +194,57 @@ pub async fn create_secret_once(
     }
 }
 
-/// A generated Secret as found: this FoodApp's (given its record now if an
-/// earlier release or FoodApp wrote it), or not (a conflict, and None).
+/// A generated Secret as found: kept if it is this FoodApp's (given its
+/// record now if an earlier release or FoodApp wrote it), otherwise taken
+/// out, and why in `conflicts`.
 async fn own_secret(
     client: &Client,
     ns: &str,
-    secret: Option<Secret>,
+    secret: &mut Option<Secret>,
     owners: &Owners,
     conflicts: &mut Vec<String>,
-) -> Result<Option<Secret>, kube::Error> {
-    let Some(secret) = secret else {
-        return Ok(None);
+) -> Result<(), kube::Error> {
+    let Some(found) = secret.as_ref() else {
+        return Ok(());
     };
-    if let Err(ownership::NotOurs(why)) = owners.check("Secret", &secret.metadata) {
+    if let Err(ownership::NotOurs(why)) = owners.check("Secret", &found.metadata) {
         conflicts.push(why);
-        return Ok(None);
+        *secret = None;
+        return Ok(());
     }
-    if !owners.needs_record(&secret.metadata) {
-        return Ok(Some(secret));
+    if owners.needs_record(&found.metadata) {
+        let name = found.metadata.name.as_deref().unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"annotations": owners.record("Secret", name)}});
+        *secret = Some(
+            Api::<Secret>::namespaced(client.clone(), ns)
+                .patch(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?,
+        );
     }
-    let name = secret.metadata.name.as_deref().unwrap_or_default();
-    let patch = serde_json::json!({"metadata": {"annotations": owners.record("Secret", name)}});
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .map(Some)
+    Ok(())
+}
+
+/// A generated Secret, created unless it exists, and checked like one found.
+async fn generated(
+    client: &Client,
+    ns: &str,
+    secret: &Secret,
+    observed: &mut Observed,
+) -> Result<Option<Secret>, kube::Error> {
+    let mut found = Some(create_secret_once(client, ns, secret, &observed.owners).await?);
+    own_secret(
+        client,
+        ns,
+        &mut found,
+        &observed.owners,
+        &mut observed.conflicts,
+    )
+    .await?;
+    Ok(found)
 }
 
 /// Makes sure the generated Secrets exist, creating the missing ones with
@@ -247,77 +269,24 @@ async fn ensure_generated_secrets(
     );
     // Without metadata there is nothing to name; validation reports it.
     let Ok(fresh) = fresh else { return Ok(()) };
-    let owners = observed.owners.clone();
-    // A name held by a Secret that is not this FoodApp's stays unusable.
-    let taken = |observed: &Observed, name: &str| {
-        observed
-            .conflicts
-            .iter()
-            .any(|c| c.starts_with(&format!("Secret {name} ")))
-    };
-    let mut wanted = Vec::new();
     // Only the built-in server takes the generated password.
     if observed.db_secret.is_none() && app.spec.database.engine == Engine::BuiltIn {
-        wanted.push(secrets::database(&fresh));
+        observed.db_secret = generated(client, ns, &secrets::database(&fresh), observed).await?;
     }
     if observed.api_secret.is_none() {
-        wanted.push(secrets::api(&fresh));
+        observed.api_secret = generated(client, ns, &secrets::api(&fresh), observed).await?;
     }
     if observed.admin_secret.is_none() && fresh.generates_admin_secret() {
-        wanted.push(secrets::admin(&fresh, &secrets::generate()));
-    }
-    for secret in wanted {
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        if taken(observed, &name) {
-            continue;
-        }
-        let found = create_secret_once(client, ns, &secret, &owners).await?;
-        let found = own_secret(client, ns, Some(found), &owners, &mut observed.conflicts).await?;
-        if name == names::db(&fresh.name) {
-            observed.db_secret = found;
-        } else if name == names::api_secret(&fresh.name) {
-            observed.api_secret = found;
-        } else {
-            observed.admin_secret = found;
-        }
+        let admin = secrets::admin(&fresh, &secrets::generate());
+        observed.admin_secret = generated(client, ns, &admin, observed).await?;
     }
     Ok(())
 }
 
-/// Who may own `app`'s objects, given its restores.
-fn owners_of(app: &FoodApp, restores: &[FoodAppRestore], key: &ownership::Key) -> Owners {
-    use kube::ResourceExt;
-    Owners {
-        namespace: app.namespace().unwrap_or_default(),
-        uid: app.uid().unwrap_or_default(),
-        restores: restores.iter().filter_map(|r| r.uid()).collect(),
-        // Reconciled by a release that wrote no records: every pass of this
-        // one writes the Conflict condition.
-        legacy: app.status.as_ref().is_some_and(|s| {
-            s.observed_generation.is_some()
-                && !s
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == crate::controller::status::CONFLICT)
-        }),
-        key: key.clone(),
-    }
-}
-
-/// `obj` if it is this FoodApp's; otherwise None, and why in `conflicts`.
-fn ours<K: kube::Resource<DynamicType = ()>>(
-    obj: Option<K>,
-    owners: &Owners,
-    conflicts: &mut Vec<String>,
-) -> Option<K> {
-    let obj = obj?;
-    match owners.check(&K::kind(&()), obj.meta()) {
-        Ok(()) => Some(obj),
-        Err(ownership::NotOurs(why)) => {
-            conflicts.push(why);
-            None
-        }
-    }
+/// `obj` if it is this FoodApp's. One that is not is left out here and
+/// reported by `apply`, which refuses to write over it.
+fn ours<K: kube::Resource<DynamicType = ()>>(obj: Option<K>, owners: &Owners) -> Option<K> {
+    obj.filter(|o| owners.owns(&K::kind(&()), o.meta()))
 }
 
 pub async fn observe(
@@ -415,48 +384,40 @@ pub async fn observe(
         owners: Owners::default(),
         conflicts: Vec::new(),
     };
-    let owners = owners_of(app, &observed.restores, key);
+    let owners = Owners::of(app, &observed.restores, key);
     observed.cnpg = match app.spec.database.engine {
         Engine::CloudNativePG => Some(observe_cnpg(client, app, ns, &owners).await?),
         Engine::BuiltIn | Engine::External => None,
     };
-    // What is not this FoodApp's is left out. The generated Secrets are
-    // reported here; the other children again by `apply`, which refuses
-    // to write over them.
+    // What is not this FoodApp's is left out: the generated Secrets are
+    // reported here (nothing is built without them), the other children
+    // by `apply`.
     let mut conflicts = Vec::new();
-    observed.db_secret = own_secret(
+    own_secret(client, ns, &mut observed.db_secret, &owners, &mut conflicts).await?;
+    own_secret(
         client,
         ns,
-        observed.db_secret.take(),
-        &owners,
-        &mut conflicts,
-    )
-    .await?;
-    observed.api_secret = own_secret(
-        client,
-        ns,
-        observed.api_secret.take(),
+        &mut observed.api_secret,
         &owners,
         &mut conflicts,
     )
     .await?;
     if app.spec.api.admin_secret.is_none() {
-        observed.admin_secret = own_secret(
+        own_secret(
             client,
             ns,
-            observed.admin_secret.take(),
+            &mut observed.admin_secret,
             &owners,
             &mut conflicts,
         )
         .await?;
     }
-    let mut ignored = Vec::new();
-    observed.statefulset = ours(observed.statefulset.take(), &owners, &mut ignored);
-    observed.migration_job = ours(observed.migration_job.take(), &owners, &mut ignored);
-    observed.api_deployment = ours(observed.api_deployment.take(), &owners, &mut ignored);
-    observed.gateway_deployment = ours(observed.gateway_deployment.take(), &owners, &mut ignored);
-    observed.gateway_service = ours(observed.gateway_service.take(), &owners, &mut ignored);
-    observed.cron_job = ours(observed.cron_job.take(), &owners, &mut ignored);
+    observed.statefulset = ours(observed.statefulset.take(), &owners);
+    observed.migration_job = ours(observed.migration_job.take(), &owners);
+    observed.api_deployment = ours(observed.api_deployment.take(), &owners);
+    observed.gateway_deployment = ours(observed.gateway_deployment.take(), &owners);
+    observed.gateway_service = ours(observed.gateway_service.take(), &owners);
+    observed.cron_job = ours(observed.cron_job.take(), &owners);
     observed.conflicts = conflicts;
     observed.owners = owners.clone();
     let upgrading = app
@@ -474,9 +435,12 @@ pub async fn observe(
             .await?
             .items
             .into_iter()
-            .filter(|j| owners.check("Job", &j.metadata).is_ok())
+            .filter(|j| owners.owns("Job", &j.metadata))
             .collect();
     }
-    ensure_generated_secrets(client, app, &mut observed).await?;
+    // Nothing is built while a generated Secret is someone else's.
+    if observed.conflicts.is_empty() {
+        ensure_generated_secrets(client, app, &mut observed).await?;
+    }
     Ok(observed)
 }

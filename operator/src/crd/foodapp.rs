@@ -650,7 +650,7 @@ pub struct FoodAppStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// DatabaseReady, MigrationsComplete, ApiReady, GatewayReady, BackupScheduled, Ready, RolloutPending and DatabaseUpgrade.
+    /// DatabaseReady, MigrationsComplete, ApiReady, GatewayReady, BackupScheduled, Ready, RolloutPending, DatabaseUpgrade and Conflict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The API image whose migrations succeeded and that the API runs.

@@ -184,12 +184,7 @@ pub async fn take_over(run: &Run<'_>, app: &FoodApp, cluster: &str) -> Result<()
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     if owner.is_none() {
         // Owned by nothing: the record `ownership` finds it again by.
-        let owners = crate::controller::ownership::Owners {
-            namespace: ns.clone(),
-            uid: app.uid().unwrap_or_default(),
-            key: ctx.key.clone(),
-            ..Default::default()
-        };
+        let owners = crate::controller::ownership::Owners::of(app, &[], &ctx.key);
         let record =
             serde_json::json!({"metadata": {"annotations": owners.record("Cluster", cluster)}});
         api.patch(cluster, &PatchParams::default(), &Patch::Merge(&record))
