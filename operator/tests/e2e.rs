@@ -25,6 +25,8 @@
 #[path = "e2e/cloudnativepg.rs"]
 mod cloudnativepg;
 mod common;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/operator_upgrade.rs"]
 mod operator_upgrade;
 #[path = "e2e/restore.rs"]
@@ -1023,6 +1025,7 @@ async fn the_operator_on_a_real_cluster() {
 
     scaling_and_edge(&c).await;
     external_database(&c, &discovery).await;
+    hostile::hostile_tenant(&c, &discovery).await;
 
     // 7. A field removed from the spec leaves the live object.
     let resources = |d: Deployment| {
