@@ -180,10 +180,11 @@ pub async fn take_over(run: &Run<'_>, app: &FoodApp, cluster: &str) -> Result<()
     let model = validate::job_model(app, &ctx.agent_image)?;
     let owner = (app.spec.deletion_policy == crate::crd::DeletionPolicy::Delete)
         .then(|| crate::build::owner_reference(&model));
-    super::set_owner::<Cluster>(ctx, &ns, cluster, owner.as_ref()).await?;
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
     if owner.is_none() {
-        // Owned by nothing: the record `ownership` finds it again by.
+        // To be owned by nothing: first the record `ownership` finds it
+        // again by (while the restore still controls it), so no pass of the
+        // FoodApp ever sees it unowned and unrecorded.
         let owners = crate::controller::ownership::Owners::of(app, &[], &ctx.key);
         let record =
             serde_json::json!({"metadata": {"annotations": owners.record("Cluster", cluster)}});
@@ -191,6 +192,7 @@ pub async fn take_over(run: &Run<'_>, app: &FoodApp, cluster: &str) -> Result<()
             .await
             .map_err(|e| Error::Apply(apply::failed("Cluster", cluster)(e)))?;
     }
+    super::set_owner::<Cluster>(ctx, &ns, cluster, owner.as_ref()).await?;
     let label = |on: bool| serde_json::json!({"metadata": {"labels": {cnpg::IN_USE_LABEL: on.then_some("true")}}});
     let patch = |name: String, on: bool| {
         let api = api.clone();
