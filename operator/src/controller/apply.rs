@@ -47,7 +47,7 @@ pub enum Error {
         kind: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// An object of the derived name exists and is not this FoodApp's
     /// (`ownership`): it is neither applied over nor used.
@@ -89,7 +89,7 @@ pub fn failed(kind: &str, name: &str) -> impl Fn(kube::Error) -> Error + use<> {
     move |source| Error::Api {
         kind: kind.clone(),
         name: name.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -826,7 +826,7 @@ async fn apply_all(client: &Client, ns: &str, app: &str, desired: &Desired, hold
 
 /// A 404 from applying a kind of another project: its CRD is not installed.
 fn kind_missing(e: &Error) -> bool {
-    matches!(e, Error::Api { source: kube::Error::Api(e), .. } if e.code == 404)
+    matches!(e, Error::Api { source, .. } if matches!(&**source, kube::Error::Api(e) if e.code == 404))
 }
 
 /// A Deployment with its autoscaler and disruption budget. When an

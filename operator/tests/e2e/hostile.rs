@@ -75,7 +75,7 @@ pub async fn hostile_tenant(c: &Cluster, discovery: &Discovery) {
     let mut tenant = example("foodapp.yaml", &c.ns);
     tenant.metadata.name = Some("tenant".into());
     tenant.spec.backup = Some(
-        serde_json::from_value(json!({"schedule": "0 3 * * *", "s3": {"bucket": "b",
+        serde_json::from_value(json!({"schedule": "0 3 * * *", "s3": {"bucket": "foodapp-e2e",
             "credentialsSecret": "spaces-credentials", "endpoint": "http://10.244.0.1:9000", "region": "us-east-1"}}))
         .unwrap(),
     );
@@ -172,12 +172,11 @@ pub async fn hostile_tenant(c: &Cluster, discovery: &Discovery) {
     );
     let secret = c.api::<Secret>().get("rogue-api").await.unwrap();
     assert!(
-        secret
+        !secret
             .metadata
             .annotations
             .unwrap_or_default()
-            .get("foodapp.io/owner-uid")
-            .is_none(),
+            .contains_key("foodapp.io/owner-uid"),
         "the planted Secret is not adopted"
     );
     // Gone: the operator makes its own, and the conflict clears.
