@@ -181,6 +181,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let key = signing_key(&client, &args.lease_namespace).await?;
+    crate::build::set_secret_hash_key(key.derive("secret-hash"));
     let ctx = Arc::new(Context::new(client.clone(), metrics, args.operator_image).with_key(key));
     let apps: Api<FoodApp> = Api::all(client.clone());
     let cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=foodapp-operator");

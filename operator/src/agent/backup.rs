@@ -94,9 +94,15 @@ async fn dump_and_upload(
         "--no-owner".to_owned(),
         "--no-privileges".to_owned(),
         format!("--snapshot={snapshot}"),
-        format!("--dbname={}", store.database_url),
     ];
-    let mut pg_dump = Tool::spawn(store, "pg_dump", &args, false, true)?;
+    let mut pg_dump = Tool::spawn(
+        store,
+        "pg_dump",
+        &args,
+        Some(&store.database_url),
+        false,
+        true,
+    )?;
     let stdout = pg_dump.stdout()?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let reader = tokio::spawn(read_parts(stdout, tx));

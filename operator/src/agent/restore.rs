@@ -275,16 +275,15 @@ pub async fn restore_sql(
         "--file=-",
     ]
     .map(str::to_owned);
-    let mut pg_restore = Tool::spawn(store, "pg_restore", &restore_args, true, true)?;
+    let mut pg_restore = Tool::spawn(store, "pg_restore", &restore_args, None, true, true)?;
     let psql_args = [
         "-X".to_owned(),
         "-q".to_owned(),
         "-v".to_owned(),
         "ON_ERROR_STOP=1".to_owned(),
         "--file=-".to_owned(),
-        format!("--dbname={target_url}"),
     ];
-    let mut psql = Tool::spawn(store, "psql", &psql_args, true, false)?;
+    let mut psql = Tool::spawn(store, "psql", &psql_args, Some(target_url), true, false)?;
     let mut psql_in = psql.stdin()?;
     let restore_out = pg_restore.stdout()?;
     let mut restore_in = pg_restore.stdin()?;

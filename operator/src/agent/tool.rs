@@ -19,15 +19,27 @@ pub struct Tool {
 }
 
 impl Tool {
+    /// Starts `name` with `args`, on the database at `database_url` if
+    /// given: its password goes in the tool's environment (`PGPASSWORD`),
+    /// never on its command line, which every process of the pod can read.
     pub fn spawn(
         store: &StoreArgs,
         name: &'static str,
         args: &[String],
+        database_url: Option<&str>,
         stdin: bool,
         stdout: bool,
     ) -> Result<Tool, Error> {
         let piped = |yes: bool| if yes { Stdio::piped() } else { Stdio::null() };
         let mut command = Command::new(store.tool(name));
+        command.args(args).env_remove("PGPASSWORD");
+        if let Some(url) = database_url {
+            let (dbname, password) = without_password(url)?;
+            command.arg(format!("--dbname={dbname}"));
+            if let Some(password) = password {
+                command.env("PGPASSWORD", password);
+            }
+        }
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -40,7 +52,6 @@ impl Tool {
             });
         }
         let mut child = command
-            .args(args)
             .stdin(piped(stdin))
             .stdout(piped(stdout))
             .stderr(Stdio::piped())
@@ -115,6 +126,37 @@ impl Tool {
             })
         }
     }
+}
+
+/// `url` without its password (in the user part or as a `password`
+/// parameter), and the password, decoded.
+pub fn without_password(url: &str) -> Result<(String, Option<String>), Error> {
+    let mut url = url::Url::parse(url)?;
+    let mut password = url.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    // The scheme is postgres(ql)://, which always has a password slot.
+    let _ = url.set_password(None);
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let rest: Vec<(String, String)> = url
+            .query_pairs()
+            .filter_map(|(k, v)| {
+                if k == "password" {
+                    password = Some(v.into_owned());
+                    None
+                } else {
+                    Some((k.into_owned(), v.into_owned()))
+                }
+            })
+            .collect();
+        url.set_query(None);
+        if !rest.is_empty() {
+            url.query_pairs_mut().extend_pairs(rest);
+        }
+    }
+    Ok((url.to_string(), password))
 }
 
 /// The bin directory of the client tools for a server of `server_major`.
@@ -205,6 +247,68 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_leaves_the_url_from_either_place() {
+        let (url, password) =
+            without_password("postgres://app:p%40ss%2Fw@db.ns.svc:5432/foodapp?sslmode=require")
+                .unwrap();
+        assert_eq!(url, "postgres://app@db.ns.svc:5432/foodapp?sslmode=require");
+        assert_eq!(password.as_deref(), Some("p@ss/w"));
+        let (url, password) =
+            without_password("postgresql://app@h/db?password=s%26cret&sslmode=verify-full")
+                .unwrap();
+        assert_eq!(url, "postgresql://app@h/db?sslmode=verify-full");
+        assert_eq!(password.as_deref(), Some("s&cret"));
+        let (url, password) = without_password("postgres://app@h/db").unwrap();
+        assert_eq!((url.as_str(), password), ("postgres://app@h/db", None));
+        assert!(without_password("host=h password=x").is_err());
+    }
+
+    /// The tool sees the password in its environment and nowhere in its
+    /// arguments (a stand-in `psql` prints both).
+    #[tokio::test]
+    async fn a_tool_gets_the_password_by_environment_never_by_argument() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = std::env::temp_dir().join(format!("argv-{}", std::process::id()));
+        std::fs::create_dir_all(&bin).unwrap();
+        let psql = bin.join("psql");
+        std::fs::write(
+            &psql,
+            "#!/bin/sh\necho \"args: $*\"\necho \"env: $PGPASSWORD\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&psql, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = StoreArgs {
+            database_url: String::new(),
+            s3_endpoint: None,
+            s3_region: String::new(),
+            s3_bucket: String::new(),
+            s3_prefix: String::new(),
+            s3_force_path_style: true,
+            s3_checksums: super::super::Checksums::WhenRequired,
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
+            foodapp: String::new(),
+            namespace: String::new(),
+            pg_bin: Some(bin.clone()),
+        };
+        let url = "postgres://app:Secret-9f2@db:5432/foodapp";
+        let mut tool =
+            Tool::spawn(&store, "psql", &["-X".to_owned()], Some(url), false, true).unwrap();
+        let mut out = String::new();
+        tool.stdout()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        tool.finish().await.unwrap();
+        std::fs::remove_dir_all(&bin).unwrap();
+        assert_eq!(
+            out,
+            "args: -X --dbname=postgres://app@db:5432/foodapp\nenv: Secret-9f2\n"
+        );
+    }
 
     #[tokio::test]
     async fn settings_an_older_server_refuses_are_dropped_from_the_preamble_only() {

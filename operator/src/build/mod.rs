@@ -307,6 +307,17 @@ pub struct Desired {
     pub gateway_certificate: Option<Certificate>,
     pub network_policies: Vec<NetworkPolicy>,
     pub backup: Option<BackupObjects>,
+    /// The inputs annotations a release before keyed hashes wrote for the
+    /// same inputs (database, API): a live template that carries one was
+    /// made from what is wanted now, so it waits for the window like any
+    /// other change of the operator's own.
+    pub legacy_inputs: LegacyInputs,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LegacyInputs {
+    pub database: Option<String>,
+    pub api: Option<String>,
 }
 
 /// The database objects of the FoodApp's engine.
@@ -380,6 +391,18 @@ impl Model {
     /// hash (checked field by field in the tests), while an input that does
     /// not only releases a held rollout with the user's own change.
     pub fn inputs(&self, workload: Workload) -> String {
+        self.inputs_hashed(workload, secret_hash)
+    }
+
+    /// `inputs` as a release before keyed hashes wrote it: the secret values
+    /// hashed with nothing but SHA-256.
+    pub fn legacy_inputs(&self, workload: Workload) -> String {
+        self.inputs_hashed(workload, short_hash)
+    }
+
+    /// The runtime part of the database's and the API's inputs holds
+    /// secret values, so `secret` hashes it; the gateway's holds none.
+    fn inputs_hashed(&self, workload: Workload, secret: fn(&str) -> String) -> String {
         let spec = &self.spec;
         let json = |v: serde_json::Value| short_hash(&v.to_string());
         let restoring = if self.restoring { "restoring" } else { "" };
@@ -418,12 +441,12 @@ impl Model {
                 ],
             ),
         };
-        format!(
-            "{}/{}/{}",
-            self.generation,
-            json(spec_part),
-            short_hash(&runtime.join("\u{1f}"))
-        )
+        let runtime = runtime.join("\u{1f}");
+        let runtime = match workload {
+            Workload::Database | Workload::Api => secret(&runtime),
+            Workload::Gateway => short_hash(&runtime),
+        };
+        format!("{}/{}/{runtime}", self.generation, json(spec_part))
     }
 }
 
@@ -437,9 +460,11 @@ pub fn build(model: &Model) -> Desired {
     let mut desired = build_objects(model);
     if let DatabaseObjects::BuiltIn { statefulset, .. } = &mut desired.database {
         record_inputs(&mut statefulset.metadata, model.inputs(Workload::Database));
+        desired.legacy_inputs.database = Some(model.legacy_inputs(Workload::Database));
     }
     if let Some(api) = &mut desired.api_deployment {
         record_inputs(&mut api.metadata, model.inputs(Workload::Api));
+        desired.legacy_inputs.api = Some(model.legacy_inputs(Workload::Api));
     }
     record_inputs(
         &mut desired.gateway_deployment.metadata,
@@ -518,6 +543,7 @@ fn build_objects(model: &Model) -> Desired {
                 }
             },
         }),
+        legacy_inputs: LegacyInputs::default(),
     }
 }
 
@@ -537,6 +563,7 @@ impl Desired {
             gateway_certificate,
             network_policies,
             backup,
+            legacy_inputs: _,
         } = self;
         let mut out = Vec::new();
         match database {
@@ -744,15 +771,43 @@ pub fn unowned_meta(model: &Model, name: String, component: &str) -> ObjectMeta 
     }
 }
 
-/// Pod-template annotation carrying a hash of the database password: a new
-/// password (the Secret was re-created) restarts the pods that use it.
+/// Pod-template annotation carrying a keyed hash of the database password:
+/// a new password (the Secret was re-created) restarts the pods that use it.
 pub const CREDENTIALS_HASH_ANNOTATION: &str = "foodapp.io/credentials-hash";
 
 pub fn credentials_annotation(model: &Model) -> BTreeMap<String, String> {
     BTreeMap::from([(
         CREDENTIALS_HASH_ANNOTATION.to_owned(),
-        short_hash(&model.db_password),
+        secret_hash(&model.db_password),
     )])
+}
+
+static SECRET_HASH_KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Sets the key of `secret_hash`, once, before anything is built (the
+/// operator derives it from its signing key at start). Unset (`render`,
+/// tests) it is empty: the hashes are stable but anyone can compute them.
+pub fn set_secret_hash_key(key: Vec<u8>) {
+    let _ = SECRET_HASH_KEY.set(key);
+}
+
+/// A hash of secret values for annotations that anyone allowed to `view`
+/// the namespace reads: an HMAC under the operator's key, so a guess of
+/// the password cannot be tested against it. `k` and 16 hex digits (the
+/// unkeyed hashes of earlier releases are 10 digits).
+pub fn secret_hash(s: &str) -> String {
+    keyed_hash(
+        SECRET_HASH_KEY.get().map(Vec::as_slice).unwrap_or_default(),
+        s,
+    )
+}
+
+fn keyed_hash(key: &[u8], s: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"foodapp.io/secret-hash\x1f");
+    mac.update(s.as_bytes());
+    format!("k{}", &hex::encode(mac.finalize().into_bytes())[..16])
 }
 
 /// Rolling updates that never go below the wanted replicas: one extra pod
@@ -831,6 +886,36 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_values_are_hashed_under_the_operators_key() {
+        let (one, other) = (keyed_hash(b"key one", "pw"), keyed_hash(b"key two", "pw"));
+        assert_ne!(one, other, "without the key, a guess cannot be tested");
+        assert_ne!(one, keyed_hash(b"key one", "pw2"));
+        assert_eq!(one, keyed_hash(b"key one", "pw"), "stable under one key");
+        assert_eq!(one.len(), 17);
+        assert!(!one.contains(&short_hash("pw")));
+        let m = testing::model();
+        assert_eq!(
+            credentials_annotation(&m)[CREDENTIALS_HASH_ANNOTATION],
+            secret_hash(&m.db_password)
+        );
+        for workload in [Workload::Database, Workload::Api] {
+            let (keyed, legacy) = (m.inputs(workload), m.legacy_inputs(workload));
+            assert_ne!(keyed, legacy);
+            let (k, l) = (
+                keyed.rsplit_once('/').unwrap(),
+                legacy.rsplit_once('/').unwrap(),
+            );
+            assert_eq!(k.0, l.0, "only the hash of the secret values differs");
+            assert!(k.1.starts_with('k') && l.1.len() == 10);
+        }
+        assert_eq!(
+            m.inputs(Workload::Gateway),
+            m.legacy_inputs(Workload::Gateway),
+            "the gateway's inputs hold no secret"
+        );
+    }
 
     #[test]
     fn every_object_carries_labels_and_an_owner_reference() {

@@ -118,7 +118,11 @@ if ! psql -X -q -h "$sock" -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1
   admin="$APP_USER"
 fi
 psql -X -q -v ON_ERROR_STOP=1 -h "$sock" -U "$admin" -d postgres \
-  -v app="$APP_USER" -v password="$APP_PASSWORD" -v db="$APP_DATABASE" <<'SQL'
+  -v app="$APP_USER" -v db="$APP_DATABASE" <<'SQL'
+-- The password by environment, never on psql's command line (which every
+-- process of the pod can read): printf is the shell's own, so no command
+-- line carries it either.
+\set password `printf '%s' "$APP_PASSWORD"`
 SET password_encryption = 'scram-sha-256';
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'postgres') AS missing \gset
 \if :missing

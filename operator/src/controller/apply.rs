@@ -189,6 +189,7 @@ fn changed_paths(desired: &Value, live: &Value, prefix: &str) -> Vec<String> {
 fn hold_template<K: Object>(
     obj: &K,
     live: Option<&K>,
+    legacy_inputs: Option<&str>,
     hold: Hold,
     pending: &mut Vec<PendingRollout>,
 ) -> Option<K> {
@@ -206,7 +207,9 @@ fn hold_template<K: Object>(
         annotation_of(live, INPUTS_ANNOTATION),
         annotation_of(obj, INPUTS_ANNOTATION),
     ) {
-        (Some(l), Some(d)) => same_inputs(l, d),
+        (Some(l), Some(d)) => {
+            same_inputs(l, d) || legacy_inputs.is_some_and(|legacy| same_inputs(l, legacy))
+        }
         (None, Some(_)) => hold.reconciled,
         _ => false,
     };
@@ -469,6 +472,7 @@ async fn statefulset(
     client: &Client,
     ns: &str,
     desired: &StatefulSet,
+    legacy_inputs: Option<&str>,
     hold: Hold,
     writes: &mut u32,
     pending: &mut Vec<PendingRollout>,
@@ -479,8 +483,8 @@ async fn statefulset(
         .get_opt(&name)
         .await
         .map_err(failed("StatefulSet", &name))?;
-    let desired =
-        hold_template(desired, current.as_ref(), hold, pending).unwrap_or_else(|| desired.clone());
+    let desired = hold_template(desired, current.as_ref(), legacy_inputs, hold, pending)
+        .unwrap_or_else(|| desired.clone());
     let wanted_size = current.as_ref().and_then(|_| {
         requested_storage(
             desired
@@ -594,6 +598,7 @@ async fn apply_all(client: &Client, ns: &str, app: &str, desired: &Desired, hold
         gateway_certificate,
         network_policies,
         backup,
+        legacy_inputs,
     } = desired;
 
     let db = async {
@@ -609,6 +614,7 @@ async fn apply_all(client: &Client, ns: &str, app: &str, desired: &Desired, hold
                     client,
                     ns,
                     sts,
+                    legacy_inputs.database.as_deref(),
                     hold,
                     &mut writes,
                     &mut pending,
@@ -718,7 +724,13 @@ async fn apply_all(client: &Client, ns: &str, app: &str, desired: &Desired, hold
         ensure(client, ns, api_service, &mut writes).await?;
         if let Some(deployment) = api_deployment {
             let live = live_of(client, ns, deployment).await?;
-            let held = hold_template(deployment, live.as_ref(), hold, &mut pending);
+            let held = hold_template(
+                deployment,
+                live.as_ref(),
+                legacy_inputs.api.as_deref(),
+                hold,
+                &mut pending,
+            );
             deployment_with_scaling(
                 client,
                 ns,
@@ -742,7 +754,7 @@ async fn apply_all(client: &Client, ns: &str, app: &str, desired: &Desired, hold
         // A held gateway keeps its configuration too: a pod that restarts
         // meanwhile gets the nginx.conf its template was made for.
         let live = live_of(client, ns, gateway_deployment).await?;
-        let held = hold_template(gateway_deployment, live.as_ref(), hold, &mut pending);
+        let held = hold_template(gateway_deployment, live.as_ref(), None, hold, &mut pending);
         if held.is_none() {
             ensure(client, ns, gateway_config, &mut writes).await?;
         }
@@ -1047,6 +1059,91 @@ async fn prune_backup(client: &Client, ns: &str, app: &str, writes: &mut u32) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The database as the release before keyed hashes built it from the
+    /// same inputs: unkeyed credentials and inputs hashes.
+    fn unkeyed(m: &crate::build::Model) -> StatefulSet {
+        let DatabaseObjects::BuiltIn { statefulset, .. } = crate::build::build(m).database else {
+            unreachable!("the model is built in")
+        };
+        let mut old = *statefulset;
+        let meta = old.metadata.annotations.get_or_insert_default();
+        meta.insert(
+            INPUTS_ANNOTATION.into(),
+            m.legacy_inputs(crate::build::Workload::Database),
+        );
+        meta.insert(APPLIED_HASH_ANNOTATION.into(), "older".into());
+        let template = old
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap();
+        template.annotations.get_or_insert_default().insert(
+            crate::build::CREDENTIALS_HASH_ANNOTATION.into(),
+            short_hash(&m.db_password),
+        );
+        old
+    }
+
+    #[test]
+    fn unkeyed_hashes_of_a_previous_release_wait_for_the_window_and_a_new_password_does_not() {
+        let m = crate::build::testing::model();
+        let old = unkeyed(&m);
+        let desired = crate::build::build(&m);
+        let DatabaseObjects::BuiltIn { statefulset, .. } = &desired.database else {
+            unreachable!()
+        };
+        let closed = Hold {
+            open: false,
+            reconciled: true,
+        };
+        let legacy = desired.legacy_inputs.database.as_deref();
+        let mut pending = Vec::new();
+        let held = hold_template(
+            statefulset.as_ref(),
+            Some(&old),
+            legacy,
+            closed,
+            &mut pending,
+        )
+        .expect("same inputs: held");
+        assert_eq!(
+            held.spec.unwrap().template,
+            old.spec.clone().unwrap().template
+        );
+        assert!(
+            pending[0]
+                .changes
+                .iter()
+                .any(|c| c.contains("foodapp.io/credentials-hash")),
+            "{pending:?}"
+        );
+        // Without the legacy form the new hashes would read as new inputs.
+        assert!(
+            hold_template(statefulset.as_ref(), Some(&old), None, closed, &mut pending).is_none()
+        );
+        // A password changed meanwhile is new input: it rolls now.
+        let mut changed = m.clone();
+        changed.db_password = "changed".into();
+        let desired = crate::build::build(&changed);
+        let DatabaseObjects::BuiltIn { statefulset, .. } = &desired.database else {
+            unreachable!()
+        };
+        let legacy = desired.legacy_inputs.database.as_deref();
+        assert!(
+            hold_template(
+                statefulset.as_ref(),
+                Some(&old),
+                legacy,
+                closed,
+                &mut pending
+            )
+            .is_none()
+        );
+    }
 
     #[test]
     fn a_warning_header_gives_its_text() {

@@ -71,6 +71,14 @@ impl Key {
         &self.0
     }
 
+    /// A key for another use, from which this one cannot be learnt.
+    pub fn derive(&self, purpose: &str) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"foodapp.io/derive\x1f");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
     fn mac(&self, kind: &str, ns: &str, name: &str, uid: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         for part in [kind, ns, name, uid] {
